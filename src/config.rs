@@ -1,0 +1,403 @@
+//! Settings: built-in defaults < a TOML file < `RECEPT__SECTION__KEY`
+//! environment variables, then `validate()`.
+//!
+//! Every tunable has its default here, in the `Default` impls, and nowhere
+//! else. This module knows nothing of actix or clap.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything recept reads from its configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    /// The PostgreSQL clusters tenants may be placed on, by name.
+    pub clusters: BTreeMap<String, ClusterSettings>,
+    pub control: ControlSettings,
+    pub clinic: ClinicSettings,
+    pub admin: AdminSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Where clinics reach the `/v1` API.
+    pub clinic_listen: String,
+    /// Where admins reach `/admin`; loopback by default so it is never
+    /// exposed by accident.
+    pub admin_listen: String,
+    /// Worker threads of the clinic listener.
+    pub workers: usize,
+    /// Worker threads of the admin listener, kept apart from clinic workers.
+    pub admin_workers: usize,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// How long in-flight requests may finish after a stop signal.
+    pub shutdown_timeout_s: u64,
+    /// `json` for machines, `pretty` for people.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// A PostgreSQL URL (`postgres://user:password@host:port/database`).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlSettings {
+    /// The cluster that holds the control schema (tenant registry, keys).
+    pub cluster: String,
+    /// Cluster of new tenants when none is named.
+    pub default_cluster: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClinicSettings {
+    /// Connections per cluster for clinic requests on this host.
+    pub pool_size: usize,
+    /// `statement_timeout` fixed on every clinic connection when it opens.
+    pub statement_timeout_ms: u64,
+    /// Longest a clinic request waits for a connection before `503`.
+    pub queue_timeout_ms: u64,
+    /// How long a resolved API key is trusted before it is looked up again;
+    /// bounds how long a revoked key keeps working on other hosts.
+    pub key_cache_ttl_ms: u64,
+    /// Most API keys held in the key cache.
+    pub key_cache_capacity: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Connections per cluster for admin requests on this host.
+    pub pool_size: usize,
+    /// `statement_timeout` fixed on every admin connection when it opens.
+    pub statement_timeout_ms: u64,
+    /// Longest an admin request waits for a connection.
+    pub queue_timeout_ms: u64,
+    /// The bearer token admins present. Required to serve.
+    pub token: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            clinic_listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:8081".into(),
+            workers: 2,
+            admin_workers: 1,
+            body_limit_bytes: 256 * 1024,
+            shutdown_timeout_s: 10,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            cluster: "main".into(),
+            default_cluster: None,
+        }
+    }
+}
+
+impl Default for ClinicSettings {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            statement_timeout_ms: 5_000,
+            queue_timeout_ms: 200,
+            key_cache_ttl_ms: 3_000,
+            key_cache_capacity: 100_000,
+        }
+    }
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            pool_size: 4,
+            statement_timeout_ms: 30_000,
+            queue_timeout_ms: 2_000,
+            token: String::new(),
+        }
+    }
+}
+
+/// Why a configuration was refused, in the operator's words.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("configuration: {0}")]
+    Source(String),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Settings {
+    /// Reads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let defaults = config::Config::try_from(&Settings::default())
+            .map_err(|e| ConfigError::Source(e.to_string()))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    message: "no such file".into(),
+                });
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("RECEPT")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let built = builder.build().map_err(|e| match file {
+            Some(path) => ConfigError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            },
+            None => ConfigError::Source(e.to_string()),
+        })?;
+        built
+            .try_deserialize::<Settings>()
+            .map_err(|e| ConfigError::Source(e.to_string()))
+    }
+
+    /// Checks everything that can be checked without a database.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("server.clinic_listen", &self.server.clinic_listen),
+            ("server.admin_listen", &self.server.admin_listen),
+        ] {
+            value.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    key,
+                    format!("`{value}` is not an address such as 127.0.0.1:8080"),
+                )
+            })?;
+        }
+        if self.server.clinic_listen == self.server.admin_listen
+            && !self.server.clinic_listen.ends_with(":0")
+        {
+            return Err(invalid(
+                "server.admin_listen",
+                "must differ from server.clinic_listen: admin routes have their own listener",
+            ));
+        }
+        at_least("server.workers", self.server.workers as u64, 1)?;
+        at_least("server.admin_workers", self.server.admin_workers as u64, 1)?;
+        at_least(
+            "server.body_limit_bytes",
+            self.server.body_limit_bytes as u64,
+            1024,
+        )?;
+        at_least("clinic.pool_size", self.clinic.pool_size as u64, 1)?;
+        at_least("admin.pool_size", self.admin.pool_size as u64, 1)?;
+        at_least(
+            "clinic.statement_timeout_ms",
+            self.clinic.statement_timeout_ms,
+            1,
+        )?;
+        at_least(
+            "admin.statement_timeout_ms",
+            self.admin.statement_timeout_ms,
+            1,
+        )?;
+        at_least("clinic.queue_timeout_ms", self.clinic.queue_timeout_ms, 1)?;
+        at_least("admin.queue_timeout_ms", self.admin.queue_timeout_ms, 1)?;
+        at_least(
+            "clinic.key_cache_capacity",
+            self.clinic.key_cache_capacity,
+            1,
+        )?;
+        if self.clinic.key_cache_ttl_ms > 10_000 {
+            return Err(invalid(
+                "clinic.key_cache_ttl_ms",
+                "must be at most 10000: a revoked key must stop working within seconds",
+            ));
+        }
+        if self.clusters.is_empty() {
+            return Err(invalid(
+                "clusters",
+                "no cluster is configured; add clusters.<name>.url (or run `recept dev`)",
+            ));
+        }
+        for (name, cluster) in &self.clusters {
+            let key = format!("clusters.{name}.url");
+            if !cluster.url.starts_with("postgres://") && !cluster.url.starts_with("postgresql://")
+            {
+                return Err(invalid(key, "must be a postgres:// URL"));
+            }
+            cluster
+                .url
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| invalid(key, format!("is not a valid PostgreSQL URL: {e}")))?;
+        }
+        if !self.clusters.contains_key(&self.control.cluster) {
+            return Err(invalid(
+                "control.cluster",
+                format!(
+                    "names `{}`, which is not among the configured clusters ({})",
+                    self.control.cluster,
+                    self.cluster_names()
+                ),
+            ));
+        }
+        if let Some(default) = &self.control.default_cluster {
+            if !self.clusters.contains_key(default) {
+                return Err(invalid(
+                    "control.default_cluster",
+                    format!("names `{default}`, which is not a configured cluster"),
+                ));
+            }
+        }
+        if self.admin.token.len() < 16 {
+            return Err(invalid(
+                "admin.token",
+                "must be set to a secret of at least 16 characters (RECEPT__ADMIN__TOKEN)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cluster new tenants go to when none is named.
+    pub fn default_cluster(&self) -> &str {
+        self.control
+            .default_cluster
+            .as_deref()
+            .unwrap_or(&self.control.cluster)
+    }
+
+    fn cluster_names(&self) -> String {
+        self.clusters.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+
+    /// The effective settings with secrets masked, for the start-up log.
+    pub fn redacted(&self) -> Settings {
+        let mut copy = self.clone();
+        copy.admin.token = "***".into();
+        for cluster in copy.clusters.values_mut() {
+            cluster.url = redact_url(&cluster.url);
+        }
+        copy
+    }
+}
+
+fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(invalid(
+            key,
+            format!("must be at least {min} (got {value})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Masks the password of a PostgreSQL URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Settings {
+        let mut s = Settings::default();
+        s.clusters.insert(
+            "main".into(),
+            ClusterSettings {
+                url: "postgres://u:secret@127.0.0.1:5432/recept".into(),
+            },
+        );
+        s.admin.token = "0123456789abcdef".into();
+        s
+    }
+
+    #[test]
+    fn defaults_with_a_cluster_and_token_are_valid() {
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn a_missing_control_cluster_is_named() {
+        let mut s = valid();
+        s.control.cluster = "other".into();
+        let message = s.validate().unwrap_err().to_string();
+        assert!(message.contains("control.cluster"), "{message}");
+    }
+
+    #[test]
+    fn a_zero_pool_is_named() {
+        let mut s = valid();
+        s.clinic.pool_size = 0;
+        let message = s.validate().unwrap_err().to_string();
+        assert!(message.contains("clinic.pool_size"), "{message}");
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        let mut s = valid();
+        s.admin.token = "short".into();
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admin.token"));
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:1/db"),
+            "postgres://u:***@h:1/db"
+        );
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+}

@@ -1,0 +1,229 @@
+//! Admin handlers under `/admin`: tenants and their API keys.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{AdminCaller, ApiError, AppState, FieldError};
+use crate::pools::Role;
+use crate::tenancy::{
+    create_tenant as provision, CreateTenantError, IssuedKey, Registry, Slug, TenantRecord,
+    TenantStatus,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    slug: String,
+    name: String,
+    cluster: Option<String>,
+}
+
+/// `POST /admin/tenants`
+pub async fn create_tenant(
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    body: web::Json<NewTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let mut errors = Vec::new();
+    let slug = Slug::parse(&body.slug)
+        .map_err(|e| errors.push(FieldError::new("slug", e.to_string())))
+        .ok();
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        errors.push(FieldError::new("name", "must be 1 to 200 characters"));
+    }
+    let cluster = body
+        .cluster
+        .unwrap_or_else(|| state.settings.default_cluster().to_string());
+    if !state.pools.has_cluster(&cluster) {
+        errors.push(FieldError::new(
+            "cluster",
+            format!("no cluster named `{cluster}`"),
+        ));
+    }
+    let Some(slug) = slug.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let record = provision(&state.pools, &slug, name, &cluster)
+        .await
+        .map_err(|e| match e {
+            CreateTenantError::SlugTaken(_) | CreateTenantError::SchemaExists(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            CreateTenantError::UnknownCluster(_) => ApiError::validation("cluster", e.to_string()),
+            CreateTenantError::Db(e) => e.into(),
+            CreateTenantError::Migrate(e) => ApiError::Internal(e.into()),
+        })?;
+    tracing::info!(tenant = %record.slug, cluster = %record.cluster, "tenant created");
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/admin/tenants/{}", record.slug)))
+        .json(record))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct TenantPage {
+    tenants: Vec<TenantRecord>,
+    /// Pass as `after` for the next page; absent on the last one.
+    next_after: Option<String>,
+}
+
+/// `GET /admin/tenants?after=&limit=`
+pub async fn list_tenants(
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 1000"));
+    }
+    let client = state.pools.control(Role::Admin).await?;
+    let tenants = Registry::list(&client, query.after.as_deref(), limit).await?;
+    let next_after = (tenants.len() as i64 == limit)
+        .then(|| tenants.last().map(|t| t.slug.to_string()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(TenantPage {
+        tenants,
+        next_after,
+    }))
+}
+
+async fn find(state: &AppState, slug: &str) -> Result<TenantRecord, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no tenant `{slug}`"));
+    let slug = Slug::parse(slug).map_err(|_| not_found())?;
+    let client = state.pools.control(Role::Admin).await?;
+    Registry::find(&client, &slug).await?.ok_or_else(not_found)
+}
+
+/// `GET /admin/tenants/{slug}`
+pub async fn show_tenant(
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(find(&state, &slug).await?))
+}
+
+async fn change_status(
+    state: &AppState,
+    slug: &str,
+    status: TenantStatus,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = find(state, slug).await?;
+    if tenant.status == TenantStatus::Deleted {
+        return Err(ApiError::Conflict(format!("tenant `{slug}` is deleted")));
+    }
+    let client = state.pools.control(Role::Admin).await?;
+    let record = Registry::set_status(&client, &tenant.slug, status)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no tenant `{slug}`")))?;
+    state.keys.invalidate_all();
+    tracing::info!(tenant = %record.slug, status = status.as_str(), "tenant status changed");
+    Ok(HttpResponse::Ok().json(record))
+}
+
+/// `POST /admin/tenants/{slug}/suspend`
+pub async fn suspend_tenant(
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    change_status(&state, &slug, TenantStatus::Suspended).await
+}
+
+/// `POST /admin/tenants/{slug}/resume`
+pub async fn resume_tenant(
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    change_status(&state, &slug, TenantStatus::Active).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    label: Option<String>,
+}
+
+#[derive(Serialize)]
+struct IssuedKeyView {
+    id: Uuid,
+    /// Shown once; only its hash is stored.
+    key: String,
+    prefix: String,
+    label: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+/// `POST /admin/tenants/{slug}/api-keys` (the body is optional).
+pub async fn issue_key(
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+    body: Option<web::Json<NewKey>>,
+) -> Result<HttpResponse, ApiError> {
+    let label = body.map(|b| b.into_inner()).unwrap_or_default().label;
+    if label.as_ref().is_some_and(|l| l.chars().count() > 100) {
+        return Err(ApiError::validation(
+            "label",
+            "must be at most 100 characters",
+        ));
+    }
+    let tenant = find(&state, &slug).await?;
+    if tenant.status == TenantStatus::Deleted {
+        return Err(ApiError::Conflict(format!("tenant `{slug}` is deleted")));
+    }
+    let key = IssuedKey::generate();
+    let client = state.pools.control(Role::Admin).await?;
+    let created_at = Registry::insert_key(&client, tenant.id, &key, label.as_deref()).await?;
+    tracing::info!(tenant = %tenant.slug, key_id = %key.id, "api key issued");
+    Ok(HttpResponse::Created().json(IssuedKeyView {
+        id: key.id,
+        key: key.secret,
+        prefix: key.prefix,
+        label,
+        created_at,
+    }))
+}
+
+/// `GET /admin/tenants/{slug}/api-keys`: keys without their secrets.
+pub async fn list_keys(
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = find(&state, &slug).await?;
+    let client = state.pools.control(Role::Admin).await?;
+    let keys = Registry::list_keys(&client, tenant.id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "keys": keys })))
+}
+
+/// `DELETE /admin/tenants/{slug}/api-keys/{id}`
+pub async fn revoke_key(
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (slug, id) = path.into_inner();
+    let not_found = || ApiError::NotFound(format!("tenant `{slug}` has no live key `{id}`"));
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let tenant = find(&state, &slug).await?;
+    let client = state.pools.control(Role::Admin).await?;
+    if !Registry::revoke_key(&client, tenant.id, id).await? {
+        return Err(not_found());
+    }
+    state.keys.invalidate_all();
+    tracing::info!(tenant = %tenant.slug, key_id = %id, "api key revoked");
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,183 @@
+//! `ApiError`: the one place HTTP statuses are chosen. Every error leaves
+//! as RFC 9457 `application/problem+json` with a stable `type`.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::pools::DbError;
+
+/// A field that failed validation, named the way the client sent it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldError {
+    /// A JSON Pointer-like path, e.g. `items/3/quantity`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything a handler can answer other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// Overload or an unreachable database: retry after the given delay.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after_ms: u64,
+    },
+    #[error("the request took longer than its time limit")]
+    Timeout,
+    /// Anything unexpected: logged with its cause chain, answered generically.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// The stable problem `type` (a URN so it never depends on a host name).
+    fn problem_type(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "urn:recept:problem:bad-request",
+            ApiError::Unauthorized => "urn:recept:problem:unauthorized",
+            ApiError::Forbidden(_) => "urn:recept:problem:forbidden",
+            ApiError::NotFound(_) => "urn:recept:problem:not-found",
+            ApiError::Conflict(_) => "urn:recept:problem:conflict",
+            ApiError::PayloadTooLarge(_) => "urn:recept:problem:payload-too-large",
+            ApiError::UnsupportedMediaType(_) => "urn:recept:problem:unsupported-media-type",
+            ApiError::Validation(_) => "urn:recept:problem:validation",
+            ApiError::Unavailable { .. } => "urn:recept:problem:unavailable",
+            ApiError::Timeout => "urn:recept:problem:timeout",
+            ApiError::Internal(_) => "urn:recept:problem:internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "Malformed request",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::NotFound(_) => "Not found",
+            ApiError::Conflict(_) => "Conflict",
+            ApiError::PayloadTooLarge(_) => "Payload too large",
+            ApiError::UnsupportedMediaType(_) => "Unsupported media type",
+            ApiError::Validation(_) => "Validation failed",
+            ApiError::Unavailable { .. } => "Service unavailable",
+            ApiError::Timeout => "Timed out",
+            ApiError::Internal(_) => "Internal error",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let detail = match self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "an unexpected error occurred; it has been logged".to_string()
+            }
+            other => other.to_string(),
+        };
+        let retry_after_ms = match self {
+            ApiError::Unavailable { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
+        };
+        let problem = Problem {
+            kind: self.problem_type(),
+            title: self.title(),
+            status: status.as_u16(),
+            detail,
+            errors: match self {
+                ApiError::Validation(errors) => Some(errors),
+                _ => None,
+            },
+            retry_after_ms,
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        if let Some(ms) = retry_after_ms {
+            // Retry-After is in whole seconds by RFC 9110; the exact delay in
+            // milliseconds is in the body and in Retry-After-Ms.
+            let seconds = ms.div_ceil(1000).max(1);
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
+            response.insert_header(("Retry-After-Ms", HeaderValue::from(ms)));
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(problem)
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(cause) => {
+                tracing::warn!(%cause, "database unavailable");
+                ApiError::Unavailable {
+                    message: "the database is busy or unavailable; retry shortly".into(),
+                    retry_after_ms: 1_000,
+                }
+            }
+            DbError::StatementTimeout => ApiError::Timeout,
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Extractors that authenticate: a clinic's API key, the admin token.
+
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures::future::LocalBoxFuture;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, AppState};
+use crate::pools::DbError;
+use crate::tenancy::{ApiKey, Resolution, TenantCtx, TenantStatus};
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    (!token.is_empty()).then(|| token.to_string())
+}
+
+fn state(req: &HttpRequest) -> web::Data<AppState> {
+    req.app_data::<web::Data<AppState>>()
+        .expect("AppState is registered on every listener")
+        .clone()
+}
+
+/// The tenant a clinic request is bound to, by its API key alone.
+pub struct Clinic(pub TenantCtx);
+
+impl FromRequest for Clinic {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Clinic, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer(req);
+        let state = state(req);
+        Box::pin(async move {
+            let key = ApiKey::from_presented(&token.ok_or(ApiError::Unauthorized)?);
+            let resolution =
+                state
+                    .keys
+                    .resolve(&state.pools, key)
+                    .await
+                    .map_err(|e| match &*e {
+                        DbError::StatementTimeout => ApiError::Timeout,
+                        other => ApiError::from(DbError::Unavailable(other.to_string())),
+                    })?;
+            let tenant = match resolution {
+                Resolution::Tenant(tenant) => tenant,
+                Resolution::Unknown => return Err(ApiError::Unauthorized),
+            };
+            match tenant.status {
+                TenantStatus::Active => {}
+                TenantStatus::Suspended => {
+                    return Err(ApiError::Forbidden("this clinic is suspended".into()))
+                }
+                TenantStatus::Deleted => return Err(ApiError::Unauthorized),
+            }
+            tracing::Span::current().record("tenant", tenant.slug.as_str());
+            Ok(Clinic(tenant))
+        })
+    }
+}
+
+/// Proof that the request carried the admin token.
+pub struct AdminCaller;
+
+impl FromRequest for AdminCaller {
+    type Error = ApiError;
+    type Future = Ready<Result<AdminCaller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = state(req);
+        let presented = bearer(req).unwrap_or_default();
+        // Compare digests so neither the length nor the contents of the
+        // token leak through timing.
+        let expected = Sha256::digest(state.settings.admin.token.as_bytes());
+        let given = Sha256::digest(presented.as_bytes());
+        let ok: bool = expected.ct_eq(&given).into();
+        ready(if ok {
+            Ok(AdminCaller)
+        } else {
+            Err(ApiError::Unauthorized)
+        })
+    }
+}

@@ -1,0 +1,23 @@
+//! `/healthz` (the process answers) and `/readyz` (the control cluster
+//! answers, through this listener's own pool).
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::{ApiError, AppState, Listener};
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(
+    state: web::Data<AppState>,
+    listener: web::Data<Listener>,
+) -> Result<HttpResponse, ApiError> {
+    let client = state.pools.control(listener.0).await?;
+    client
+        .simple_query("SELECT 1")
+        .await
+        .map_err(crate::pools::DbError::from)?;
+    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+}

@@ -1,0 +1,72 @@
+//! One span per request, with a request id returned as `X-Request-Id`, and
+//! one log line when it finishes. Only the path is logged, never the query
+//! string (it may carry a patient's name) or a credential.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::Error;
+use tracing::field::Empty;
+use tracing::Instrument;
+use uuid::Uuid;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A caller's own request id is kept if it is short and plain.
+fn incoming_id(req: &ServiceRequest) -> Option<String> {
+    let value = req.headers().get(REQUEST_ID)?.to_str().ok()?;
+    let plain = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    plain.then(|| value.to_string())
+}
+
+pub async fn request_span(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let request_id = incoming_id(&req).unwrap_or_else(|| Uuid::now_v7().to_string());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.path(),
+        tenant = Empty,
+        route = Empty,
+        status = Empty,
+        duration_ms = Empty,
+    );
+    let started = Instant::now();
+    let result = next.call(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+    match result {
+        Ok(mut response) => {
+            let status = response.status();
+            if let Some(pattern) = response.request().match_pattern() {
+                span.record("route", pattern.as_str());
+            }
+            span.record("status", status.as_u16());
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            span.in_scope(|| {
+                if status.is_server_error() {
+                    tracing::warn!("request finished")
+                } else {
+                    tracing::info!("request finished")
+                }
+            });
+            Ok(response)
+        }
+        Err(e) => {
+            span.in_scope(|| tracing::warn!(error = %e, "request failed"));
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! recept: a multi-tenant application server for clinic billing.
+//!
+//! See ARCHITECTURE.md for the code map and the invariants.
+
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod http;
+pub mod migrate;
+pub mod pools;
+pub mod startup;
+pub mod telemetry;
+pub mod tenancy;

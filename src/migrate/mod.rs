@@ -1,0 +1,210 @@
+//! Schema migrations with refinery: the control schema, and the tenant
+//! migrations applied inside one tenant's schema.
+//!
+//! Migrations run inside a transaction the caller owns, so that creating a
+//! tenant (registry row, schema, tables) commits or rolls back as one. The
+//! refinery history table lives in the schema being migrated, found through
+//! a transaction-local `search_path`; nothing here issues a session-level `SET`.
+
+use anyhow::Context;
+use async_trait::async_trait;
+use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
+use refinery_core::{Migration, Runner};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio_postgres::{Client, GenericClient};
+
+use crate::pools::{Pools, Role};
+
+/// The schema that holds the tenant registry and keys.
+pub const CONTROL_SCHEMA: &str = "recept";
+
+/// Advisory-lock key that serializes control-schema migrations, so that
+/// several hosts starting at once do not race.
+const CONTROL_LOCK: i64 = 0x7265_6365_7074_0001;
+
+mod control {
+    refinery::embed_migrations!("migrations/control");
+}
+
+mod tenant {
+    refinery::embed_migrations!("migrations/tenant");
+}
+
+/// The control-schema migrations embedded in this binary.
+pub fn control_runner() -> Runner {
+    control::migrations::runner()
+}
+
+/// The tenant-schema migrations embedded in this binary.
+pub fn tenant_runner() -> Runner {
+    tenant::migrations::runner()
+}
+
+/// The newest tenant migration version this binary knows.
+pub fn latest_tenant_version() -> i32 {
+    tenant_runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or(0) as i32
+}
+
+/// Why a migration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("migration failed: {0}")]
+    Refinery(#[from] refinery_core::Error),
+}
+
+/// Brings the control schema up to date, in one transaction, holding an
+/// advisory lock so concurrent starts wait for each other.
+pub async fn migrate_control(client: &mut Client) -> Result<(), MigrateError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CONTROL_LOCK])
+        .await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {}",
+        quote_ident(CONTROL_SCHEMA)
+    ))
+    .await?;
+    migrate_in_transaction(&tx, CONTROL_SCHEMA, &control_runner()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Brings the control schema up to date on an admin connection of the
+/// control cluster.
+pub async fn prepare_control(pools: &Pools) -> anyhow::Result<()> {
+    let cluster = pools.control_cluster();
+    let mut client = pools.control(Role::Admin).await.with_context(|| {
+        format!("cannot reach the control cluster `{cluster}` (clusters.{cluster}.url)")
+    })?;
+    migrate_control(&mut client)
+        .await
+        .context("applying the control-schema migrations")?;
+    Ok(())
+}
+
+/// What a run over the tenants did.
+#[derive(Debug, Default)]
+pub struct TenantsSummary {
+    pub migrated: usize,
+    pub current: usize,
+    pub failed: Vec<(String, String)>,
+}
+
+/// Brings every tenant that is not deleted up to the newest tenant
+/// migration, one transaction per tenant, one tenant at a time. A failing
+/// tenant stays at its previous version and the others go on.
+pub async fn migrate_all_tenants(pools: &Pools) -> anyhow::Result<TenantsSummary> {
+    let tenants = {
+        let client = pools.control(Role::Admin).await?;
+        client
+            .query(
+                "SELECT slug, cluster, schema_name FROM recept.tenants \
+                 WHERE status <> 'deleted' ORDER BY slug",
+                &[],
+            )
+            .await?
+    };
+    let runner = tenant_runner();
+    let mut summary = TenantsSummary::default();
+    for row in tenants {
+        let (slug, cluster, schema): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        let outcome: anyhow::Result<usize> = async {
+            let mut client = pools.get(&cluster, Role::Admin).await?;
+            let tx = client.transaction().await?;
+            let report = migrate_in_transaction(&*tx, &schema, &runner).await?;
+            tx.commit().await?;
+            Ok(report.applied_migrations().len())
+        }
+        .await;
+        match outcome {
+            Ok(0) => summary.current += 1,
+            Ok(_) => summary.migrated += 1,
+            Err(e) => {
+                tracing::error!(tenant = %slug, error = format!("{e:#}"), "tenant migration failed");
+                summary.failed.push((slug, format!("{e:#}")));
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// Applies `runner`'s migrations inside `schema`, on a client that is already
+/// inside a transaction. The caller commits or rolls back.
+pub async fn migrate_in_transaction<C: GenericClient + Sync>(
+    client: &C,
+    schema: &str,
+    runner: &Runner,
+) -> Result<refinery_core::Report, MigrateError> {
+    client
+        .execute(
+            "SELECT set_config('search_path', $1, true)",
+            &[&quote_ident(schema)],
+        )
+        .await?;
+    let mut target = InTransaction(client);
+    Ok(runner.run_async(&mut target).await?)
+}
+
+/// Quotes an identifier for PostgreSQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A client already inside a transaction, seen by refinery as a connection
+/// whose "transactions" are plain statement batches in the caller's one.
+struct InTransaction<'a, C>(&'a C);
+
+#[derive(Debug, thiserror::Error)]
+enum InTransactionError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error("migration history row {0} is unreadable")]
+    History(i32),
+}
+
+#[async_trait]
+impl<C: GenericClient + Sync> AsyncTransaction for InTransaction<'_, C> {
+    type Error = InTransactionError;
+
+    async fn execute(&mut self, queries: &[&str]) -> Result<usize, Self::Error> {
+        for query in queries {
+            self.0.batch_execute(query).await?;
+        }
+        Ok(queries.len())
+    }
+}
+
+#[async_trait]
+impl<C: GenericClient + Sync> AsyncQuery<Vec<Migration>> for InTransaction<'_, C> {
+    async fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
+        let rows = self.0.query(query, &[]).await?;
+        rows.into_iter()
+            .map(|row| {
+                let version: i32 = row.get(0);
+                let applied_on: String = row.get(2);
+                let checksum: String = row.get(3);
+                let applied_on = OffsetDateTime::parse(&applied_on, &Rfc3339)
+                    .map_err(|_| InTransactionError::History(version))?;
+                let checksum = checksum
+                    .parse::<u64>()
+                    .map_err(|_| InTransactionError::History(version))?;
+                Ok(Migration::applied(
+                    version,
+                    row.get(1),
+                    applied_on,
+                    checksum,
+                ))
+            })
+            .collect()
+    }
+}
+
+impl<C: GenericClient + Sync> AsyncMigrate for InTransaction<'_, C> {}

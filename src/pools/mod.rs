@@ -1,0 +1,224 @@
+//! Connection pools per cluster and the tenant-scoped transaction path.
+//!
+//! Connections are pooled per cluster and per role (clinic, admin), never per
+//! tenant. Each pool's session settings (`application_name`,
+//! `statement_timeout`, `idle_in_transaction_session_timeout`) are fixed in
+//! the connection's startup options when it opens, so nothing a request does
+//! can change what the next request on that connection runs with.
+//!
+//! A tenant's schema is selected only inside a transaction, with
+//! `set_config('search_path', …, true)`, pipelined with the first statement
+//! ([`TenantConn`]). Nothing else in recept builds a pool or sets session
+//! state on a pooled connection.
+
+mod tenant_conn;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use tokio_postgres::NoTls;
+
+use crate::config::Settings;
+pub use tenant_conn::TenantConn;
+
+/// Which side of recept a pool serves; each has its own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Clinic,
+    Admin,
+}
+
+impl Role {
+    /// The `application_name` its connections carry, visible in
+    /// `pg_stat_activity`.
+    pub fn application_name(self) -> &'static str {
+        match self {
+            Role::Clinic => "recept-clinic",
+            Role::Admin => "recept-admin",
+        }
+    }
+}
+
+/// The clinic and admin pools of one cluster.
+struct ClusterPools {
+    clinic: Pool,
+    admin: Pool,
+}
+
+/// All pools of this host, by cluster name.
+pub struct Pools {
+    clusters: HashMap<String, ClusterPools>,
+    control_cluster: String,
+}
+
+/// Why no database work could be done.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection within the wait deadline, or the cluster is down:
+    /// the client should retry later.
+    #[error("the database is busy or unavailable: {0}")]
+    Unavailable(String),
+    /// PostgreSQL cancelled a statement that ran past `statement_timeout`.
+    #[error("a statement ran past its time limit")]
+    StatementTimeout,
+    /// The tenant's cluster is not configured on this host.
+    #[error("unknown cluster `{0}`")]
+    UnknownCluster(String),
+    #[error(transparent)]
+    Postgres(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        match e.code() {
+            Some(code) if *code == SqlState::QUERY_CANCELED => DbError::StatementTimeout,
+            Some(code)
+                if *code == SqlState::ADMIN_SHUTDOWN
+                    || *code == SqlState::CRASH_SHUTDOWN
+                    || *code == SqlState::CANNOT_CONNECT_NOW
+                    || *code == SqlState::TOO_MANY_CONNECTIONS =>
+            {
+                DbError::Unavailable(e.to_string())
+            }
+            None if e.is_closed() || source_is_io(&e) => DbError::Unavailable(e.to_string()),
+            _ => DbError::Postgres(e),
+        }
+    }
+}
+
+fn source_is_io(e: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+impl From<PoolError> for DbError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Backend(e) => match DbError::from(e) {
+                DbError::Postgres(e) => DbError::Unavailable(e.to_string()),
+                other => other,
+            },
+            other => DbError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl DbError {
+    /// Whether this is PostgreSQL's unique-violation error.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, DbError::Postgres(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+    }
+}
+
+impl Pools {
+    /// Builds every pool; no connection is opened until first use.
+    pub fn build(settings: &Settings) -> anyhow::Result<Pools> {
+        let mut clusters = HashMap::new();
+        for (name, cluster) in &settings.clusters {
+            let pg: tokio_postgres::Config = cluster.url.parse()?;
+            let clinic = build_pool(
+                pg.clone(),
+                Role::Clinic,
+                settings.clinic.pool_size,
+                settings.clinic.statement_timeout_ms,
+                settings.clinic.queue_timeout_ms,
+            )?;
+            let admin = build_pool(
+                pg,
+                Role::Admin,
+                settings.admin.pool_size,
+                settings.admin.statement_timeout_ms,
+                settings.admin.queue_timeout_ms,
+            )?;
+            clusters.insert(name.clone(), ClusterPools { clinic, admin });
+        }
+        Ok(Pools {
+            clusters,
+            control_cluster: settings.control.cluster.clone(),
+        })
+    }
+
+    /// The name of the cluster holding the control schema.
+    pub fn control_cluster(&self) -> &str {
+        &self.control_cluster
+    }
+
+    /// Whether `name` is a configured cluster.
+    pub fn has_cluster(&self, name: &str) -> bool {
+        self.clusters.contains_key(name)
+    }
+
+    fn pool(&self, cluster: &str, role: Role) -> Result<&Pool, DbError> {
+        let pools = self
+            .clusters
+            .get(cluster)
+            .ok_or_else(|| DbError::UnknownCluster(cluster.to_string()))?;
+        Ok(match role {
+            Role::Clinic => &pools.clinic,
+            Role::Admin => &pools.admin,
+        })
+    }
+
+    /// A connection of `role` to `cluster`, waiting at most the role's queue
+    /// deadline. Use it only for schema-qualified statements (the control
+    /// schema) or whole-schema work; tenant work goes through [`Pools::tenant`].
+    pub async fn get(&self, cluster: &str, role: Role) -> Result<Object, DbError> {
+        Ok(self.pool(cluster, role)?.get().await?)
+    }
+
+    /// A connection of `role` to the control cluster.
+    pub async fn control(&self, role: Role) -> Result<Object, DbError> {
+        self.get(&self.control_cluster, role).await
+    }
+
+    /// A clinic connection bound to one tenant's schema for one request.
+    pub async fn tenant(&self, cluster: &str, schema: &str) -> Result<TenantConn, DbError> {
+        let client = self.get(cluster, Role::Clinic).await?;
+        Ok(TenantConn::new(client, schema))
+    }
+
+    /// Closes every pool; waiting requests fail fast.
+    pub fn close(&self) {
+        for pools in self.clusters.values() {
+            pools.clinic.close();
+            pools.admin.close();
+        }
+    }
+}
+
+fn build_pool(
+    mut pg: tokio_postgres::Config,
+    role: Role,
+    size: usize,
+    statement_timeout_ms: u64,
+    queue_timeout_ms: u64,
+) -> anyhow::Result<Pool> {
+    pg.application_name(role.application_name());
+    // Fixed for the life of the connection; a request cannot change them
+    // for the next one because recept never runs a session-level SET.
+    pg.options(format!(
+        "-c statement_timeout={statement_timeout_ms} \
+         -c idle_in_transaction_session_timeout={} \
+         -c lock_timeout={statement_timeout_ms}",
+        statement_timeout_ms.max(1_000) * 2
+    ));
+    pg.connect_timeout(Duration::from_secs(5));
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let wait = Duration::from_millis(queue_timeout_ms);
+    Ok(Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}

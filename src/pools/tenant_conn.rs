@@ -1,0 +1,197 @@
+//! [`TenantConn`]: a pooled clinic connection bound to one tenant's schema
+//! for the length of one request.
+
+use std::cell::Cell;
+use std::pin::pin;
+use std::sync::Arc;
+
+use deadpool_postgres::{ClientWrapper, Object};
+use futures::future::maybe_done;
+use futures::poll;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::DbError;
+
+/// A client inside the tenant's transaction, as handed to
+/// [`TenantConn::write`]'s closure. Its `search_path` is the tenant's schema
+/// until the transaction ends.
+pub type Tx = ClientWrapper;
+
+const BEGIN: &str = "BEGIN";
+const SET_PATH: &str = "SELECT set_config('search_path', $1, true)";
+const COMMIT: &str = "COMMIT";
+const ROLLBACK: &str = "ROLLBACK";
+
+/// A clinic connection bound to one tenant for one request.
+///
+/// Every statement runs inside a transaction whose first act is
+/// `set_config('search_path', schema, true)`, which PostgreSQL forgets when
+/// the transaction ends. `BEGIN` and `set_config` travel in the same flight
+/// as the first statement, so selecting the tenant costs no round trip.
+///
+/// If the value is dropped while a transaction is open (the client went
+/// away mid-request), the connection is cancelled and closed, never handed
+/// back to the pool: no open transaction can reach another request.
+pub struct TenantConn {
+    /// `None` only after the connection was discarded in `drop`.
+    client: Option<Object>,
+    /// The tenant's schema, quoted for `search_path`.
+    search_path: Arc<str>,
+    /// Whether a transaction may be open on `client`.
+    open: Cell<bool>,
+}
+
+impl TenantConn {
+    pub(super) fn new(client: Object, schema: &str) -> TenantConn {
+        TenantConn {
+            client: Some(client),
+            search_path: crate::migrate::quote_ident(schema).into(),
+            open: Cell::new(false),
+        }
+    }
+
+    fn client(&self) -> &ClientWrapper {
+        self.client.as_ref().expect("client is present until drop")
+    }
+
+    /// Runs one read statement in its own transaction: `BEGIN`,
+    /// `set_config`, the statement and `COMMIT` go out as one flight once the
+    /// statement is prepared on this connection (the first use on a
+    /// connection prepares it inside the transaction first).
+    pub async fn read(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
+        let client = self.client();
+        let (begin, set_path, commit) = self.transaction_statements().await?;
+        let search_path: &str = &self.search_path;
+        let path_params: [&(dyn ToSql + Sync); 1] = [&search_path];
+        self.open.set(true);
+
+        // Polling each future once sends its messages, in this order.
+        let query_sent = Cell::new(false);
+        let mut begin_f = pin!(maybe_done(client.execute(&begin, &[])));
+        let mut path_f = pin!(maybe_done(client.execute(&set_path, &path_params)));
+        let mut query_f = pin!(maybe_done(async {
+            let statement = client.prepare_cached(sql).await?;
+            query_sent.set(true);
+            client.query(&statement, params).await
+        }));
+        let mut commit_f = pin!(maybe_done(client.execute(&commit, &[])));
+        let _ = poll!(begin_f.as_mut());
+        let _ = poll!(path_f.as_mut());
+        let _ = poll!(query_f.as_mut());
+        if query_sent.get() {
+            // The statement was cached and is on its way: COMMIT can follow it.
+            let _ = poll!(commit_f.as_mut());
+        }
+        begin_f.as_mut().await;
+        path_f.as_mut().await;
+        query_f.as_mut().await;
+        commit_f.as_mut().await;
+
+        let committed = commit_f.take_output().expect("awaited");
+        if committed.is_ok() {
+            self.open.set(false);
+        }
+        begin_f.take_output().expect("awaited")?;
+        path_f.take_output().expect("awaited")?;
+        let rows = query_f.take_output().expect("awaited")?;
+        committed?;
+        Ok(rows)
+    }
+
+    /// Runs `work` in one transaction in the tenant's schema and commits if
+    /// it returns `Ok`, rolls back otherwise. `BEGIN` and `set_config` are
+    /// pipelined with `work`'s first statement.
+    pub async fn write<T, E>(&self, work: impl AsyncFnOnce(&Tx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        let client = self.client();
+        let (begin, set_path, commit) = self.transaction_statements().await?;
+        let search_path: &str = &self.search_path;
+        let path_params: [&(dyn ToSql + Sync); 1] = [&search_path];
+        self.open.set(true);
+
+        let mut begin_f = pin!(maybe_done(client.execute(&begin, &[])));
+        let mut path_f = pin!(maybe_done(client.execute(&set_path, &path_params)));
+        let _ = poll!(begin_f.as_mut());
+        let _ = poll!(path_f.as_mut());
+        let mut work_f = pin!(maybe_done(work(client)));
+        let _ = poll!(work_f.as_mut());
+        begin_f.as_mut().await;
+        path_f.as_mut().await;
+        work_f.as_mut().await;
+
+        let started = begin_f
+            .take_output()
+            .expect("awaited")
+            .and(path_f.take_output().expect("awaited"));
+        let outcome = work_f.take_output().expect("awaited");
+        match (started, outcome) {
+            (Ok(_), Ok(value)) => {
+                client.execute(&commit, &[]).await.map_err(DbError::from)?;
+                self.open.set(false);
+                Ok(value)
+            }
+            (Err(e), _) => {
+                self.rollback().await;
+                Err(DbError::from(e).into())
+            }
+            (Ok(_), Err(e)) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn rollback(&self) {
+        if self.client().batch_execute(ROLLBACK).await.is_ok() {
+            self.open.set(false);
+        }
+    }
+
+    /// The three transaction-control statements, prepared once per
+    /// connection (they do not depend on the schema).
+    async fn transaction_statements(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Statement,
+            tokio_postgres::Statement,
+            tokio_postgres::Statement,
+        ),
+        DbError,
+    > {
+        let client = self.client();
+        Ok((
+            client.prepare_cached(BEGIN).await?,
+            client.prepare_cached(SET_PATH).await?,
+            client.prepare_cached(COMMIT).await?,
+        ))
+    }
+}
+
+impl Drop for TenantConn {
+    fn drop(&mut self) {
+        if !self.open.get() {
+            return;
+        }
+        if let Some(client) = self.client.take() {
+            // Take the connection out of the pool so no other request can
+            // receive it mid-transaction; cancel whatever it runs, then close.
+            let wrapper = Object::take(client);
+            let cancel = wrapper.cancel_token();
+            tracing::warn!("request ended inside a transaction; connection discarded");
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = cancel.cancel_query(NoTls).await;
+                    drop(wrapper);
+                });
+            }
+        }
+    }
+}

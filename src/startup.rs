@@ -1,0 +1,150 @@
+//! `Application`: both listeners, the shared state, and a graceful stop.
+//!
+//! `build` binds its listeners (port 0 allowed) before returning, so tests
+//! and `recept dev` learn the real ports from `clinic_port()` and
+//! `admin_port()`.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+
+use crate::config::Settings;
+use crate::http::{self, AppState, Listener};
+use crate::migrate::prepare_control;
+use crate::pools::{Pools, Role};
+use crate::tenancy::KeyResolver;
+
+/// A running recept: the clinic listener and the admin listener.
+pub struct Application {
+    clinic: Server,
+    admin: Server,
+    clinic_port: u16,
+    admin_port: u16,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Validates `settings`, brings the control schema up to date, binds
+    /// both listeners and starts their workers.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        settings.validate()?;
+        let settings = Arc::new(settings);
+        let pools = Arc::new(Pools::build(&settings)?);
+        prepare_control(&pools).await?;
+
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            pools,
+            keys: KeyResolver::new(
+                settings.clinic.key_cache_capacity,
+                Duration::from_millis(settings.clinic.key_cache_ttl_ms),
+            ),
+        });
+
+        let clinic_listener = bind(&settings.server.clinic_listen, "server.clinic_listen")?;
+        let admin_listener = bind(&settings.server.admin_listen, "server.admin_listen")?;
+        let clinic_port = clinic_listener.local_addr()?.port();
+        let admin_port = admin_listener.local_addr()?.port();
+
+        let clinic = serve(
+            clinic_listener,
+            state.clone(),
+            Role::Clinic,
+            settings.server.workers,
+            &settings,
+        )?;
+        let admin = serve(
+            admin_listener,
+            state.clone(),
+            Role::Admin,
+            settings.server.admin_workers,
+            &settings,
+        )?;
+        Ok(Application {
+            clinic,
+            admin,
+            clinic_port,
+            admin_port,
+            state,
+        })
+    }
+
+    pub fn clinic_port(&self) -> u16 {
+        self.clinic_port
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// The state shared by both listeners (pools, key cache, settings).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until either server stops or `shutdown` completes; then lets
+    /// in-flight requests finish (up to `server.shutdown_timeout_s`).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let clinic_handle = self.clinic.handle();
+        let admin_handle = self.admin.handle();
+        let mut clinic = tokio::spawn(self.clinic);
+        let mut admin = tokio::spawn(self.admin);
+        tokio::select! {
+            _ = shutdown => tracing::info!("stopping: finishing in-flight requests"),
+            result = &mut clinic => tracing::error!(?result, "the clinic listener stopped"),
+            result = &mut admin => tracing::error!(?result, "the admin listener stopped"),
+        }
+        tokio::join!(clinic_handle.stop(true), admin_handle.stop(true));
+        for task in [clinic, admin] {
+            if !task.is_finished() {
+                let _ = task.await;
+            }
+        }
+        self.state.pools.close();
+        Ok(())
+    }
+}
+
+fn bind(address: &str, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (the port is already in use: stop the other process or choose another address)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot listen on {address} ({key}): {e}{hint}")
+    })
+}
+
+fn serve(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    role: Role,
+    workers: usize,
+    settings: &Settings,
+) -> anyhow::Result<Server> {
+    let body_limit = settings.server.body_limit_bytes;
+    let server = HttpServer::new(move || {
+        let app = App::new()
+            .app_data(state.clone())
+            .app_data(web::Data::new(Listener(role)))
+            .configure(|cfg| http::extractor_configs(cfg, body_limit))
+            .wrap(from_fn(http::request_span))
+            .default_service(web::to(http::not_found));
+        match role {
+            Role::Clinic => app.configure(http::clinic_routes),
+            Role::Admin => app.configure(http::admin_routes),
+        }
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_timeout_s)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,155 @@
+//! The `recept` command line: bad configuration and unreachable databases
+//! give one clear message, never a panic.
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+use reqwest::Method;
+
+use crate::helpers::{fresh_database, spawn_app_on, test_settings};
+
+fn recept(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_recept"));
+    command.args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("RECEPT__") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("recept runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_refused(output: &Output, mentions: &str) {
+    let text = stderr(output);
+    assert!(!output.status.success(), "expected failure, got: {text}");
+    assert!(text.contains(mentions), "`{mentions}` not in: {text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+const VALID: [(&str, &str); 2] = [
+    (
+        "RECEPT__CLUSTERS__MAIN__URL",
+        "postgres://recept@127.0.0.1:1/recept",
+    ),
+    ("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123"),
+];
+
+#[test]
+fn bad_configuration_names_the_key() {
+    let with = |extra: (&'static str, &'static str)| {
+        let mut env = VALID.to_vec();
+        env.push(extra);
+        recept(&["check-config"], &env)
+    };
+
+    assert!(recept(&["check-config"], &VALID).status.success());
+    assert_refused(
+        &with(("RECEPT__CLINIC__POOL_SIZE", "0")),
+        "clinic.pool_size",
+    );
+    assert_refused(&with(("RECEPT__CLINIC__POOL_SIZE", "many")), "pool_size");
+    assert_refused(
+        &with(("RECEPT__CONTROL__CLUSTER", "elsewhere")),
+        "control.cluster",
+    );
+    assert_refused(
+        &with(("RECEPT__SERVER__CLINIC_LISTEN", "nowhere")),
+        "server.clinic_listen",
+    );
+    assert_refused(&with(("RECEPT__ADMIN__TOKEN", "short")), "admin.token");
+    assert_refused(
+        &with(("RECEPT__CLUSTERS__MAIN__URL", "mysql://x")),
+        "clusters.main.url",
+    );
+    assert_refused(&recept(&["check-config"], &VALID[1..]), "clusters");
+}
+
+#[test]
+fn a_bad_configuration_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recept.toml");
+    std::fs::write(&file, "[clinic]\npool_sise = 4\n").unwrap();
+
+    let typo = recept(
+        &["check-config", "--config", file.to_str().unwrap()],
+        &VALID,
+    );
+    let missing = recept(
+        &["check-config", "--config", "/nonexistent/recept.toml"],
+        &VALID,
+    );
+
+    assert_refused(&typo, "pool_sise");
+    assert_refused(&missing, "/nonexistent/recept.toml");
+}
+
+#[test]
+fn serving_against_an_unreachable_database_says_which_cluster() {
+    let output = recept(&["serve"], &VALID);
+    assert_refused(&output, "cannot reach the control cluster `main`");
+}
+
+#[tokio::test]
+async fn an_address_in_use_is_named() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let db_url = fresh_database().await;
+
+    let output = recept(
+        &["serve"],
+        &[
+            ("RECEPT__CLUSTERS__MAIN__URL", &db_url),
+            ("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123"),
+            ("RECEPT__SERVER__CLINIC_LISTEN", &address),
+            ("RECEPT__SERVER__ADMIN_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+
+    assert_refused(&output, "already in use");
+    assert_refused(&output, "server.clinic_listen");
+}
+
+#[tokio::test]
+async fn a_tenant_created_on_the_command_line_is_served() {
+    let db_url = fresh_database().await;
+    let token = "0123456789abcdef0123";
+    let env = [
+        ("RECEPT__CLUSTERS__MAIN__URL", db_url.as_str()),
+        ("RECEPT__ADMIN__TOKEN", token),
+    ];
+
+    let created = recept(
+        &["tenants", "create", "cli_clinic", "--name", "CLI Clinic"],
+        &env,
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let bad = recept(&["tenants", "create", "Bad-Slug", "--name", "x"], &env);
+    assert_refused(&bad, "slug `Bad-Slug`");
+    let duplicate = recept(
+        &["tenants", "create", "cli_clinic", "--name", "again"],
+        &env,
+    );
+    assert_refused(&duplicate, "already exists");
+    let key = recept(&["tenants", "issue-key", "cli_clinic"], &env);
+    assert!(key.status.success(), "{}", stderr(&key));
+    let key = String::from_utf8(key.stdout).unwrap().trim().to_string();
+    let listed = recept(&["tenants", "list"], &env);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("cli_clinic"));
+
+    let app = spawn_app_on(test_settings(&db_url)).await;
+    let seen: serde_json::Value = app
+        .clinic_request(Method::GET, "/v1/tenant", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["name"], "CLI Clinic");
+    assert_eq!(seen["schema"], "t_cli_clinic");
+}

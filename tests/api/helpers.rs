@@ -1,0 +1,249 @@
+//! Test helpers: one private PostgreSQL per test run, a fresh database and
+//! a real recept server on random ports per test.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+use recept::config::{ClusterSettings, Settings};
+use recept::dev::{ClusterSpec, PgBinaries, PrivatePostgres};
+use recept::startup::Application;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// The shared cluster: reachable for the whole run, stopped at exit.
+struct SharedCluster {
+    port: u16,
+    password: String,
+}
+
+static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
+static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
+/// Stopped and removed at exit by `stop_shared_cluster`.
+static RUNNING: Mutex<Option<PrivatePostgres>> = Mutex::new(None);
+
+/// A data directory the unprivileged `postgres` user can use when the tests
+/// run as root.
+pub fn cluster_dir(prefix: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(std::env::temp_dir())
+        .expect("temporary directory")
+        .keep();
+    if nix::unistd::geteuid().is_root() {
+        if let Ok(Some(user)) = nix::unistd::User::from_name("postgres") {
+            nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)).expect("chown");
+        }
+    }
+    dir
+}
+
+pub fn spec(dir: &std::path::Path, password: &str) -> ClusterSpec {
+    ClusterSpec {
+        data_dir: dir.join("data"),
+        password: password.to_string(),
+        log_file: dir.join("postgres.log"),
+        settings: vec![
+            ("max_connections".into(), "300".into()),
+            ("fsync".into(), "off".into()),
+            ("synchronous_commit".into(), "off".into()),
+            ("full_page_writes".into(), "off".into()),
+        ],
+    }
+}
+
+fn shared_cluster() -> &'static SharedCluster {
+    CLUSTER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        // The cluster is started by a thread that lives until the process
+        // exits; the kernel stops PostgreSQL when that thread goes.
+        std::thread::spawn(move || {
+            let dir = cluster_dir("recept-test-");
+            let _ = DATA_DIR.set(dir.clone());
+            let password = Uuid::new_v4().simple().to_string();
+            let bins = PgBinaries::find().expect("PostgreSQL server binaries");
+            let pg = PrivatePostgres::start(&bins, &spec(&dir, &password)).expect("test cluster");
+            tx.send((pg.port(), password)).unwrap();
+            *RUNNING.lock().unwrap() = Some(pg);
+            // SAFETY: registers a plain function to run at process exit.
+            unsafe { nix::libc::atexit(stop_shared_cluster) };
+            loop {
+                std::thread::park();
+            }
+        });
+        let (port, password) = rx.recv().expect("the test cluster started");
+        SharedCluster { port, password }
+    })
+}
+
+extern "C" fn stop_shared_cluster() {
+    if let Some(pg) = RUNNING.lock().ok().and_then(|mut running| running.take()) {
+        let _ = pg.stop();
+    }
+    if let Some(dir) = DATA_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+pub fn url(port: u16, password: &str, database: &str) -> String {
+    format!("postgres://recept:{password}@127.0.0.1:{port}/{database}")
+}
+
+/// A new, empty database in the shared cluster.
+pub async fn fresh_database() -> String {
+    let cluster = shared_cluster();
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    let (client, connection) = tokio_postgres::connect(
+        &url(cluster.port, &cluster.password, "postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect to the test cluster");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    url(cluster.port, &cluster.password, &name)
+}
+
+/// Settings for a test server on random loopback ports against `db_url`.
+pub fn test_settings(db_url: &str) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.clinic_listen = "127.0.0.1:0".into();
+    settings.server.admin_listen = "127.0.0.1:0".into();
+    settings.server.workers = 2;
+    settings.clinic.pool_size = 4;
+    settings.admin.pool_size = 2;
+    settings.admin.token = format!("admin-{}", Uuid::new_v4().simple());
+    settings.clusters.insert(
+        "main".into(),
+        ClusterSettings {
+            url: db_url.to_string(),
+        },
+    );
+    settings
+}
+
+/// A running recept server and an HTTP client for it.
+pub struct TestApp {
+    pub clinic: String,
+    pub admin: String,
+    pub admin_token: String,
+    pub db_url: String,
+    pub http: reqwest::Client,
+    pub app_state: actix_web::web::Data<recept::http::AppState>,
+}
+
+/// A server on its own fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server on its own fresh database, with settings adjusted by `tweak`.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db_url = fresh_database().await;
+    let mut settings = test_settings(&db_url);
+    tweak(&mut settings);
+    spawn_app_on(settings).await
+}
+
+pub async fn spawn_app_on(settings: Settings) -> TestApp {
+    let admin_token = settings.admin.token.clone();
+    let db_url = settings.clusters["main"].url.clone();
+    let app = Application::build(settings).await.expect("the app starts");
+    let clinic = format!("http://127.0.0.1:{}", app.clinic_port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
+    let app_state = app.state();
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        clinic,
+        admin,
+        admin_token,
+        db_url,
+        http: reqwest::Client::new(),
+        app_state,
+    }
+}
+
+/// A slug no other test uses.
+pub fn unique_slug(prefix: &str) -> String {
+    format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+impl TestApp {
+    pub fn admin_request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(&self.admin_token)
+    }
+
+    pub fn clinic_request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.clinic))
+            .bearer_auth(key)
+    }
+
+    /// Creates a tenant through the admin API and returns its JSON.
+    pub async fn create_tenant(&self, slug: &str, name: &str) -> Value {
+        let response = self
+            .admin_request(Method::POST, "/admin/tenants")
+            .json(&json!({"slug": slug, "name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "creating {slug}");
+        response.json().await.unwrap()
+    }
+
+    /// Issues a clinic key for `slug` and returns (id, key).
+    pub async fn issue_key(&self, slug: &str) -> (String, String) {
+        let response = self
+            .admin_request(Method::POST, &format!("/admin/tenants/{slug}/api-keys"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A tenant with a key: (slug, key).
+    pub async fn tenant_with_key(&self, prefix: &str) -> (String, String) {
+        let slug = unique_slug(prefix);
+        self.create_tenant(&slug, &format!("Clinic {slug}")).await;
+        let (_, key) = self.issue_key(&slug).await;
+        (slug, key)
+    }
+
+    /// A direct connection to the app's database, for inspecting it.
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+}
+
+/// Asserts a problem+json answer with `status` and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["type"]
+        .as_str()
+        .unwrap()
+        .starts_with("urn:recept:problem:"));
+    body
+}

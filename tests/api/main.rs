@@ -1,0 +1,6 @@
+//! Integration tests: a real PostgreSQL, a real server, over HTTP.
+
+mod cli;
+mod helpers;
+mod routing;
+mod tenants;
