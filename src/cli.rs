@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{redact_url, Settings};
 use crate::dev::{self, DevState};
+use crate::master;
 use crate::migrate::{migrate_all_tenants, prepare_control};
 use crate::pools::{Pools, Role};
 use crate::startup::Application;
@@ -48,6 +49,47 @@ enum Command {
     Tenants(TenantsCommand),
     /// Apply control and tenant migrations to every tenant.
     Migrate,
+    /// Master data releases and rollouts.
+    #[command(subcommand)]
+    Master(MasterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MasterCommand {
+    /// Import a release CSV (code,kind,name,points,unit_price_yen,valid_from,valid_to).
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        version: String,
+    },
+    /// List releases, newest first.
+    List,
+    /// Upgrade tenants' copies to a release, applying only the difference.
+    Rollout {
+        version: String,
+        /// Only these tenants (repeatable); every tenant when absent.
+        #[arg(long = "tenant", value_name = "SLUG", conflicts_with = "all")]
+        tenants: Vec<String>,
+        /// Every tenant that is not deleted (the default).
+        #[arg(long)]
+        all: bool,
+        /// Tenants upgraded at once (default: admin.pool_size).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Write a deterministic full-size release CSV for load tests.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        procedures: usize,
+        #[arg(long, default_value_t = 20_000)]
+        drugs: usize,
+        #[arg(long, default_value_t = 25_000)]
+        diseases: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +102,9 @@ enum TenantsCommand {
         /// The cluster to place it on (default: control.default_cluster).
         #[arg(long)]
         cluster: Option<String>,
+        /// The master release to copy (default: the newest).
+        #[arg(long)]
+        master_release: Option<String>,
     },
     /// List tenants.
     List,
@@ -92,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => check_config(&settings),
         Command::Tenants(command) => runtime()?.block_on(tenants(settings, command)),
         Command::Migrate => runtime()?.block_on(migrate(settings)),
+        Command::Master(command) => master(settings, command),
     }
 }
 
@@ -162,6 +208,10 @@ fn run_dev(base: Settings, state_dir: &Path, tenants_dir: &Path) -> anyhow::Resu
         let summary = migrate_all_tenants(&pools).await?;
         if !summary.failed.is_empty() {
             bail!("tenant migrations failed: {:?}", summary.failed);
+        }
+        let imported = dev::ensure_sample_releases(&pools, &tenants_dir.join("master")).await?;
+        if !imported.is_empty() {
+            tracing::info!(releases = ?imported, "imported sample master releases");
         }
         let keys = dev::ensure_demo_tenants(&pools, &settings, &manifests, &mut state).await?;
         state.save(&state_file)?;
@@ -235,6 +285,7 @@ async fn tenants(settings: Settings, command: TenantsCommand) -> anyhow::Result<
             slug,
             name,
             cluster,
+            master_release,
         } => {
             let slug = Slug::parse(&slug).map_err(|e| anyhow::anyhow!("slug `{slug}`: {e}"))?;
             let name = name.trim();
@@ -242,10 +293,14 @@ async fn tenants(settings: Settings, command: TenantsCommand) -> anyhow::Result<
                 bail!("--name must be 1 to 200 characters");
             }
             let cluster = cluster.unwrap_or_else(|| settings.default_cluster().to_string());
-            let tenant = create_tenant(&pools, &slug, name, &cluster).await?;
+            let tenant =
+                create_tenant(&pools, &slug, name, &cluster, master_release.as_deref()).await?;
             println!(
-                "created tenant {} on cluster {} (schema {})",
-                tenant.slug, tenant.cluster, tenant.schema
+                "created tenant {} on cluster {} (schema {}, master release {})",
+                tenant.slug,
+                tenant.cluster,
+                tenant.schema,
+                tenant.master_release.as_deref().unwrap_or("none")
             );
         }
         TenantsCommand::List => {
@@ -299,4 +354,85 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
         bail!("{} tenant(s) failed to migrate", summary.failed.len());
     }
     Ok(())
+}
+
+fn master(settings: Settings, command: MasterCommand) -> anyhow::Result<()> {
+    if let MasterCommand::Generate {
+        out,
+        procedures,
+        drugs,
+        diseases,
+        seed,
+    } = &command
+    {
+        let revision = chrono::NaiveDate::from_ymd_opt(2026, 6, 1).expect("a valid date");
+        let items = master::generate_release(*seed, *procedures, *drugs, *diseases, revision);
+        fs::write(out, master::to_csv(&items))
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("wrote {} items to {}", items.len(), out.display());
+        return Ok(());
+    }
+    runtime()?.block_on(async {
+        let pools = operator_pools(&settings).await?;
+        match command {
+            MasterCommand::Import { file, version } => {
+                let summary = master::import_file(&pools, &file, &version).await?;
+                println!("imported release {} ({} items)", summary.version, summary.items);
+            }
+            MasterCommand::List => {
+                let client = pools.control(Role::Admin).await?;
+                println!("{:<20} {:>8}  created", "version", "items");
+                for r in master::list_releases(&client).await? {
+                    println!("{:<20} {:>8}  {}", r.version, r.items, r.created_at);
+                }
+            }
+            MasterCommand::Rollout {
+                version,
+                tenants,
+                all: _,
+                concurrency,
+            } => {
+                let target = if tenants.is_empty() {
+                    master::RolloutTarget::All
+                } else {
+                    let slugs = tenants
+                        .iter()
+                        .map(|s| Slug::parse(s).map_err(|e| anyhow::anyhow!("tenant `{s}`: {e}")))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    master::RolloutTarget::Tenants(slugs)
+                };
+                let concurrency = concurrency.unwrap_or(settings.admin.pool_size);
+                if concurrency == 0 || concurrency > settings.admin.pool_size {
+                    bail!(
+                        "--concurrency must be 1 to admin.pool_size ({})",
+                        settings.admin.pool_size
+                    );
+                }
+                let id = master::start_rollout(&pools, &version, &target).await?;
+                let started = std::time::Instant::now();
+                let report = master::run_rollout(&pools, id, concurrency, |t| {
+                    println!(
+                        "{:<40} {:<8} {}",
+                        t.slug,
+                        t.state,
+                        t.error.as_deref().unwrap_or("")
+                    );
+                })
+                .await?;
+                let c = &report.counts;
+                println!(
+                    "rollout {id} to {version}: {} upgraded, {} already current, {} failed in {:.1} s",
+                    c.done,
+                    c.skipped,
+                    c.failed,
+                    started.elapsed().as_secs_f64()
+                );
+                if c.failed > 0 {
+                    bail!("{} tenant(s) failed; run the rollout again to resume", c.failed);
+                }
+            }
+            MasterCommand::Generate { .. } => unreachable!("handled above"),
+        }
+        Ok(())
+    })
 }

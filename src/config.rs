@@ -92,6 +92,8 @@ pub struct AdminSettings {
     pub queue_timeout_ms: u64,
     /// The bearer token admins present. Required to serve.
     pub token: String,
+    /// Largest master release CSV accepted over HTTP, in bytes.
+    pub release_limit_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -136,6 +138,7 @@ impl Default for AdminSettings {
             statement_timeout_ms: 30_000,
             queue_timeout_ms: 2_000,
             token: String::new(),
+            release_limit_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! See ARCHITECTURE.md for the code map and the invariants.
 
+pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod dev;
 pub mod http;
+pub mod master;
 pub mod migrate;
 pub mod pools;
 pub mod startup;

@@ -129,6 +129,7 @@ fn serve(
     settings: &Settings,
 ) -> anyhow::Result<Server> {
     let body_limit = settings.server.body_limit_bytes;
+    let release_limit = settings.admin.release_limit_bytes;
     let server = HttpServer::new(move || {
         let app = App::new()
             .app_data(state.clone())
@@ -138,7 +139,7 @@ fn serve(
             .default_service(web::to(http::not_found));
         match role {
             Role::Clinic => app.configure(http::clinic_routes),
-            Role::Admin => app.configure(http::admin_routes),
+            Role::Admin => app.configure(|cfg| http::admin_routes(cfg, release_limit)),
         }
     })
     .workers(workers)

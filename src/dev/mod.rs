@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use postgres::{ClusterSpec, PgBinaries, PrivatePostgres};
 
 use crate::config::{ClusterSettings, Settings};
+use crate::master;
 use crate::pools::{Pools, Role};
 use crate::tenancy::{create_tenant, ApiKey, IssuedKey, Registry, Slug};
 
@@ -71,6 +72,8 @@ pub struct TenantManifest {
     pub slug: String,
     pub name: String,
     pub cluster: Option<String>,
+    /// The master release to copy (default: the newest).
+    pub master_release: Option<String>,
 }
 
 /// Reads every `*.toml` in `dir`, sorted by file name.
@@ -169,9 +172,15 @@ pub async fn ensure_demo_tenants(
             Some(tenant) => tenant,
             None => {
                 drop(client);
-                create_tenant(pools, &slug, &manifest.name, &cluster)
-                    .await
-                    .with_context(|| format!("creating demo tenant `{slug}`"))?
+                create_tenant(
+                    pools,
+                    &slug,
+                    &manifest.name,
+                    &cluster,
+                    manifest.master_release.as_deref(),
+                )
+                .await
+                .with_context(|| format!("creating demo tenant `{slug}`"))?
             }
         };
         let client = pools.control(Role::Admin).await?;
@@ -194,4 +203,33 @@ pub async fn ensure_demo_tenants(
         keys.push((slug.to_string(), key));
     }
     Ok(keys)
+}
+
+/// Imports every `VERSION.csv` in `dir` that is not a release yet, in
+/// file-name order.
+pub async fn ensure_sample_releases(pools: &Pools, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    files.sort();
+    let mut imported = Vec::new();
+    for file in files {
+        let Some(version) = file.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let client = pools.control(Role::Admin).await?;
+        if master::release_exists(&client, version).await? {
+            continue;
+        }
+        drop(client);
+        master::import_file(pools, &file, version).await?;
+        imported.push(version.to_string());
+    }
+    Ok(imported)
 }

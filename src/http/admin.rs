@@ -18,6 +18,8 @@ pub struct NewTenant {
     slug: String,
     name: String,
     cluster: Option<String>,
+    /// The master release to copy (default: the newest).
+    master_release: Option<String>,
 }
 
 /// `POST /admin/tenants`
@@ -47,16 +49,25 @@ pub async fn create_tenant(
     let Some(slug) = slug.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let record = provision(&state.pools, &slug, name, &cluster)
-        .await
-        .map_err(|e| match e {
-            CreateTenantError::SlugTaken(_) | CreateTenantError::SchemaExists(_) => {
-                ApiError::Conflict(e.to_string())
-            }
-            CreateTenantError::UnknownCluster(_) => ApiError::validation("cluster", e.to_string()),
-            CreateTenantError::Db(e) => e.into(),
-            CreateTenantError::Migrate(e) => ApiError::Internal(e.into()),
-        })?;
+    let record = provision(
+        &state.pools,
+        &slug,
+        name,
+        &cluster,
+        body.master_release.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        CreateTenantError::SlugTaken(_) | CreateTenantError::SchemaExists(_) => {
+            ApiError::Conflict(e.to_string())
+        }
+        CreateTenantError::UnknownCluster(_) => ApiError::validation("cluster", e.to_string()),
+        CreateTenantError::UnknownRelease(_) => {
+            ApiError::validation("master_release", e.to_string())
+        }
+        CreateTenantError::Db(e) => e.into(),
+        CreateTenantError::Migrate(e) => ApiError::Internal(e.into()),
+    })?;
     tracing::info!(tenant = %record.slug, cluster = %record.cluster, "tenant created");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/admin/tenants/{}", record.slug)))

@@ -1,10 +1,13 @@
 //! Clinic handlers under `/v1`: every one is bound to the caller's tenant.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, Clinic};
+use super::{ApiError, AppState, Clinic, FieldError};
+use crate::db::master_items::{self, ItemSearch};
+use crate::db::{decode_cursor, encode_cursor};
+use crate::master::{Kind, MasterItem};
 
 #[derive(Serialize)]
 struct TenantView {
@@ -13,6 +16,8 @@ struct TenantView {
     status: &'static str,
     /// The schema this request actually ran in, read from PostgreSQL.
     schema: String,
+    /// The master release the clinic's copy holds.
+    master_release: Option<String>,
     created_at: DateTime<Utc>,
 }
 
@@ -23,7 +28,11 @@ pub async fn tenant(
 ) -> Result<HttpResponse, ApiError> {
     let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
     let rows = conn
-        .read("SELECT name, current_schema(), created_at FROM clinic", &[])
+        .read(
+            "SELECT name, current_schema(), created_at, (SELECT release FROM master_meta) \
+             FROM clinic",
+            &[],
+        )
         .await?;
     let row = rows
         .first()
@@ -33,6 +42,136 @@ pub async fn tenant(
         name: row.get(0),
         status: tenant.status.as_str(),
         schema: row.get(1),
+        master_release: row.get(3),
         created_at: row.get(2),
     }))
+}
+
+/// A master item as clinics see it: drug prices as decimal strings.
+#[derive(Serialize)]
+pub struct MasterItemView {
+    code: String,
+    kind: Kind,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit_price_yen: Option<String>,
+    valid_from: NaiveDate,
+    valid_to: Option<NaiveDate>,
+}
+
+impl From<MasterItem> for MasterItemView {
+    fn from(item: MasterItem) -> Self {
+        MasterItemView {
+            code: item.code,
+            kind: item.kind,
+            name: item.name,
+            points: item.points,
+            unit_price_yen: item.unit_price.map(|p| p.to_string()),
+            valid_from: item.valid_from,
+            valid_to: item.valid_to,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemsQuery {
+    kind: Option<String>,
+    q: Option<String>,
+    code: Option<String>,
+    on: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/master/items?kind=&q=&code=&on=&limit=&cursor=`: the tenant's
+/// own master copy.
+pub async fn master_items(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    query: web::Query<ItemsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let mut errors = Vec::new();
+    let kind = query.kind.as_deref().and_then(|k| {
+        Kind::parse(k).or_else(|| {
+            errors.push(FieldError::new(
+                "kind",
+                "must be procedure, drug or disease",
+            ));
+            None
+        })
+    });
+    let on = query.on.as_deref().and_then(|d| {
+        parse_date(d).or_else(|| {
+            errors.push(FieldError::new("on", "must be a date (YYYY-MM-DD)"));
+            None
+        })
+    });
+    let limit = parse_limit(query.limit.as_deref(), 50, 200, &mut errors);
+    let after = query.cursor.as_deref().and_then(|c| {
+        let parts = decode_cursor(c, 2);
+        let parsed = parts.and_then(|p| Some((p[0].clone(), parse_date(&p[1])?)));
+        if parsed.is_none() {
+            errors.push(FieldError::new(
+                "cursor",
+                "is not a cursor this API returned",
+            ));
+        }
+        parsed
+    });
+    if query.q.as_ref().is_some_and(|q| q.chars().count() > 100) {
+        errors.push(FieldError::new("q", "must be at most 100 characters"));
+    }
+    if query.code.as_ref().is_some_and(|c| c.len() > 20) {
+        errors.push(FieldError::new("code", "must be at most 20 characters"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let search = ItemSearch {
+        kind,
+        code: query.code,
+        name_contains: query.q.filter(|q| !q.is_empty()),
+        on,
+        after,
+        limit,
+    };
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let items = master_items::search(&conn, &search).await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last())
+        .flatten()
+        .map(|last| encode_cursor(&[&last.code, &last.valid_from.to_string()]));
+    let items: Vec<MasterItemView> = items.into_iter().map(MasterItemView::from).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "items": items,
+        "next_cursor": next_cursor,
+    })))
+}
+
+/// A `YYYY-MM-DD` date.
+pub fn parse_date(text: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
+}
+
+/// `limit` between 1 and `max`, `default` when absent.
+pub fn parse_limit(
+    text: Option<&str>,
+    default: i64,
+    max: i64,
+    errors: &mut Vec<FieldError>,
+) -> i64 {
+    match text {
+        None => default,
+        Some(t) => match t.parse::<i64>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                errors.push(FieldError::new("limit", format!("must be 1 to {max}")));
+                default
+            }
+        },
+    }
 }

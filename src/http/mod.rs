@@ -7,6 +7,7 @@
 //! the library and map the result; statuses are chosen only in [`ApiError`].
 
 mod admin;
+mod admin_master;
 mod clinic;
 pub mod error;
 mod extract;
@@ -42,11 +43,16 @@ pub struct Listener(pub Role);
 pub fn clinic_routes(cfg: &mut ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .service(web::scope("/v1").route("/tenant", web::get().to(clinic::tenant)));
+        .service(
+            web::scope("/v1")
+                .route("/tenant", web::get().to(clinic::tenant))
+                .route("/master/items", web::get().to(clinic::master_items)),
+        );
 }
 
-/// Every admin path: `/admin/...` and the health probes.
-pub fn admin_routes(cfg: &mut ServiceConfig) {
+/// Every admin path: `/admin/...` and the health probes. `release_limit`
+/// bounds a master release upload.
+pub fn admin_routes(cfg: &mut ServiceConfig, release_limit: usize) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .service(
@@ -67,7 +73,15 @@ pub fn admin_routes(cfg: &mut ServiceConfig) {
                 .route(
                     "/tenants/{slug}/api-keys/{id}",
                     web::delete().to(admin::revoke_key),
-                ),
+                )
+                .service(
+                    web::resource("/master/releases")
+                        .app_data(web::PayloadConfig::new(release_limit))
+                        .route(web::post().to(admin_master::import))
+                        .route(web::get().to(admin_master::releases)),
+                )
+                .route("/master/rollouts", web::post().to(admin_master::start))
+                .route("/master/rollouts/{id}", web::get().to(admin_master::show)),
         );
 }
 

@@ -22,7 +22,7 @@ use deadpool_postgres::{
 use tokio_postgres::NoTls;
 
 use crate::config::Settings;
-pub use tenant_conn::TenantConn;
+pub use tenant_conn::{TenantConn, Tx};
 
 /// Which side of recept a pool serves; each has its own settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

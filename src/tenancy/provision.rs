@@ -1,9 +1,10 @@
 //! Creating a tenant: registry row, schema, tenant migrations, all or nothing.
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::GenericClient;
+use tokio_postgres::Transaction;
 
 use super::{Registry, Slug, TenantRecord};
+use crate::master::{copy_release_into, current_release, release_exists};
 use crate::migrate::{migrate_in_transaction, quote_ident, tenant_runner, MigrateError};
 use crate::pools::{DbError, Pools, Role};
 
@@ -16,6 +17,8 @@ pub enum CreateTenantError {
     SchemaExists(String),
     #[error("unknown cluster `{0}`")]
     UnknownCluster(String),
+    #[error("no master release `{0}`")]
+    UnknownRelease(String),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -37,8 +40,9 @@ impl From<MigrateError> for CreateTenantError {
     }
 }
 
-/// Creates tenant `slug` on `cluster`: its registry row, its schema and every
-/// tenant migration. When the tenant lives on the control cluster all of it
+/// Creates tenant `slug` on `cluster`: its registry row, its schema, every
+/// tenant migration and a copy of master release `release` (the current one
+/// when `None`; none at all when no release exists yet). When the tenant lives on the control cluster all of it
 /// is one transaction; on another cluster the schema is committed first and
 /// dropped again if the registry row cannot be committed.
 pub async fn create_tenant(
@@ -46,15 +50,22 @@ pub async fn create_tenant(
     slug: &Slug,
     name: &str,
     cluster: &str,
+    release: Option<&str>,
 ) -> Result<TenantRecord, CreateTenantError> {
     if !pools.has_cluster(cluster) {
         return Err(CreateTenantError::UnknownCluster(cluster.to_string()));
     }
     let mut control = pools.control(Role::Admin).await?;
     let control_tx = control.transaction().await?;
+    let release = match release {
+        Some(version) if release_exists(&control_tx, version).await? => Some(version.to_string()),
+        Some(version) => return Err(CreateTenantError::UnknownRelease(version.to_string())),
+        None => current_release(&control_tx).await?,
+    };
     // The registry row comes first: a concurrent create of the same slug
     // waits on it and then fails as a duplicate.
-    let record = match Registry::insert(&control_tx, slug, name, cluster).await {
+    let record = match Registry::insert(&control_tx, slug, name, cluster, release.as_deref()).await
+    {
         Err(e) if e.is_unique_violation() => {
             return Err(CreateTenantError::SlugTaken(slug.clone()))
         }
@@ -62,14 +73,14 @@ pub async fn create_tenant(
     };
 
     if cluster == pools.control_cluster() {
-        build_schema(&*control_tx, slug, name).await?;
+        build_schema(&control_tx, pools, cluster, slug, name, release.as_deref()).await?;
         control_tx.commit().await?;
         return Ok(record);
     }
 
     let mut remote = pools.get(cluster, Role::Admin).await?;
     let remote_tx = remote.transaction().await?;
-    build_schema(&*remote_tx, slug, name).await?;
+    build_schema(&remote_tx, pools, cluster, slug, name, release.as_deref()).await?;
     remote_tx.commit().await?;
     if let Err(e) = control_tx.commit().await {
         let drop = format!("DROP SCHEMA {} CASCADE", quote_ident(&slug.schema_name()));
@@ -81,12 +92,15 @@ pub async fn create_tenant(
     Ok(record)
 }
 
-/// Inside the caller's transaction: the schema, its migrations and the
-/// clinic's profile row.
-async fn build_schema<C: GenericClient + Sync>(
-    tx: &C,
+/// Inside the caller's transaction: the schema, its migrations, the
+/// clinic's profile row and its master copy.
+async fn build_schema(
+    tx: &Transaction<'_>,
+    pools: &Pools,
+    cluster: &str,
     slug: &Slug,
     name: &str,
+    release: Option<&str>,
 ) -> Result<(), CreateTenantError> {
     let schema = slug.schema_name();
     match tx
@@ -104,5 +118,8 @@ async fn build_schema<C: GenericClient + Sync>(
         &[&slug.as_str(), &name],
     )
     .await?;
+    if let Some(version) = release {
+        copy_release_into(tx, pools, cluster, version).await?;
+    }
     Ok(())
 }

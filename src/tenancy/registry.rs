@@ -19,6 +19,8 @@ pub struct TenantRecord {
     pub cluster: String,
     pub schema: String,
     pub status: TenantStatus,
+    /// The master release the tenant's copy holds.
+    pub master_release: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -36,7 +38,8 @@ pub struct KeyRecord {
 /// Namespace for the registry's statements.
 pub struct Registry;
 
-const COLUMNS: &str = "id, slug, name, cluster, schema_name, status, created_at, updated_at";
+const COLUMNS: &str =
+    "id, slug, name, cluster, schema_name, status, created_at, updated_at, master_release";
 
 fn record(row: &Row) -> Result<TenantRecord, DbError> {
     let slug: String = row.get(1);
@@ -51,6 +54,7 @@ fn record(row: &Row) -> Result<TenantRecord, DbError> {
             .ok_or_else(|| corrupt(format!("bad status `{status}`")))?,
         created_at: row.get(6),
         updated_at: row.get(7),
+        master_release: row.get(8),
     })
 }
 
@@ -64,10 +68,11 @@ impl Registry {
         slug: &Slug,
         name: &str,
         cluster: &str,
+        master_release: Option<&str>,
     ) -> Result<TenantRecord, DbError> {
         let sql = format!(
-            "INSERT INTO recept.tenants (id, slug, name, cluster, schema_name) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+            "INSERT INTO recept.tenants (id, slug, name, cluster, schema_name, master_release) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
         );
         let row = client
             .query_one(
@@ -78,6 +83,7 @@ impl Registry {
                     &name,
                     &cluster,
                     &slug.schema_name(),
+                    &master_release,
                 ],
             )
             .await?;

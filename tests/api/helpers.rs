@@ -247,3 +247,54 @@ pub async fn assert_problem(response: reqwest::Response, status: StatusCode) -> 
         .starts_with("urn:recept:problem:"));
     body
 }
+
+/// A sample release shipped in `tenants/master/`.
+pub fn sample_release(version: &str) -> String {
+    let path = format!(
+        "{}/tenants/master/{version}.csv",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path).expect("sample release")
+}
+
+impl TestApp {
+    /// Imports a release CSV through the admin API.
+    pub async fn import_release(&self, version: &str, csv: &str) -> reqwest::Response {
+        self.admin_request(
+            Method::POST,
+            &format!("/admin/master/releases?version={version}"),
+        )
+        .header("content-type", "text/csv")
+        .body(csv.to_string())
+        .send()
+        .await
+        .unwrap()
+    }
+
+    /// A tenant on master release `release`, with a key: (slug, key).
+    pub async fn tenant_on_release(&self, prefix: &str, release: &str) -> (String, String) {
+        let slug = unique_slug(prefix);
+        let response = self
+            .admin_request(Method::POST, "/admin/tenants")
+            .json(
+                &json!({"slug": slug, "name": format!("Clinic {slug}"), "master_release": release}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let (_, key) = self.issue_key(&slug).await;
+        (slug, key)
+    }
+
+    /// GET a clinic path and return its JSON, asserting 200.
+    pub async fn clinic_json(&self, key: &str, path: &str) -> Value {
+        let response = self
+            .clinic_request(Method::GET, path, key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+}

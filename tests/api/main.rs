@@ -2,5 +2,6 @@
 
 mod cli;
 mod helpers;
+mod master;
 mod routing;
 mod tenants;

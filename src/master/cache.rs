@@ -1,0 +1,100 @@
+//! The weighted cache pricing reads master items through.
+//!
+//! Keyed by (tenant, release, code): a tenant never reads another tenant's
+//! entries, and a rollout, which changes the tenant's release, makes its old
+//! entries unreachable (they age out by weight).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use moka::future::Cache;
+use uuid::Uuid;
+
+use super::{item_from_row, MasterItem, ITEM_COLUMNS};
+use crate::pools::{DbError, Tx};
+
+/// Every validity row of one code in one tenant's copy; empty when the code
+/// is unknown there.
+pub type CachedItems = Arc<Vec<MasterItem>>;
+
+type Key = (Uuid, Arc<str>, Arc<str>);
+
+#[derive(Clone)]
+pub struct MasterCache {
+    cache: Cache<Key, CachedItems>,
+}
+
+impl MasterCache {
+    /// A cache holding at most about `max_bytes` of items.
+    pub fn new(max_bytes: u64) -> MasterCache {
+        MasterCache {
+            cache: Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|key: &Key, items: &CachedItems| {
+                    let bytes = 64
+                        + key.1.len()
+                        + key.2.len()
+                        + items.iter().map(MasterItem::weight).sum::<usize>();
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .build(),
+        }
+    }
+
+    /// The items of `codes` in the tenant's copy of `release`: cached ones
+    /// from memory, the rest with one query on `tx` (which must be inside
+    /// the tenant's transaction, with the copy known to be at `release`).
+    pub async fn lookup(
+        &self,
+        tx: &Tx,
+        tenant: Uuid,
+        release: &str,
+        codes: &[&str],
+    ) -> Result<HashMap<String, CachedItems>, DbError> {
+        let release: Arc<str> = release.into();
+        let mut found = HashMap::with_capacity(codes.len());
+        let mut missing: Vec<&str> = Vec::new();
+        for code in codes {
+            if found.contains_key(*code) || missing.contains(code) {
+                continue;
+            }
+            let key = (tenant, release.clone(), Arc::<str>::from(*code));
+            match self.cache.get(&key).await {
+                Some(items) => {
+                    found.insert(code.to_string(), items);
+                }
+                None => missing.push(code),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let statement = format!(
+            "SELECT {ITEM_COLUMNS} FROM master_items WHERE code = ANY($1) ORDER BY code, valid_from"
+        );
+        let statement = tx.prepare_cached(&statement).await?;
+        let rows = tx.query(&statement, &[&missing]).await?;
+        let mut loaded: HashMap<String, Vec<MasterItem>> = missing
+            .iter()
+            .map(|c| (c.to_string(), Vec::new()))
+            .collect();
+        for row in &rows {
+            let item = item_from_row(row);
+            if let Some(list) = loaded.get_mut(&item.code) {
+                list.push(item);
+            }
+        }
+        for (code, items) in loaded {
+            let items = Arc::new(items);
+            let key = (tenant, release.clone(), Arc::<str>::from(code.as_str()));
+            self.cache.insert(key, items.clone()).await;
+            found.insert(code, items);
+        }
+        Ok(found)
+    }
+
+    /// Entries and their total weight (bytes), for metrics.
+    pub fn usage(&self) -> (u64, u64) {
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+}

@@ -1,0 +1,522 @@
+//! Rollouts: upgrading tenants' copies to a release by applying only the
+//! difference from the release each holds, one transaction per tenant.
+//!
+//! Resumable: a tenant already on the target is skipped. A failing tenant is
+//! recorded and the others go on. The tenant's `master_meta` row is locked
+//! for the length of its transaction, so pricing (which takes it `FOR
+//! SHARE`) sees either the old copy or the new one, never a mixture.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::GenericClient;
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{release_exists, ITEM_COLUMNS};
+use crate::migrate::quote_ident;
+use crate::pools::{DbError, Pools, Role};
+use crate::tenancy::Slug;
+
+/// Which tenants a rollout upgrades.
+#[derive(Debug, Clone)]
+pub enum RolloutTarget {
+    /// Every tenant that is not deleted.
+    All,
+    Tenants(Vec<Slug>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("no release `{0}`")]
+    UnknownRelease(String),
+    #[error("no tenant(s) {0}")]
+    UnknownTenants(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for RolloutError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        RolloutError::Db(e.into())
+    }
+}
+
+/// One tenant's part of a rollout.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantRollout {
+    pub slug: String,
+    /// `pending`, `done`, `skipped` (already on the target) or `failed`.
+    pub state: String,
+    pub from_version: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RolloutCounts {
+    pub pending: usize,
+    pub done: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutReport {
+    pub id: Uuid,
+    pub version: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub counts: RolloutCounts,
+    pub tenants: Vec<TenantRollout>,
+}
+
+/// A tenant as a rollout worker needs it.
+struct Target {
+    id: Uuid,
+    slug: String,
+    cluster: String,
+    schema: String,
+}
+
+/// Records a rollout of `version` to `target` with every tenant pending.
+pub async fn start_rollout(
+    pools: &Pools,
+    version: &str,
+    target: &RolloutTarget,
+) -> Result<Uuid, RolloutError> {
+    let mut client = pools.control(Role::Admin).await?;
+    if !release_exists(&client, version).await? {
+        return Err(RolloutError::UnknownRelease(version.to_string()));
+    }
+    let tx = client.transaction().await?;
+    let id = Uuid::now_v7();
+    tx.execute(
+        "INSERT INTO recept.master_rollouts (id, version) VALUES ($1, $2)",
+        &[&id, &version],
+    )
+    .await?;
+    match target {
+        RolloutTarget::All => {
+            tx.execute(
+                "INSERT INTO recept.master_rollout_tenants (rollout_id, tenant_id) \
+                 SELECT $1, id FROM recept.tenants WHERE status <> 'deleted'",
+                &[&id],
+            )
+            .await?;
+        }
+        RolloutTarget::Tenants(slugs) => {
+            let names: Vec<&str> = slugs.iter().map(Slug::as_str).collect();
+            let found: Vec<String> = tx
+                .query(
+                    "INSERT INTO recept.master_rollout_tenants (rollout_id, tenant_id) \
+                     SELECT $1, id FROM recept.tenants \
+                     WHERE slug = ANY($2) AND status <> 'deleted' RETURNING \
+                     (SELECT slug FROM recept.tenants t WHERE t.id = tenant_id)",
+                    &[&id, &names],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let missing: Vec<&str> = names
+                .iter()
+                .filter(|n| !found.iter().any(|f| f == *n))
+                .copied()
+                .collect();
+            if !missing.is_empty() {
+                return Err(RolloutError::UnknownTenants(missing.join(", ")));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Upgrades every pending tenant of rollout `id`, `concurrency` at a time,
+/// calling `on_tenant` as each finishes.
+pub async fn run_rollout(
+    pools: &Pools,
+    id: Uuid,
+    concurrency: usize,
+    on_tenant: impl Fn(&TenantRollout),
+) -> Result<RolloutReport, DbError> {
+    let (version, targets) = {
+        let client = pools.control(Role::Admin).await?;
+        let version: String = client
+            .query_one(
+                "SELECT version FROM recept.master_rollouts WHERE id = $1",
+                &[&id],
+            )
+            .await?
+            .get(0);
+        let rows = client
+            .query(
+                "SELECT t.id, t.slug, t.cluster, t.schema_name, coalesce(t.master_release, '') \
+                 FROM recept.master_rollout_tenants rt JOIN recept.tenants t ON t.id = rt.tenant_id \
+                 WHERE rt.rollout_id = $1 AND rt.state = 'pending' ORDER BY t.slug",
+                &[&id],
+            )
+            .await?;
+        // The differences are computed once, before any tenant needs them.
+        let mut sources: Vec<String> = rows.iter().map(|r| r.get(4)).collect();
+        sources.sort();
+        sources.dedup();
+        for from in sources.iter().filter(|f| **f != version) {
+            ensure_diff(pools, from, &version).await?;
+        }
+        let targets: Vec<Target> = rows
+            .iter()
+            .map(|r| Target {
+                id: r.get(0),
+                slug: r.get(1),
+                cluster: r.get(2),
+                schema: r.get(3),
+            })
+            .collect();
+        (version, targets)
+    };
+    let workers = concurrency.max(1);
+    let mut results = futures::stream::iter(targets)
+        .map(|target| {
+            let version = version.clone();
+            async move { upgrade_tenant(pools, id, &target, &version).await }
+        })
+        .buffer_unordered(workers);
+    while let Some(outcome) = results.next().await {
+        on_tenant(&outcome);
+    }
+    let client = pools.control(Role::Admin).await?;
+    client
+        .execute(
+            "UPDATE recept.master_rollouts SET finished_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    rollout_status(&client, id)
+        .await?
+        .ok_or_else(|| DbError::Unavailable("the rollout vanished".into()))
+}
+
+/// Starts and runs a rollout; see [`start_rollout`] and [`run_rollout`].
+pub async fn rollout(
+    pools: &Pools,
+    version: &str,
+    target: &RolloutTarget,
+    concurrency: usize,
+    on_tenant: impl Fn(&TenantRollout),
+) -> Result<RolloutReport, RolloutError> {
+    let id = start_rollout(pools, version, target).await?;
+    Ok(run_rollout(pools, id, concurrency, on_tenant).await?)
+}
+
+/// Computes the difference between two releases once.
+async fn ensure_diff(pools: &Pools, from: &str, to: &str) -> Result<(), DbError> {
+    let mut client = pools.control(Role::Admin).await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1 || '>' || $2))",
+        &[&from, &to],
+    )
+    .await?;
+    let known = tx
+        .query_opt(
+            "SELECT 1 FROM recept.master_diff_sets WHERE from_version = $1 AND to_version = $2",
+            &[&from, &to],
+        )
+        .await?
+        .is_some();
+    if known {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO recept.master_diff_sets (from_version, to_version, removed, added) \
+         VALUES ($1, $2, 0, 0)",
+        &[&from, &to],
+    )
+    .await?;
+    let removed = tx
+        .execute(
+            &format!(
+                "INSERT INTO recept.master_diffs (from_version, to_version, op, {ITEM_COLUMNS}) \
+                 SELECT $1, $2, '-', * FROM ( \
+                   SELECT {ITEM_COLUMNS} FROM recept.master_items WHERE version = $1 \
+                   EXCEPT SELECT {ITEM_COLUMNS} FROM recept.master_items WHERE version = $2) d"
+            ),
+            &[&from, &to],
+        )
+        .await?;
+    let added = tx
+        .execute(
+            &format!(
+                "INSERT INTO recept.master_diffs (from_version, to_version, op, {ITEM_COLUMNS}) \
+                 SELECT $1, $2, '+', * FROM ( \
+                   SELECT {ITEM_COLUMNS} FROM recept.master_items WHERE version = $2 \
+                   EXCEPT SELECT {ITEM_COLUMNS} FROM recept.master_items WHERE version = $1) d"
+            ),
+            &[&from, &to],
+        )
+        .await?;
+    tx.execute(
+        "UPDATE recept.master_diff_sets SET removed = $3, added = $4 \
+         WHERE from_version = $1 AND to_version = $2",
+        &[&from, &to, &(removed as i32), &(added as i32)],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Upgrades one tenant in one transaction and records the outcome.
+async fn upgrade_tenant(
+    pools: &Pools,
+    rollout: Uuid,
+    target: &Target,
+    version: &str,
+) -> TenantRollout {
+    let started = Instant::now();
+    let outcome = apply(pools, rollout, target, version).await;
+    let duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    match outcome {
+        Ok((from, skipped)) => TenantRollout {
+            slug: target.slug.clone(),
+            state: if skipped { "skipped" } else { "done" }.into(),
+            from_version: from,
+            error: None,
+            duration_ms,
+        },
+        Err(e) => {
+            let error = e.to_string();
+            tracing::error!(tenant = %target.slug, %error, "master rollout failed for tenant");
+            let recorded = async {
+                let client = pools.control(Role::Admin).await?;
+                client
+                    .execute(
+                        "UPDATE recept.master_rollout_tenants SET state = 'failed', error = $3, \
+                         finished_at = now() WHERE rollout_id = $1 AND tenant_id = $2",
+                        &[&rollout, &target.id, &error],
+                    )
+                    .await?;
+                Ok::<_, DbError>(())
+            }
+            .await;
+            if let Err(e) = recorded {
+                tracing::error!(tenant = %target.slug, error = %e, "could not record a failed rollout");
+            }
+            TenantRollout {
+                slug: target.slug.clone(),
+                state: "failed".into(),
+                from_version: None,
+                error: Some(error),
+                duration_ms,
+            }
+        }
+    }
+}
+
+const RECORD_DONE: &str = "UPDATE recept.master_rollout_tenants \
+     SET state = $3, from_version = $4, started_at = $5, finished_at = now() \
+     WHERE rollout_id = $1 AND tenant_id = $2";
+const RECORD_RELEASE: &str = "UPDATE recept.tenants SET master_release = $2 WHERE id = $1";
+
+/// Returns (the release the tenant held, whether it was already current).
+async fn apply(
+    pools: &Pools,
+    rollout: Uuid,
+    target: &Target,
+    version: &str,
+) -> Result<(Option<String>, bool), DbError> {
+    let started_at = Utc::now();
+    let same_cluster = target.cluster == pools.control_cluster();
+    let mut client = pools.get(&target.cluster, Role::Admin).await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT set_config('search_path', $1, true)",
+        &[&quote_ident(&target.schema)],
+    )
+    .await?;
+    let from: Option<String> = tx
+        .query_one("SELECT release FROM master_meta FOR UPDATE", &[])
+        .await?
+        .get(0);
+    let skipped = from.as_deref() == Some(version);
+    let source = from.clone().unwrap_or_default();
+    if !skipped {
+        if same_cluster {
+            ensure_diff_known(&tx, pools, &source, version).await?;
+            tx.execute(
+                "DELETE FROM master_items m USING recept.master_diffs d \
+                 WHERE d.from_version = $1 AND d.to_version = $2 AND d.op = '-' \
+                 AND m.code = d.code AND m.valid_from = d.valid_from",
+                &[&source, &version],
+            )
+            .await?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO master_items ({ITEM_COLUMNS}) SELECT {ITEM_COLUMNS} \
+                     FROM recept.master_diffs \
+                     WHERE from_version = $1 AND to_version = $2 AND op = '+'"
+                ),
+                &[&source, &version],
+            )
+            .await?;
+        } else {
+            apply_remote_diff(&tx, pools, &source, version).await?;
+        }
+        tx.execute(
+            "UPDATE master_meta SET release = $1, updated_at = now()",
+            &[&version],
+        )
+        .await?;
+    }
+    let state = if skipped { "skipped" } else { "done" };
+    if same_cluster {
+        // Bookkeeping commits with the copy itself.
+        tx.execute(RECORD_RELEASE, &[&target.id, &version]).await?;
+        tx.execute(
+            RECORD_DONE,
+            &[&rollout, &target.id, &state, &from, &started_at],
+        )
+        .await?;
+        tx.commit().await?;
+    } else {
+        tx.commit().await?;
+        drop(client);
+        let control = pools.control(Role::Admin).await?;
+        control
+            .execute(RECORD_RELEASE, &[&target.id, &version])
+            .await?;
+        control
+            .execute(
+                RECORD_DONE,
+                &[&rollout, &target.id, &state, &from, &started_at],
+            )
+            .await?;
+    }
+    Ok((from, skipped))
+}
+
+/// The registry may have been stale about a tenant's release; make sure the
+/// difference from the release it really holds exists.
+async fn ensure_diff_known(
+    tx: &impl GenericClient,
+    pools: &Pools,
+    from: &str,
+    to: &str,
+) -> Result<(), DbError> {
+    let known = tx
+        .query_opt(
+            "SELECT 1 FROM recept.master_diff_sets WHERE from_version = $1 AND to_version = $2",
+            &[&from, &to],
+        )
+        .await?
+        .is_some();
+    if !known {
+        ensure_diff(pools, from, to).await?;
+    }
+    Ok(())
+}
+
+/// For a tenant on another cluster: fetch the difference from the control
+/// cluster and apply it with `DELETE … unnest` and `COPY`.
+async fn apply_remote_diff(
+    tx: &deadpool_postgres::Transaction<'_>,
+    pools: &Pools,
+    from: &str,
+    to: &str,
+) -> Result<(), DbError> {
+    ensure_diff(pools, from, to).await?;
+    let control = pools.control(Role::Admin).await?;
+    let removed = control
+        .query(
+            "SELECT code, valid_from FROM recept.master_diffs \
+             WHERE from_version = $1 AND to_version = $2 AND op = '-'",
+            &[&from, &to],
+        )
+        .await?;
+    let codes: Vec<String> = removed.iter().map(|r| r.get(0)).collect();
+    let dates: Vec<NaiveDate> = removed.iter().map(|r| r.get(1)).collect();
+    tx.execute(
+        "DELETE FROM master_items WHERE (code, valid_from) IN \
+         (SELECT * FROM unnest($1::text[], $2::date[]))",
+        &[&codes, &dates],
+    )
+    .await?;
+    let escape = |s: &str| s.replace('\'', "''");
+    let source = control
+        .copy_out(&format!(
+            "COPY (SELECT {ITEM_COLUMNS} FROM recept.master_diffs \
+             WHERE from_version = '{}' AND to_version = '{}' AND op = '+') \
+             TO STDOUT (FORMAT binary)",
+            escape(from),
+            escape(to)
+        ))
+        .await?;
+    let chunks: Vec<Bytes> = source.try_collect().await?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY master_items ({ITEM_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    let mut sink = std::pin::pin!(sink);
+    for chunk in chunks {
+        sink.send(chunk).await?;
+    }
+    sink.as_mut().finish().await?;
+    Ok(())
+}
+
+/// The state of rollout `id`, per tenant.
+pub async fn rollout_status(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<RolloutReport>, DbError> {
+    let Some(head) = client
+        .query_opt(
+            "SELECT version, created_at, finished_at FROM recept.master_rollouts WHERE id = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let rows = client
+        .query(
+            "SELECT t.slug, rt.state, rt.from_version, rt.error, \
+             extract(epoch FROM rt.finished_at - rt.started_at)::float8 * 1000 \
+             FROM recept.master_rollout_tenants rt JOIN recept.tenants t ON t.id = rt.tenant_id \
+             WHERE rt.rollout_id = $1 ORDER BY t.slug",
+            &[&id],
+        )
+        .await?;
+    let mut counts = RolloutCounts::default();
+    let tenants: Vec<TenantRollout> = rows
+        .iter()
+        .map(|row| {
+            let state: String = row.get(1);
+            match state.as_str() {
+                "done" => counts.done += 1,
+                "skipped" => counts.skipped += 1,
+                "failed" => counts.failed += 1,
+                _ => counts.pending += 1,
+            }
+            TenantRollout {
+                slug: row.get(0),
+                state,
+                from_version: row.get(2),
+                error: row.get(3),
+                duration_ms: row.get(4),
+            }
+        })
+        .collect();
+    Ok(Some(RolloutReport {
+        id,
+        version: head.get(0),
+        created_at: head.get(1),
+        finished_at: head.get(2),
+        counts,
+        tenants,
+    }))
+}
