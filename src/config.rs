@@ -40,6 +40,8 @@ pub struct ServerSettings {
     pub shutdown_timeout_s: u64,
     /// `json` for machines, `pretty` for people.
     pub log_format: LogFormat,
+    /// Memory for caches (master items), in MiB.
+    pub cache_memory_mb: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +76,9 @@ pub struct ClinicSettings {
     pub statement_timeout_ms: u64,
     /// Longest a clinic request waits for a connection before `503`.
     pub queue_timeout_ms: u64,
+    /// How long a clinic statement waits for a row lock (an Idempotency-Key
+    /// in use, a rollout in progress) before giving up.
+    pub lock_timeout_ms: u64,
     /// How long a resolved API key is trusted before it is looked up again;
     /// bounds how long a revoked key keeps working on other hosts.
     pub key_cache_ttl_ms: u64,
@@ -106,6 +111,7 @@ impl Default for ServerSettings {
             body_limit_bytes: 256 * 1024,
             shutdown_timeout_s: 10,
             log_format: LogFormat::Pretty,
+            cache_memory_mb: 64,
         }
     }
 }
@@ -125,6 +131,7 @@ impl Default for ClinicSettings {
             pool_size: 16,
             statement_timeout_ms: 5_000,
             queue_timeout_ms: 200,
+            lock_timeout_ms: 2_000,
             key_cache_ttl_ms: 3_000,
             key_cache_capacity: 100_000,
         }

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::Settings;
 use crate::http::{self, AppState, Listener};
+use crate::master::MasterCache;
 use crate::migrate::prepare_control;
 use crate::pools::{Pools, Role};
 use crate::tenancy::KeyResolver;
@@ -44,6 +45,7 @@ impl Application {
                 settings.clinic.key_cache_capacity,
                 Duration::from_millis(settings.clinic.key_cache_ttl_ms),
             ),
+            master_cache: MasterCache::new(settings.server.cache_memory_mb * 1024 * 1024),
         });
 
         let clinic_listener = bind(&settings.server.clinic_listen, "server.clinic_listen")?;
@@ -135,6 +137,7 @@ fn serve(
             .app_data(state.clone())
             .app_data(web::Data::new(Listener(role)))
             .configure(|cfg| http::extractor_configs(cfg, body_limit))
+            .wrap(ErrorHandlers::new().default_handler(http::error::ensure_problem))
             .wrap(from_fn(http::request_span))
             .default_service(web::to(http::not_found));
         match role {

@@ -9,6 +9,7 @@
 //!   nearest 10 yen with 5 yen rounding up.
 
 mod money;
+pub mod pricing;
 
 pub use money::{Centiyen, ParseYenError};
 

@@ -2,7 +2,12 @@
 //! inside the tenant's transaction ([`crate::pools::Tx`]), with typed rows.
 //! No statement here names a schema; the transaction's `search_path` does.
 
+pub mod claims;
+pub mod encounters;
+pub mod idempotency;
 pub mod master_items;
+pub mod patients;
+pub mod payments;
 
 use base64::Engine;
 

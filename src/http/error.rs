@@ -1,8 +1,10 @@
 //! `ApiError`: the one place HTTP statuses are chosen. Every error leaves
 //! as RFC 9457 `application/problem+json` with a stable `type`.
 
+use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -38,8 +40,14 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("request body is larger than {0} bytes")]
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("send If-Match with the ETag you last saw")]
+    PreconditionRequired,
+    #[error("request body is too large (the limit is {0} bytes)")]
     PayloadTooLarge(usize),
+    #[error("this method is not allowed on this resource")]
+    MethodNotAllowed,
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("validation failed")]
@@ -70,7 +78,10 @@ impl ApiError {
             ApiError::Forbidden(_) => "urn:recept:problem:forbidden",
             ApiError::NotFound(_) => "urn:recept:problem:not-found",
             ApiError::Conflict(_) => "urn:recept:problem:conflict",
+            ApiError::PreconditionFailed(_) => "urn:recept:problem:precondition-failed",
+            ApiError::PreconditionRequired => "urn:recept:problem:precondition-required",
             ApiError::PayloadTooLarge(_) => "urn:recept:problem:payload-too-large",
+            ApiError::MethodNotAllowed => "urn:recept:problem:method-not-allowed",
             ApiError::UnsupportedMediaType(_) => "urn:recept:problem:unsupported-media-type",
             ApiError::Validation(_) => "urn:recept:problem:validation",
             ApiError::Unavailable { .. } => "urn:recept:problem:unavailable",
@@ -86,7 +97,10 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::NotFound(_) => "Not found",
             ApiError::Conflict(_) => "Conflict",
+            ApiError::PreconditionFailed(_) => "Precondition failed",
+            ApiError::PreconditionRequired => "Precondition required",
             ApiError::PayloadTooLarge(_) => "Payload too large",
+            ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::Validation(_) => "Validation failed",
             ApiError::Unavailable { .. } => "Service unavailable",
@@ -117,7 +131,10 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -180,4 +197,37 @@ impl From<DbError> for ApiError {
             other => ApiError::Internal(other.into()),
         }
     }
+}
+
+/// Turns any error response that is not problem+json yet (a `405` from
+/// routing, a `413` from a payload limit) into one, so every error a client
+/// sees has the same shape.
+pub fn ensure_problem<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(0),
+        StatusCode::NOT_FOUND => ApiError::NotFound("no such resource".into()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType("".into()),
+        s if s.is_client_error() => {
+            ApiError::BadRequest(s.canonical_reason().unwrap_or("bad request").to_lowercase())
+        }
+        _ => ApiError::Internal(anyhow::anyhow!(
+            "error response {status} without a problem body"
+        )),
+    };
+    let (req, _) = res.into_parts();
+    let response = error.error_response();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, response)
+            .map_into_boxed_body()
+            .map_into_right_body(),
+    ))
 }

@@ -8,6 +8,7 @@
 
 mod admin;
 mod admin_master;
+mod body;
 mod clinic;
 pub mod error;
 mod extract;
@@ -21,6 +22,7 @@ use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
 
 use crate::config::Settings;
+use crate::master::MasterCache;
 use crate::pools::{Pools, Role};
 use crate::tenancy::KeyResolver;
 pub use error::{ApiError, FieldError};
@@ -33,56 +35,89 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub pools: Arc<Pools>,
     pub keys: KeyResolver,
+    /// Master items by (tenant, release, code), bounded by weight.
+    pub master_cache: MasterCache,
 }
 
 /// Which listener a route table belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct Listener(pub Role);
 
+/// A resource whose other methods answer `405`.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
 /// Every clinic path: `/v1/...` and the health probes.
 pub fn clinic_routes(cfg: &mut ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
+    use clinic::{claims, encounters, patients};
+    cfg.service(resource("/healthz").get(health::healthz))
+        .service(resource("/readyz").get(health::readyz))
         .service(
             web::scope("/v1")
-                .route("/tenant", web::get().to(clinic::tenant))
-                .route("/master/items", web::get().to(clinic::master_items)),
+                .service(resource("/tenant").get(clinic::tenant))
+                .service(resource("/master/items").get(clinic::master_items))
+                .service(
+                    resource("/patients")
+                        .post(patients::create)
+                        .get(patients::search),
+                )
+                .service(
+                    resource("/patients/{id}")
+                        .get(patients::show)
+                        .patch(patients::update),
+                )
+                .service(resource("/patients/{id}/balance").get(patients::balance))
+                .service(
+                    resource("/encounters")
+                        .post(encounters::create)
+                        .get(encounters::list),
+                )
+                .service(resource("/encounters/{id}").get(encounters::show))
+                .service(resource("/encounters/{id}/void").post(encounters::void))
+                .service(resource("/payments").post(encounters::pay))
+                .service(resource("/claims/generate").post(claims::generate))
+                .service(resource("/claims").get(claims::list))
+                .service(resource("/claims/export").get(claims::export))
+                .service(resource("/claims/{id}").get(claims::show))
+                .service(resource("/claims/{id}/confirm").post(claims::confirm)),
         );
 }
 
 /// Every admin path: `/admin/...` and the health probes. `release_limit`
 /// bounds a master release upload.
 pub fn admin_routes(cfg: &mut ServiceConfig, release_limit: usize) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
+    cfg.service(resource("/healthz").get(health::healthz))
+        .service(resource("/readyz").get(health::readyz))
         .service(
             web::scope("/admin")
-                .route("/tenants", web::post().to(admin::create_tenant))
-                .route("/tenants", web::get().to(admin::list_tenants))
-                .route("/tenants/{slug}", web::get().to(admin::show_tenant))
-                .route(
-                    "/tenants/{slug}/suspend",
-                    web::post().to(admin::suspend_tenant),
-                )
-                .route(
-                    "/tenants/{slug}/resume",
-                    web::post().to(admin::resume_tenant),
-                )
-                .route("/tenants/{slug}/api-keys", web::post().to(admin::issue_key))
-                .route("/tenants/{slug}/api-keys", web::get().to(admin::list_keys))
-                .route(
-                    "/tenants/{slug}/api-keys/{id}",
-                    web::delete().to(admin::revoke_key),
-                )
                 .service(
-                    web::resource("/master/releases")
-                        .app_data(web::PayloadConfig::new(release_limit))
-                        .route(web::post().to(admin_master::import))
-                        .route(web::get().to(admin_master::releases)),
+                    resource("/tenants")
+                        .post(admin::create_tenant)
+                        .get(admin::list_tenants),
                 )
-                .route("/master/rollouts", web::post().to(admin_master::start))
-                .route("/master/rollouts/{id}", web::get().to(admin_master::show)),
+                .service(resource("/tenants/{slug}").get(admin::show_tenant))
+                .service(resource("/tenants/{slug}/suspend").post(admin::suspend_tenant))
+                .service(resource("/tenants/{slug}/resume").post(admin::resume_tenant))
+                .service(
+                    resource("/tenants/{slug}/api-keys")
+                        .post(admin::issue_key)
+                        .get(admin::list_keys),
+                )
+                .service(resource("/tenants/{slug}/api-keys/{id}").delete(admin::revoke_key))
+                .service(
+                    resource("/master/releases")
+                        .app_data(web::PayloadConfig::new(release_limit))
+                        .post(admin_master::import)
+                        .get(admin_master::releases),
+                )
+                .service(resource("/master/rollouts").post(admin_master::start))
+                .service(resource("/master/rollouts/{id}").get(admin_master::show)),
         );
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
 }
 
 /// How malformed bodies, paths and queries are answered (problem+json).

@@ -124,12 +124,14 @@ impl Pools {
                 Role::Clinic,
                 settings.clinic.pool_size,
                 settings.clinic.statement_timeout_ms,
+                settings.clinic.lock_timeout_ms,
                 settings.clinic.queue_timeout_ms,
             )?;
             let admin = build_pool(
                 pg,
                 Role::Admin,
                 settings.admin.pool_size,
+                settings.admin.statement_timeout_ms,
                 settings.admin.statement_timeout_ms,
                 settings.admin.queue_timeout_ms,
             )?;
@@ -194,6 +196,7 @@ fn build_pool(
     role: Role,
     size: usize,
     statement_timeout_ms: u64,
+    lock_timeout_ms: u64,
     queue_timeout_ms: u64,
 ) -> anyhow::Result<Pool> {
     pg.application_name(role.application_name());
@@ -202,7 +205,7 @@ fn build_pool(
     pg.options(format!(
         "-c statement_timeout={statement_timeout_ms} \
          -c idle_in_transaction_session_timeout={} \
-         -c lock_timeout={statement_timeout_ms}",
+         -c lock_timeout={lock_timeout_ms}",
         statement_timeout_ms.max(1_000) * 2
     ));
     pg.connect_timeout(Duration::from_secs(5));

@@ -1,6 +1,8 @@
 //! Integration tests: a real PostgreSQL, a real server, over HTTP.
 
+mod billing;
 mod cli;
+mod clinic_guards;
 mod helpers;
 mod master;
 mod routing;

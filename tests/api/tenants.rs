@@ -274,3 +274,20 @@ async fn keys_are_stored_only_as_hashes_and_listed_without_secrets() {
     assert!(listed.contains("\"prefix\""));
     assert!(!listed.contains(&key));
 }
+
+#[tokio::test]
+async fn wrong_methods_and_oversized_uploads_are_problems_too() {
+    let app = crate::helpers::spawn_app_with(|s| s.admin.release_limit_bytes = 1024).await;
+
+    let wrong_method = app
+        .admin_request(Method::PUT, "/admin/tenants")
+        .send()
+        .await
+        .unwrap();
+    let too_big = app
+        .import_release("2026-04", &crate::helpers::sample_release("2026-04"))
+        .await;
+
+    assert_problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
+    assert_problem(too_big, StatusCode::PAYLOAD_TOO_LARGE).await;
+}

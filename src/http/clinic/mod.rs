@@ -1,5 +1,9 @@
 //! Clinic handlers under `/v1`: every one is bound to the caller's tenant.
 
+pub mod claims;
+pub mod encounters;
+pub mod patients;
+
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -174,4 +178,9 @@ pub fn parse_limit(
             }
         },
     }
+}
+
+/// An object id from a path; anything that is not one is simply not found.
+pub fn parse_id(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(text).map_err(|_| ApiError::NotFound(format!("no {what} {text}")))
 }

@@ -1,0 +1,292 @@
+//! Patients and their insurances.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::pools::{DbError, TenantConn, Tx};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Insurance {
+    pub id: Uuid,
+    pub insurer_number: String,
+    pub symbol: Option<String>,
+    pub number: Option<String>,
+    /// Percent the patient pays: 10, 20 or 30.
+    pub copay_rate: i16,
+    pub valid_from: NaiveDate,
+    pub valid_to: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Patient {
+    pub id: Uuid,
+    pub name: String,
+    pub name_kana: Option<String>,
+    pub birth_date: NaiveDate,
+    pub sex: String,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    pub notes: Option<String>,
+    pub insurances: Vec<Insurance>,
+    /// Bumped by every change; sent as the ETag.
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The fields a patient is created or replaced with (already validated).
+#[derive(Debug, Clone)]
+pub struct PatientFields {
+    pub name: String,
+    pub name_kana: Option<String>,
+    pub birth_date: NaiveDate,
+    pub sex: String,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    pub notes: Option<String>,
+}
+
+/// An insurance as entered (already validated).
+#[derive(Debug, Clone)]
+pub struct NewInsurance {
+    pub insurer_number: String,
+    pub symbol: Option<String>,
+    pub number: Option<String>,
+    pub copay_rate: i16,
+    pub valid_from: NaiveDate,
+    pub valid_to: Option<NaiveDate>,
+}
+
+const SELECT_PATIENT: &str = "SELECT p.id, p.name, p.name_kana, p.birth_date, p.sex, p.phone, \
+     p.address, p.notes, p.version, p.created_at, p.updated_at, \
+     coalesce((SELECT json_agg(json_build_object('id', i.id, 'insurer_number', i.insurer_number, \
+        'symbol', i.symbol, 'number', i.number, 'copay_rate', i.copay_rate, \
+        'valid_from', i.valid_from, 'valid_to', i.valid_to) ORDER BY i.valid_from) \
+      FROM insurances i WHERE i.patient_id = p.id), '[]'::json) AS insurances \
+     FROM patients p WHERE p.id = $1";
+
+fn patient_from_row(row: &Row) -> Result<Patient, DbError> {
+    let insurances: serde_json::Value = row.get("insurances");
+    let insurances: Vec<Insurance> = serde_json::from_value(insurances)
+        .map_err(|e| DbError::Unavailable(format!("unreadable insurances: {e}")))?;
+    Ok(Patient {
+        id: row.get("id"),
+        name: row.get("name"),
+        name_kana: row.get("name_kana"),
+        birth_date: row.get("birth_date"),
+        sex: row.get("sex"),
+        phone: row.get("phone"),
+        address: row.get("address"),
+        notes: row.get("notes"),
+        insurances,
+        version: row.get("version"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    })
+}
+
+/// One patient, in one round trip.
+pub async fn get(conn: &TenantConn, id: Uuid) -> Result<Option<Patient>, DbError> {
+    conn.read(SELECT_PATIENT, &[&id])
+        .await?
+        .first()
+        .map(patient_from_row)
+        .transpose()
+}
+
+/// One patient, inside a write.
+pub async fn get_in(tx: &Tx, id: Uuid) -> Result<Option<Patient>, DbError> {
+    let statement = tx.prepare_cached(SELECT_PATIENT).await?;
+    tx.query_opt(&statement, &[&id])
+        .await?
+        .as_ref()
+        .map(patient_from_row)
+        .transpose()
+}
+
+/// Creates a patient with its insurances.
+pub async fn insert(
+    tx: &Tx,
+    fields: &PatientFields,
+    insurances: &[NewInsurance],
+) -> Result<Patient, DbError> {
+    let id = Uuid::now_v7();
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO patients (id, name, name_kana, birth_date, sex, phone, address, notes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &id,
+            &fields.name,
+            &fields.name_kana,
+            &fields.birth_date,
+            &fields.sex,
+            &fields.phone,
+            &fields.address,
+            &fields.notes,
+        ],
+    )
+    .await?;
+    insert_insurances(tx, id, insurances).await?;
+    get_in(tx, id)
+        .await?
+        .ok_or_else(|| DbError::Unavailable("a patient vanished inside its transaction".into()))
+}
+
+async fn insert_insurances(
+    tx: &Tx,
+    patient: Uuid,
+    insurances: &[NewInsurance],
+) -> Result<(), DbError> {
+    if insurances.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = insurances.iter().map(|_| Uuid::now_v7()).collect();
+    let insurers: Vec<&str> = insurances
+        .iter()
+        .map(|i| i.insurer_number.as_str())
+        .collect();
+    let symbols: Vec<Option<&str>> = insurances.iter().map(|i| i.symbol.as_deref()).collect();
+    let numbers: Vec<Option<&str>> = insurances.iter().map(|i| i.number.as_deref()).collect();
+    let rates: Vec<i16> = insurances.iter().map(|i| i.copay_rate).collect();
+    let froms: Vec<NaiveDate> = insurances.iter().map(|i| i.valid_from).collect();
+    let tos: Vec<Option<NaiveDate>> = insurances.iter().map(|i| i.valid_to).collect();
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO insurances (id, patient_id, insurer_number, symbol, number, copay_rate, \
+             valid_from, valid_to) \
+             SELECT id, $2, ins, sym, num, rate, vf, vt FROM unnest($1::uuid[], $3::text[], \
+             $4::text[], $5::text[], $6::int2[], $7::date[], $8::date[]) \
+             AS u(id, ins, sym, num, rate, vf, vt)",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &ids, &patient, &insurers, &symbols, &numbers, &rates, &froms, &tos,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a guarded update found.
+pub enum Update {
+    NotFound,
+    /// The patient changed since the version the client saw.
+    Stale(i32),
+    Updated(Box<Patient>),
+}
+
+/// Replaces the patient's fields (and insurances, when given) if it is
+/// still at `expected_version`.
+pub async fn update(
+    tx: &Tx,
+    id: Uuid,
+    expected_version: i32,
+    fields: &PatientFields,
+    insurances: Option<&[NewInsurance]>,
+) -> Result<Update, DbError> {
+    let current = tx
+        .query_opt(
+            "SELECT version FROM patients WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?;
+    let Some(current) = current else {
+        return Ok(Update::NotFound);
+    };
+    let version: i32 = current.get(0);
+    if version != expected_version {
+        return Ok(Update::Stale(version));
+    }
+    tx.execute(
+        "UPDATE patients SET name = $2, name_kana = $3, birth_date = $4, sex = $5, phone = $6, \
+         address = $7, notes = $8, version = version + 1, updated_at = now() WHERE id = $1",
+        &[
+            &id,
+            &fields.name,
+            &fields.name_kana,
+            &fields.birth_date,
+            &fields.sex,
+            &fields.phone,
+            &fields.address,
+            &fields.notes,
+        ],
+    )
+    .await?;
+    if let Some(insurances) = insurances {
+        // Insurances that encounters already refer to are kept; the rest
+        // are replaced by the new list.
+        tx.execute(
+            "DELETE FROM insurances i WHERE i.patient_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM encounters e WHERE e.insurance_id = i.id)",
+            &[&id],
+        )
+        .await?;
+        insert_insurances(tx, id, insurances).await?;
+    }
+    Ok(match get_in(tx, id).await? {
+        Some(patient) => Update::Updated(Box::new(patient)),
+        None => Update::NotFound,
+    })
+}
+
+/// A patient in a search result.
+#[derive(Debug, Clone, Serialize)]
+pub struct PatientSummary {
+    pub id: Uuid,
+    pub name: String,
+    pub name_kana: Option<String>,
+    pub birth_date: NaiveDate,
+    pub sex: String,
+}
+
+/// Patients whose name or kana starts with `prefix`, by id, after `after`.
+pub async fn search(
+    conn: &TenantConn,
+    prefix: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<PatientSummary>, DbError> {
+    let pattern = prefix.map(|p| format!("{}%", super::like_escape(p)));
+    let rows = conn
+        .read(
+            "SELECT id, name, name_kana, birth_date, sex FROM patients \
+             WHERE ($1::text IS NULL OR name LIKE $1 OR name_kana LIKE $1) \
+               AND ($2::uuid IS NULL OR id > $2) \
+             ORDER BY id LIMIT $3",
+            &[&pattern, &after, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| PatientSummary {
+            id: row.get(0),
+            name: row.get(1),
+            name_kana: row.get(2),
+            birth_date: row.get(3),
+            sex: row.get(4),
+        })
+        .collect())
+}
+
+/// The patient's billed, paid and outstanding yen; `None` if no such patient.
+pub async fn balance(conn: &TenantConn, id: Uuid) -> Result<Option<(i64, i64)>, DbError> {
+    let rows = conn
+        .read(
+            "SELECT (SELECT coalesce(sum(charge_yen), 0)::int8 FROM encounters \
+                     WHERE patient_id = p.id AND status = 'active'), \
+                    (SELECT coalesce(sum(amount_yen), 0)::int8 FROM payments WHERE patient_id = p.id) \
+             FROM patients p WHERE p.id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(rows.first().map(|row| (row.get(0), row.get(1))))
+}

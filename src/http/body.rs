@@ -1,0 +1,139 @@
+//! Request bodies and idempotency, shared by the clinic handlers that write.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::ApiError;
+use crate::db::idempotency::{self, KeyState, StoredResponse};
+use crate::pools::{TenantConn, Tx};
+
+/// Deserializes a JSON body into `T`, naming the field that is wrong.
+pub fn parse<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            String::new()
+        } else {
+            path.replace(['.', '['], "/").replace(']', "")
+        };
+        let message = e.into_inner().to_string();
+        // serde names a missing or unknown field in its message.
+        let field = if field.is_empty() {
+            message.split('`').nth(1).unwrap_or("").to_string()
+        } else {
+            field
+        };
+        ApiError::validation(field, message)
+    })
+}
+
+/// For `Option<Option<T>>` fields: absent is `None`, `null` is `Some(None)`.
+pub fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Some(Option::deserialize(deserializer)?))
+}
+
+/// An `Idempotency-Key` and the request it guards.
+pub struct Idempotency {
+    key: String,
+    route: &'static str,
+    hash: [u8; 32],
+}
+
+impl Idempotency {
+    /// The key of `req`, if it has one, bound to `route` and the body.
+    pub fn of(
+        req: &HttpRequest,
+        route: &'static str,
+        body: &Value,
+    ) -> Result<Option<Idempotency>, ApiError> {
+        let Some(value) = req.headers().get("idempotency-key") else {
+            return Ok(None);
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 200)
+            .ok_or_else(|| {
+                ApiError::validation(
+                    "Idempotency-Key",
+                    "must be 1 to 200 visible ASCII characters",
+                )
+            })?;
+        // serde_json's maps are ordered, so equal JSON hashes equally
+        // whatever the key order or spacing of the request.
+        let canonical = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.into()))?;
+        Ok(Some(Idempotency {
+            key: key.to_string(),
+            route,
+            hash: Sha256::digest(&canonical).into(),
+        }))
+    }
+}
+
+/// Runs `work` in one tenant transaction; with a key, a repeat of the same
+/// request replays the first response and a different request under the
+/// same key is refused.
+pub async fn write_once(
+    conn: &TenantConn,
+    idempotency: Option<Idempotency>,
+    work: impl AsyncFnOnce(&Tx) -> Result<StoredResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let stored = conn
+        .write(async |tx| {
+            if let Some(idem) = &idempotency {
+                match idempotency::claim(tx, &idem.key, idem.route, &idem.hash).await? {
+                    KeyState::Fresh => {}
+                    KeyState::Replay(stored) => return Ok(stored),
+                    KeyState::Mismatch => {
+                        return Err(ApiError::validation(
+                            "Idempotency-Key",
+                            "was already used for a different request",
+                        ))
+                    }
+                    KeyState::InProgress => {
+                        return Err(ApiError::Conflict(
+                            "a request with this Idempotency-Key is still being processed".into(),
+                        ))
+                    }
+                }
+            }
+            let stored = work(tx).await?;
+            if let Some(idem) = &idempotency {
+                idempotency::complete(tx, &idem.key, &stored).await?;
+            }
+            Ok::<_, ApiError>(stored)
+        })
+        .await?;
+    Ok(respond(stored))
+}
+
+/// A stored response as HTTP.
+pub fn respond(stored: StoredResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = HttpResponse::build(status);
+    if let Some(etag) = &stored.etag {
+        response.insert_header((header::ETAG, etag.as_str()));
+    }
+    response.json(stored.body)
+}
+
+/// A JSON response to store.
+pub fn stored(
+    status: StatusCode,
+    body: &impl serde::Serialize,
+    etag: Option<String>,
+) -> Result<StoredResponse, ApiError> {
+    Ok(StoredResponse {
+        status: status.as_u16(),
+        body: serde_json::to_value(body).map_err(|e| ApiError::Internal(e.into()))?,
+        etag,
+    })
+}

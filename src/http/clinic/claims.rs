@@ -1,0 +1,134 @@
+//! `/v1/claims`: monthly claims, their confirmation and export.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::parse_id;
+use crate::db::claims::{self, ConfirmOutcome, EXPORT_COLUMNS};
+use crate::http::body::{parse, stored, write_once};
+use crate::http::{ApiError, AppState, Clinic};
+
+/// The first day of a `YYYY-MM` month.
+fn parse_month(text: &str) -> Result<NaiveDate, ApiError> {
+    let bad = || ApiError::validation("month", "must be a month (YYYY-MM)");
+    if text.len() != 7 {
+        return Err(bad());
+    }
+    let date = NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d").map_err(|_| bad())?;
+    if date.format("%Y-%m").to_string() != text {
+        return Err(bad());
+    }
+    Ok(date)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateBody {
+    month: String,
+}
+
+/// `POST /v1/claims/generate {"month"}`: replaces the month's drafts.
+pub async fn generate(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let input: GenerateBody = parse(&body)?;
+    let month = parse_month(&input.month)?;
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    write_once(&conn, None, async |tx| {
+        let drafts = claims::generate(tx, month).await?;
+        stored(
+            StatusCode::OK,
+            &serde_json::json!({ "month": input.month, "claims": drafts }),
+            None,
+        )
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonthQuery {
+    month: String,
+}
+
+/// `GET /v1/claims?month=`
+pub async fn list(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    query: web::Query<MonthQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let month = parse_month(&query.month)?;
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let found = claims::list(&conn, month).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "month": query.month, "claims": found })))
+}
+
+/// `GET /v1/claims/{id}`: the claim with its encounters.
+pub async fn show(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "claim")?;
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let (claim, encounters) = claims::get(&conn, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no claim {id}")))?;
+    let mut body = serde_json::to_value(claim).map_err(|e| ApiError::Internal(e.into()))?;
+    body["encounters"] =
+        serde_json::to_value(encounters).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `POST /v1/claims/{id}/confirm`: the claim and its encounters are final.
+pub async fn confirm(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "claim")?;
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    write_once(&conn, None, async |tx| {
+        match claims::confirm(tx, id).await? {
+            ConfirmOutcome::NotFound => Err(ApiError::NotFound(format!("no claim {id}"))),
+            ConfirmOutcome::AlreadyConfirmed => Err(ApiError::Conflict(format!(
+                "claim {id} is already confirmed"
+            ))),
+            ConfirmOutcome::Confirmed(claim) => stored(StatusCode::OK, &claim, None),
+        }
+    })
+    .await
+}
+
+/// `GET /v1/claims/export?month=`: the month's confirmed claims as CSV.
+pub async fn export(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    query: web::Query<MonthQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let month = parse_month(&query.month)?;
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let rows = claims::export(&conn, month).await?;
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<&str> = EXPORT_COLUMNS.to_vec();
+    header.push("diagnoses");
+    let written = writer
+        .write_record(&header)
+        .and_then(|_| rows.iter().try_for_each(|row| writer.write_record(row)));
+    written.map_err(|e| ApiError::Internal(e.into()))?;
+    let body = writer
+        .into_inner()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"claims-{}.csv\"", query.month),
+        ))
+        .body(body))
+}

@@ -1,0 +1,373 @@
+//! `/v1/patients`: registration, lookup, search, guarded updates, balance.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{parse_id, parse_limit};
+use crate::db::patients::{self, NewInsurance, PatientFields, Update};
+use crate::db::{decode_cursor, encode_cursor};
+use crate::http::body::{double_option, parse, stored, write_once, Idempotency};
+use crate::http::{ApiError, AppState, Clinic, FieldError};
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sex {
+    Male,
+    Female,
+    Other,
+}
+
+impl Sex {
+    fn as_str(self) -> &'static str {
+        match self {
+            Sex::Male => "male",
+            Sex::Female => "female",
+            Sex::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InsuranceBody {
+    insurer_number: String,
+    symbol: Option<String>,
+    number: Option<String>,
+    copay_rate: i64,
+    valid_from: NaiveDate,
+    valid_to: Option<NaiveDate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPatientBody {
+    name: String,
+    name_kana: Option<String>,
+    birth_date: NaiveDate,
+    sex: Sex,
+    phone: Option<String>,
+    address: Option<String>,
+    notes: Option<String>,
+    #[serde(default)]
+    insurances: Vec<InsuranceBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchPatientBody {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    name_kana: Option<Option<String>>,
+    birth_date: Option<NaiveDate>,
+    sex: Option<Sex>,
+    #[serde(default, deserialize_with = "double_option")]
+    phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    address: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    notes: Option<Option<String>>,
+    /// Replaces the insurance list when present.
+    insurances: Option<Vec<InsuranceBody>>,
+}
+
+const MAX_INSURANCES: usize = 10;
+
+fn text(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<String>,
+    max: usize,
+    required: bool,
+) -> Option<String> {
+    let value = value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    match &value {
+        None if required => errors.push(FieldError::new(field, "is required")),
+        Some(v) if v.chars().count() > max || v.chars().any(char::is_control) => {
+            errors.push(FieldError::new(
+                field,
+                format!("must be at most {max} characters, without control characters"),
+            ))
+        }
+        _ => {}
+    }
+    value
+}
+
+/// Checks and normalizes the patient's fields.
+fn check_fields(fields: PatientFields, errors: &mut Vec<FieldError>) -> PatientFields {
+    let name = text(errors, "name", Some(fields.name), 100, true).unwrap_or_default();
+    let name_kana = text(errors, "name_kana", fields.name_kana, 100, false);
+    let phone = text(errors, "phone", fields.phone, 30, false);
+    let address = text(errors, "address", fields.address, 200, false);
+    let notes = text(errors, "notes", fields.notes, 2000, false);
+    let today = chrono::Utc::now().date_naive();
+    let oldest = NaiveDate::from_ymd_opt(1900, 1, 1).expect("a valid date");
+    if fields.birth_date > today || fields.birth_date < oldest {
+        errors.push(FieldError::new(
+            "birth_date",
+            "must be between 1900-01-01 and today",
+        ));
+    }
+    PatientFields {
+        name,
+        name_kana,
+        birth_date: fields.birth_date,
+        sex: fields.sex,
+        phone,
+        address,
+        notes,
+    }
+}
+
+/// Checks insurances: insurer numbers, copay rates, non-overlapping periods.
+fn check_insurances(list: Vec<InsuranceBody>, errors: &mut Vec<FieldError>) -> Vec<NewInsurance> {
+    if list.len() > MAX_INSURANCES {
+        errors.push(FieldError::new(
+            "insurances",
+            format!("at most {MAX_INSURANCES}"),
+        ));
+        return Vec::new();
+    }
+    let mut checked = Vec::with_capacity(list.len());
+    for (i, ins) in list.into_iter().enumerate() {
+        let at = |f: &str| format!("insurances/{i}/{f}");
+        let insurer = ins.insurer_number.trim().to_string();
+        if !(insurer.len() == 6 || insurer.len() == 8)
+            || !insurer.bytes().all(|b| b.is_ascii_digit())
+        {
+            errors.push(FieldError::new(
+                at("insurer_number"),
+                "must be 6 or 8 digits",
+            ));
+        }
+        if ![10, 20, 30].contains(&ins.copay_rate) {
+            errors.push(FieldError::new(
+                at("copay_rate"),
+                "must be 10, 20 or 30 (percent)",
+            ));
+        }
+        let symbol = text(errors, &at("symbol"), ins.symbol, 20, false);
+        let number = text(errors, &at("number"), ins.number, 20, false);
+        if ins.valid_to.is_some_and(|to| to < ins.valid_from) {
+            errors.push(FieldError::new(at("valid_to"), "is before valid_from"));
+        }
+        checked.push(NewInsurance {
+            insurer_number: insurer,
+            symbol,
+            number,
+            copay_rate: ins.copay_rate.clamp(0, 100) as i16,
+            valid_from: ins.valid_from,
+            valid_to: ins.valid_to,
+        });
+    }
+    let mut periods: Vec<(usize, &NewInsurance)> = checked.iter().enumerate().collect();
+    periods.sort_by_key(|(_, ins)| ins.valid_from);
+    for pair in periods.windows(2) {
+        let ((_, first), (i, next)) = (pair[0], pair[1]);
+        if first.valid_to.is_none_or(|to| to >= next.valid_from) {
+            errors.push(FieldError::new(
+                format!("insurances/{i}/valid_from"),
+                "overlaps another insurance's period",
+            ));
+        }
+    }
+    checked
+}
+
+fn etag(version: i32) -> String {
+    format!("\"{version}\"")
+}
+
+/// `POST /v1/patients` (accepts `Idempotency-Key`).
+pub async fn create(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let idempotency = Idempotency::of(&req, "POST /v1/patients", &body)?;
+    let input: NewPatientBody = parse(&body)?;
+    let mut errors = Vec::new();
+    let fields = check_fields(
+        PatientFields {
+            name: input.name,
+            name_kana: input.name_kana,
+            birth_date: input.birth_date,
+            sex: input.sex.as_str().into(),
+            phone: input.phone,
+            address: input.address,
+            notes: input.notes,
+        },
+        &mut errors,
+    );
+    let insurances = check_insurances(input.insurances, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    write_once(&conn, idempotency, async |tx| {
+        let patient = patients::insert(tx, &fields, &insurances).await?;
+        stored(StatusCode::CREATED, &patient, Some(etag(patient.version)))
+    })
+    .await
+}
+
+/// `GET /v1/patients/{id}`
+pub async fn show(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "patient")?;
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let patient = patients::get(&conn, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(patient.version)))
+        .json(patient))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    q: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/patients?q=&limit=&cursor=`: name or kana starting with `q`.
+pub async fn search(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    query: web::Query<SearchQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let mut errors = Vec::new();
+    let limit = parse_limit(query.limit.as_deref(), 20, 100, &mut errors);
+    let after = query.cursor.as_deref().and_then(|c| {
+        let id = decode_cursor(c, 1).and_then(|p| Uuid::parse_str(&p[0]).ok());
+        if id.is_none() {
+            errors.push(FieldError::new(
+                "cursor",
+                "is not a cursor this API returned",
+            ));
+        }
+        id
+    });
+    let q = query
+        .q
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty());
+    if q.as_ref().is_some_and(|q| q.chars().count() > 100) {
+        errors.push(FieldError::new("q", "must be at most 100 characters"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let found = patients::search(&conn, q.as_deref(), after, limit).await?;
+    let next_cursor = (found.len() as i64 == limit)
+        .then(|| found.last().map(|p| encode_cursor(&[&p.id.to_string()])))
+        .flatten();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "patients": found,
+        "next_cursor": next_cursor,
+    })))
+}
+
+/// The version an `If-Match` header names.
+fn if_match(req: &HttpRequest) -> Result<i32, ApiError> {
+    let value = req
+        .headers()
+        .get(header::IF_MATCH)
+        .ok_or(ApiError::PreconditionRequired)?;
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse::<i32>().ok())
+        .ok_or_else(|| ApiError::validation("If-Match", "must be an ETag this API returned"))
+}
+
+/// `PATCH /v1/patients/{id}` with `If-Match`.
+pub async fn update(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "patient")?;
+    let expected = if_match(&req)?;
+    let patch: PatchPatientBody = parse(&body)?;
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    write_once(&conn, None, async |tx| {
+        let current = patients::get_in(tx, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
+        if current.version != expected {
+            return Err(ApiError::PreconditionFailed(format!(
+                "the patient changed (now version {}); fetch it again",
+                current.version
+            )));
+        }
+        let mut errors = Vec::new();
+        let fields = check_fields(
+            PatientFields {
+                name: patch.name.unwrap_or(current.name),
+                name_kana: patch.name_kana.unwrap_or(current.name_kana),
+                birth_date: patch.birth_date.unwrap_or(current.birth_date),
+                sex: patch
+                    .sex
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or(current.sex),
+                phone: patch.phone.unwrap_or(current.phone),
+                address: patch.address.unwrap_or(current.address),
+                notes: patch.notes.unwrap_or(current.notes),
+            },
+            &mut errors,
+        );
+        let insurances = patch
+            .insurances
+            .map(|list| check_insurances(list, &mut errors));
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        match patients::update(tx, id, expected, &fields, insurances.as_deref()).await? {
+            Update::NotFound => Err(ApiError::NotFound(format!("no patient {id}"))),
+            Update::Stale(now) => Err(ApiError::PreconditionFailed(format!(
+                "the patient changed (now version {now}); fetch it again"
+            ))),
+            Update::Updated(patient) => {
+                stored(StatusCode::OK, &patient, Some(etag(patient.version)))
+            }
+        }
+    })
+    .await
+}
+
+/// `GET /v1/patients/{id}/balance`
+pub async fn balance(
+    state: web::Data<AppState>,
+    Clinic(tenant): Clinic,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "patient")?;
+    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let (billed, paid) = patients::balance(&conn, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "patient_id": id,
+        "billed_yen": billed,
+        "paid_yen": paid,
+        "outstanding_yen": billed - paid,
+    })))
+}
