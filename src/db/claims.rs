@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::pools::{DbError, TenantConn, Tx};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Claim {
     pub id: Uuid,
     pub patient_id: Uuid,

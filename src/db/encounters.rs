@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::billing::pricing::PricedLine;
 use crate::pools::{DbError, TenantConn, Tx};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Line {
     pub code: String,
     pub kind: String,
@@ -18,13 +18,13 @@ pub struct Line {
     pub points: i32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Diagnosis {
     pub code: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Encounter {
     pub id: Uuid,
     pub patient_id: Uuid,

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::pools::{DbError, TenantConn, Tx};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Insurance {
     pub id: Uuid,
     pub insurer_number: String,
@@ -19,7 +19,7 @@ pub struct Insurance {
     pub valid_to: Option<NaiveDate>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Patient {
     pub id: Uuid,
     pub name: String,
@@ -239,7 +239,7 @@ pub async fn update(
 }
 
 /// A patient in a search result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PatientSummary {
     pub id: Uuid,
     pub name: String,

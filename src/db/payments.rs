@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::pools::{DbError, Tx};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Payment {
     pub id: Uuid,
     pub encounter_id: Uuid,

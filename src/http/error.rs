@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::pools::DbError;
 
 /// A field that failed validation, named the way the client sent it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// A JSON Pointer-like path, e.g. `items/3/quantity`.
     pub field: String,
@@ -110,17 +110,21 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem, as every error is answered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A stable URN naming the kind of problem.
     #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// The fields that failed validation (422 only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
+    pub errors: Option<Vec<FieldError>>,
+    /// How long to wait before retrying (503 only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    retry_after_ms: Option<u64>,
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ResponseError for ApiError {
@@ -162,7 +166,7 @@ impl ResponseError for ApiError {
             status: status.as_u16(),
             detail,
             errors: match self {
-                ApiError::Validation(errors) => Some(errors),
+                ApiError::Validation(errors) => Some(errors.clone()),
                 _ => None,
             },
             retry_after_ms,

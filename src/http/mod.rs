@@ -9,11 +9,12 @@
 mod admin;
 mod admin_master;
 mod body;
-mod clinic;
+pub mod clinic;
 pub mod error;
 mod extract;
 mod health;
 mod logging;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -55,6 +56,8 @@ pub fn clinic_routes(cfg: &mut ServiceConfig) {
         .service(resource("/readyz").get(health::readyz))
         .service(
             web::scope("/v1")
+                .service(resource("/openapi.json").get(openapi::document))
+                .service(resource("/docs").get(openapi::page))
                 .service(resource("/tenant").get(clinic::tenant))
                 .service(resource("/master/items").get(clinic::master_items))
                 .service(

@@ -291,3 +291,69 @@ async fn bad_input_on_every_writing_route_is_refused_and_writes_nothing() {
     }
     assert_eq!(count().await, before, "nothing was written");
 }
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_clinic_route_and_resolves_every_schema() {
+    let app = spawn_app().await;
+
+    let doc: Value = app
+        .http
+        .get(format!("{}/v1/openapi.json", app.clinic))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut routes: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            routes.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    routes.sort();
+    let mut expected = vec![
+        "GET /v1/tenant",
+        "GET /v1/master/items",
+        "POST /v1/patients",
+        "GET /v1/patients",
+        "GET /v1/patients/{id}",
+        "PATCH /v1/patients/{id}",
+        "GET /v1/patients/{id}/balance",
+        "POST /v1/encounters",
+        "GET /v1/encounters",
+        "GET /v1/encounters/{id}",
+        "POST /v1/encounters/{id}/void",
+        "POST /v1/payments",
+        "POST /v1/claims/generate",
+        "GET /v1/claims",
+        "GET /v1/claims/{id}",
+        "POST /v1/claims/{id}/confirm",
+        "GET /v1/claims/export",
+    ];
+    expected.sort();
+    assert_eq!(routes, expected);
+    let text = doc.to_string();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "unresolved schema {name}");
+    }
+    let page = app
+        .http
+        .get(format!("{}/v1/docs", app.clinic))
+        .send()
+        .await
+        .unwrap();
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("/v1/claims/{id}/confirm"));
+}

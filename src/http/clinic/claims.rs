@@ -3,13 +3,32 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::NaiveDate;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::parse_id;
-use crate::db::claims::{self, ConfirmOutcome, EXPORT_COLUMNS};
+use crate::db::claims::{self, Claim, ConfirmOutcome, EXPORT_COLUMNS};
+use crate::db::encounters::Encounter;
 use crate::http::body::{parse, stored, write_once};
+#[allow(unused_imports)]
+use crate::http::error::Problem;
 use crate::http::{ApiError, AppState, Clinic};
+
+/// A month's claims.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ClaimList {
+    /// `YYYY-MM`.
+    month: String,
+    claims: Vec<Claim>,
+}
+
+/// A claim with the encounters it holds.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ClaimWithEncounters {
+    #[serde(flatten)]
+    claim: Claim,
+    encounters: Vec<Encounter>,
+}
 
 /// The first day of a `YYYY-MM` month.
 fn parse_month(text: &str) -> Result<NaiveDate, ApiError> {
@@ -24,13 +43,14 @@ fn parse_month(text: &str) -> Result<NaiveDate, ApiError> {
     Ok(date)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateBody {
     month: String,
 }
 
 /// `POST /v1/claims/generate {"month"}`: replaces the month's drafts.
+#[utoipa::path(post, path = "/v1/claims/generate", tag = "claims", request_body = GenerateBody, responses((status = 200, description = "The month's draft claims, regenerated", body = ClaimList), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn generate(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -43,7 +63,10 @@ pub async fn generate(
         let drafts = claims::generate(tx, month).await?;
         stored(
             StatusCode::OK,
-            &serde_json::json!({ "month": input.month, "claims": drafts }),
+            &ClaimList {
+                month: input.month,
+                claims: drafts,
+            },
             None,
         )
     })
@@ -57,6 +80,7 @@ pub struct MonthQuery {
 }
 
 /// `GET /v1/claims?month=`
+#[utoipa::path(get, path = "/v1/claims", tag = "claims", params(("month" = String, Query, description = "YYYY-MM")), responses((status = 200, body = ClaimList), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -65,10 +89,14 @@ pub async fn list(
     let month = parse_month(&query.month)?;
     let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
     let found = claims::list(&conn, month).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "month": query.month, "claims": found })))
+    Ok(HttpResponse::Ok().json(ClaimList {
+        month: query.into_inner().month,
+        claims: found,
+    }))
 }
 
 /// `GET /v1/claims/{id}`: the claim with its encounters.
+#[utoipa::path(get, path = "/v1/claims/{id}", tag = "claims", params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = ClaimWithEncounters), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -79,13 +107,11 @@ pub async fn show(
     let (claim, encounters) = claims::get(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no claim {id}")))?;
-    let mut body = serde_json::to_value(claim).map_err(|e| ApiError::Internal(e.into()))?;
-    body["encounters"] =
-        serde_json::to_value(encounters).map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(ClaimWithEncounters { claim, encounters }))
 }
 
 /// `POST /v1/claims/{id}/confirm`: the claim and its encounters are final.
+#[utoipa::path(post, path = "/v1/claims/{id}/confirm", tag = "claims", params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Claim), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn confirm(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -106,6 +132,7 @@ pub async fn confirm(
 }
 
 /// `GET /v1/claims/export?month=`: the month's confirmed claims as CSV.
+#[utoipa::path(get, path = "/v1/claims/export", tag = "claims", params(("month" = String, Query, description = "YYYY-MM")), responses((status = 200, description = "Confirmed claims as CSV: claim_id, month, insurer_number, insurance_symbol, insurance_number, patient_id, patient_name, patient_name_kana, birth_date, sex, visit_days, total_points, charge_yen, diagnoses (space-separated codes)", content_type = "text/csv", body = String), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn export(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,

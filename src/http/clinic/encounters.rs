@@ -11,24 +11,34 @@ use uuid::Uuid;
 use super::{parse_date, parse_id, parse_limit};
 use crate::billing::pricing::{price_lines, resolve_diagnoses, LineRequest};
 use crate::billing::{patient_charge, UNINSURED_COPAY_PERCENT};
-use crate::db::encounters::{self, NewEncounter, VoidOutcome};
-use crate::db::payments::{self, PaymentOutcome};
+use crate::db::encounters::{self, Encounter, NewEncounter, VoidOutcome};
+use crate::db::payments::{self, Payment, PaymentOutcome};
 use crate::db::{decode_cursor, encode_cursor};
 use crate::http::body::{parse, stored, write_once, Idempotency};
+#[allow(unused_imports)]
+use crate::http::error::Problem;
 use crate::http::{ApiError, AppState, Clinic, FieldError};
+
+/// One page of encounters, by date.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EncounterPage {
+    encounters: Vec<Encounter>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    next_cursor: Option<String>,
+}
 
 const MAX_LINES: usize = 100;
 const MAX_DIAGNOSES: usize = 20;
 const MAX_QUANTITY: i64 = 9_999;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemBody {
     code: String,
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEncounterBody {
     patient_id: Uuid,
@@ -51,6 +61,7 @@ fn short(errors: &mut Vec<FieldError>, field: &str, value: &Option<String>, max:
 }
 
 /// `POST /v1/encounters` (accepts `Idempotency-Key`).
+#[utoipa::path(post, path = "/v1/encounters", tag = "encounters", request_body = NewEncounterBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, description = "Priced from the clinic's master copy valid on the date", body = Encounter), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -178,6 +189,7 @@ pub async fn create(
 }
 
 /// `GET /v1/encounters/{id}`
+#[utoipa::path(get, path = "/v1/encounters/{id}", tag = "encounters", params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Encounter), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -202,6 +214,7 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/encounters?patient_id=&from=&to=&limit=&cursor=`
+#[utoipa::path(get, path = "/v1/encounters", tag = "encounters", params(("patient_id" = Option<uuid::Uuid>, Query,), ("from" = Option<chrono::NaiveDate>, Query,), ("to" = Option<chrono::NaiveDate>, Query,), ("limit" = Option<i64>, Query, description = "1 to 200, default 50"), ("cursor" = Option<String>, Query,)), responses((status = 200, body = EncounterPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -246,13 +259,13 @@ pub async fn list(
         .then(|| found.last())
         .flatten()
         .map(|e| encode_cursor(&[&e.date.to_string(), &e.id.to_string()]));
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "encounters": found,
-        "next_cursor": next_cursor,
-    })))
+    Ok(HttpResponse::Ok().json(EncounterPage {
+        encounters: found,
+        next_cursor,
+    }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoidBody {
     reason: Option<String>,
@@ -260,6 +273,7 @@ pub struct VoidBody {
 
 /// `POST /v1/encounters/{id}/void`: it no longer counts anywhere; refused
 /// (`409`) once a confirmed claim holds it.
+#[utoipa::path(post, path = "/v1/encounters/{id}/void", tag = "encounters", request_body(content = Option<VoidBody>), params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Encounter), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn void(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -302,7 +316,7 @@ pub async fn void(
     .await
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     Cash,
@@ -310,7 +324,7 @@ pub enum Method {
     Other,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPaymentBody {
     encounter_id: Uuid,
@@ -319,6 +333,7 @@ pub struct NewPaymentBody {
 }
 
 /// `POST /v1/payments` (accepts `Idempotency-Key`).
+#[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = NewPaymentBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, body = Payment), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn pay(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState, Clinic, FieldError};
 use crate::db::master_items::{self, ItemSearch};
 use crate::db::{decode_cursor, encode_cursor};
+use crate::http::error::Problem;
 use crate::master::{Kind, MasterItem};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct TenantView {
     slug: String,
     name: String,
@@ -26,6 +27,7 @@ struct TenantView {
 }
 
 /// `GET /v1/tenant`: the caller's own clinic, read from its own schema.
+#[utoipa::path(get, path = "/v1/tenant", tag = "clinic", responses((status = 200, body = TenantView), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn tenant(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -52,7 +54,7 @@ pub async fn tenant(
 }
 
 /// A master item as clinics see it: drug prices as decimal strings.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MasterItemView {
     code: String,
     kind: Kind,
@@ -79,6 +81,14 @@ impl From<MasterItem> for MasterItemView {
     }
 }
 
+/// One page of master items.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ItemPage {
+    items: Vec<MasterItemView>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    next_cursor: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ItemsQuery {
@@ -92,6 +102,7 @@ pub struct ItemsQuery {
 
 /// `GET /v1/master/items?kind=&q=&code=&on=&limit=&cursor=`: the tenant's
 /// own master copy.
+#[utoipa::path(get, path = "/v1/master/items", tag = "master", params(("kind" = Option<Kind>, Query,), ("q" = Option<String>, Query, description = "Part of the name"), ("code" = Option<String>, Query,), ("on" = Option<chrono::NaiveDate>, Query, description = "Only items valid on this date"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50"), ("cursor" = Option<String>, Query,)), responses((status = 200, body = ItemPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn master_items(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -149,11 +160,10 @@ pub async fn master_items(
         .then(|| items.last())
         .flatten()
         .map(|last| encode_cursor(&[&last.code, &last.valid_from.to_string()]));
-    let items: Vec<MasterItemView> = items.into_iter().map(MasterItemView::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "items": items,
-        "next_cursor": next_cursor,
-    })))
+    Ok(HttpResponse::Ok().json(ItemPage {
+        items: items.into_iter().map(MasterItemView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// A `YYYY-MM-DD` date.

@@ -8,12 +8,14 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{parse_id, parse_limit};
-use crate::db::patients::{self, NewInsurance, PatientFields, Update};
+use crate::db::patients::{self, NewInsurance, Patient, PatientFields, PatientSummary, Update};
 use crate::db::{decode_cursor, encode_cursor};
 use crate::http::body::{double_option, parse, stored, write_once, Idempotency};
+#[allow(unused_imports)]
+use crate::http::error::Problem;
 use crate::http::{ApiError, AppState, Clinic, FieldError};
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Sex {
     Male,
@@ -31,7 +33,7 @@ impl Sex {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InsuranceBody {
     insurer_number: String,
@@ -42,7 +44,7 @@ pub struct InsuranceBody {
     valid_to: Option<NaiveDate>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPatientBody {
     name: String,
@@ -56,7 +58,7 @@ pub struct NewPatientBody {
     insurances: Vec<InsuranceBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchPatientBody {
     name: Option<String>,
@@ -72,6 +74,25 @@ pub struct PatchPatientBody {
     notes: Option<Option<String>>,
     /// Replaces the insurance list when present.
     insurances: Option<Vec<InsuranceBody>>,
+}
+
+/// One page of a patient search.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PatientPage {
+    patients: Vec<PatientSummary>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    next_cursor: Option<String>,
+}
+
+/// What a patient has been charged and has paid, in yen.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Balance {
+    patient_id: Uuid,
+    /// Charges of active (not voided) encounters.
+    billed_yen: i64,
+    paid_yen: i64,
+    /// Negative when the patient has paid more than is billed.
+    outstanding_yen: i64,
 }
 
 const MAX_INSURANCES: usize = 10;
@@ -185,6 +206,7 @@ fn etag(version: i32) -> String {
 }
 
 /// `POST /v1/patients` (accepts `Idempotency-Key`).
+#[utoipa::path(post, path = "/v1/patients", tag = "patients", request_body = NewPatientBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, body = Patient, headers(("ETag" = String))), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -219,6 +241,7 @@ pub async fn create(
 }
 
 /// `GET /v1/patients/{id}`
+#[utoipa::path(get, path = "/v1/patients/{id}", tag = "patients", params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -243,6 +266,7 @@ pub struct SearchQuery {
 }
 
 /// `GET /v1/patients?q=&limit=&cursor=`: name or kana starting with `q`.
+#[utoipa::path(get, path = "/v1/patients", tag = "patients", params(("q" = Option<String>, Query, description = "Start of the name or kana"), ("limit" = Option<i64>, Query, description = "1 to 100, default 20"), ("cursor" = Option<String>, Query,)), responses((status = 200, body = PatientPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn search(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -276,10 +300,10 @@ pub async fn search(
     let next_cursor = (found.len() as i64 == limit)
         .then(|| found.last().map(|p| encode_cursor(&[&p.id.to_string()])))
         .flatten();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "patients": found,
-        "next_cursor": next_cursor,
-    })))
+    Ok(HttpResponse::Ok().json(PatientPage {
+        patients: found,
+        next_cursor,
+    }))
 }
 
 /// The version an `If-Match` header names.
@@ -297,6 +321,7 @@ fn if_match(req: &HttpRequest) -> Result<i32, ApiError> {
 }
 
 /// `PATCH /v1/patients/{id}` with `If-Match`.
+#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "patients", request_body = PatchPatientBody, params(("id" = uuid::Uuid, Path,), ("If-Match" = String, Header, description = "The ETag last seen")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 428, description = "If-Match missing", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn update(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -354,6 +379,7 @@ pub async fn update(
 }
 
 /// `GET /v1/patients/{id}/balance`
+#[utoipa::path(get, path = "/v1/patients/{id}/balance", tag = "patients", params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Balance), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn balance(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -364,10 +390,10 @@ pub async fn balance(
     let (billed, paid) = patients::balance(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "patient_id": id,
-        "billed_yen": billed,
-        "paid_yen": paid,
-        "outstanding_yen": billed - paid,
-    })))
+    Ok(HttpResponse::Ok().json(Balance {
+        patient_id: id,
+        billed_yen: billed,
+        paid_yen: paid,
+        outstanding_yen: billed - paid,
+    }))
 }
