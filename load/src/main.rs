@@ -1,1 +1,35 @@
-fn main() {}
+//! recept-load: benchmarks that start their own private PostgreSQL and
+//! recept, drive recept, and print figures for load/RESULTS.md.
+//!
+//! Every run is bounded in time and count, talks only to loopback, and
+//! cleans up after itself.
+
+mod master;
+mod stack;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "recept-load", about = "Benchmarks for recept")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Master data: tenant creation with a full-size copy, a diff rollout
+    /// across many tenants beside clinic traffic, cached price lookups.
+    Master(master::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Master(options) => runtime.block_on(master::run(options)),
+    }
+}

@@ -1,0 +1,98 @@
+//! A private PostgreSQL and a recept server in this process, on loopback.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use recept::config::{ClusterSettings, Settings};
+use recept::dev::{ClusterSpec, PgBinaries, PrivatePostgres};
+use recept::master::MasterCache;
+use recept::pools::Pools;
+use recept::startup::Application;
+
+/// The running stack; PostgreSQL stops and its files go when dropped.
+pub struct Stack {
+    pub clinic: String,
+    pub pools: Arc<Pools>,
+    pub cache: MasterCache,
+    pub pg: Option<PrivatePostgres>,
+    dir: PathBuf,
+}
+
+impl Stack {
+    /// Starts PostgreSQL (from the installed binaries) and recept with
+    /// `tweak` applied to its settings. Call from the main thread: the
+    /// kernel stops PostgreSQL when the thread that started it ends.
+    pub async fn start(tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<Stack> {
+        let dir = tempfile::Builder::new()
+            .prefix("recept-load-")
+            .tempdir()?
+            .keep();
+        if nix_is_root() {
+            chown_to_postgres(&dir)?;
+        }
+        let password = "load-test";
+        let pg = PrivatePostgres::start(
+            &PgBinaries::find()?,
+            &ClusterSpec {
+                data_dir: dir.join("data"),
+                password: password.into(),
+                log_file: dir.join("postgres.log"),
+                settings: vec![
+                    ("max_connections".into(), "200".into()),
+                    ("shared_buffers".into(), "512MB".into()),
+                    ("max_locks_per_transaction".into(), "256".into()),
+                ],
+            },
+        )
+        .context("starting PostgreSQL")?;
+        recept::dev::ensure_database(&pg, "recept").await?;
+        let mut settings = Settings::default();
+        settings.server.clinic_listen = "127.0.0.1:0".into();
+        settings.server.admin_listen = "127.0.0.1:0".into();
+        settings.admin.token = "load-admin-token-0123456789".into();
+        settings.clusters.insert(
+            "main".into(),
+            ClusterSettings {
+                url: pg.url("recept"),
+            },
+        );
+        tweak(&mut settings);
+        let app = Application::build(settings).await?;
+        let clinic = format!("http://127.0.0.1:{}", app.clinic_port());
+        let pools = app.state().pools.clone();
+        let cache = app.state().master_cache.clone();
+        tokio::spawn(app.run_until(std::future::pending()));
+        Ok(Stack {
+            clinic,
+            pools,
+            cache,
+            pg: Some(pg),
+            dir,
+        })
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(pg) = self.pg.take() {
+            let _ = pg.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn chown_to_postgres(dir: &std::path::Path) -> anyhow::Result<()> {
+    let status = std::process::Command::new("chown")
+        .arg("postgres:postgres")
+        .arg(dir)
+        .status()?;
+    anyhow::ensure!(status.success(), "chown {} failed", dir.display());
+    Ok(())
+}
