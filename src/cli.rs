@@ -73,7 +73,7 @@ enum MasterCommand {
         /// Every tenant that is not deleted (the default).
         #[arg(long)]
         all: bool,
-        /// Tenants upgraded at once (default: admin.pool_size).
+        /// Tenants upgraded at once (default: one per core, at most admin.pool_size).
         #[arg(long)]
         concurrency: Option<usize>,
     },
@@ -401,7 +401,7 @@ fn master(settings: Settings, command: MasterCommand) -> anyhow::Result<()> {
                         .collect::<anyhow::Result<Vec<_>>>()?;
                     master::RolloutTarget::Tenants(slugs)
                 };
-                let concurrency = concurrency.unwrap_or(settings.admin.pool_size);
+                let concurrency = concurrency.unwrap_or_else(|| master::default_concurrency(settings.admin.pool_size));
                 if concurrency == 0 || concurrency > settings.admin.pool_size {
                     bail!(
                         "--concurrency must be 1 to admin.pool_size ({})",

@@ -36,9 +36,9 @@ pub struct Options {
     /// Length of the baseline traffic phase.
     #[arg(long, default_value_t = 15)]
     baseline_seconds: u64,
-    /// Tenants upgraded at once.
-    #[arg(long, default_value_t = 4)]
-    concurrency: usize,
+    /// Tenants upgraded at once (default: one per core, as `recept master rollout`).
+    #[arg(long)]
+    concurrency: Option<usize>,
 }
 
 fn date(s: &str) -> NaiveDate {
@@ -75,8 +75,12 @@ fn releases(n: usize) -> anyhow::Result<(Vec<MasterItem>, Vec<MasterItem>)> {
     Ok((a, b))
 }
 
-pub async fn run(o: Options) -> anyhow::Result<()> {
-    let admin_pool = o.concurrency.max(2) + 2;
+pub async fn run(mut o: Options) -> anyhow::Result<()> {
+    let concurrency = o
+        .concurrency
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    o.concurrency = Some(concurrency);
+    let admin_pool = concurrency.max(2) + 2;
     let stack = Stack::start(|s| {
         s.clinic.pool_size = 16;
         s.admin.pool_size = admin_pool;
@@ -129,7 +133,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
                 Ok(())
             }
         })
-        .buffer_unordered(o.concurrency)
+        .buffer_unordered(concurrency)
         .collect()
         .await;
     for result in created {
@@ -165,7 +169,14 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     }
     let clinics = Arc::new(clinics);
 
-    // Baseline traffic.
+    // Warm-up (prepared statements, caches), not counted; then the baseline.
+    traffic(
+        &stack.clinic,
+        &clinics,
+        o.clients,
+        Phase::For(Duration::from_secs(3)),
+    )
+    .await;
     let baseline = traffic(
         &stack.clinic,
         &clinics,
@@ -186,7 +197,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let target = RolloutTarget::Tenants(slugs.clone());
-    let report = master::rollout(&pools, "bench-b", &target, o.concurrency, |_| {}).await?;
+    let report = master::rollout(&pools, "bench-b", &target, concurrency, |_| {}).await?;
     let rollout_secs = started.elapsed().as_secs_f64();
     done.store(true, Ordering::SeqCst);
     let during = during.await?;
@@ -304,7 +315,11 @@ async fn traffic(
         })
     });
     let mut all = Latencies::default();
-    for latencies in futures::future::join_all(workers).await.into_iter().flatten() {
+    for latencies in futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+    {
         all.merge(&latencies);
     }
     all

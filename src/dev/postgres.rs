@@ -30,9 +30,20 @@ pub struct PgBinaries {
 impl PgBinaries {
     /// Looks in `PATH`, then in `/usr/lib/postgresql/*/bin` (newest first).
     pub fn find() -> anyhow::Result<PgBinaries> {
+        Self::find_in(
+            std::env::var_os("PATH").as_deref(),
+            Path::new("/usr/lib/postgresql"),
+        )
+    }
+
+    /// Looks in the directories of `path`, then in `<versions>/*/bin`.
+    pub fn find_in(
+        path: Option<&std::ffi::OsStr>,
+        versions_dir: &Path,
+    ) -> anyhow::Result<PgBinaries> {
         let has_all = |dir: &Path| ["initdb", "postgres"].iter().all(|b| dir.join(b).is_file());
-        if let Some(path) = std::env::var_os("PATH") {
-            for dir in std::env::split_paths(&path) {
+        if let Some(path) = path {
+            for dir in std::env::split_paths(path) {
                 if has_all(&dir) {
                     // Prefer the real directory: initdb looks for its
                     // siblings next to its own resolved path.
@@ -45,7 +56,7 @@ impl PgBinaries {
                 }
             }
         }
-        let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(versions_dir)
             .into_iter()
             .flatten()
             .flatten()
@@ -366,4 +377,34 @@ fn tail(path: &Path) -> String {
     }
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_say_how_to_install_them() {
+        let empty = tempfile::tempdir().unwrap();
+        let message = PgBinaries::find_in(Some(empty.path().as_os_str()), empty.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("apt-get install -y postgresql"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_newest_installed_version_is_chosen() {
+        let root = tempfile::tempdir().unwrap();
+        for version in ["13", "15", "9"] {
+            let bin = root.path().join(version).join("bin");
+            fs::create_dir_all(&bin).unwrap();
+            fs::write(bin.join("initdb"), "").unwrap();
+            fs::write(bin.join("postgres"), "").unwrap();
+        }
+        let found = PgBinaries::find_in(None, root.path()).unwrap();
+        assert_eq!(found.bin_dir, root.path().join("15").join("bin"));
+    }
 }

@@ -100,7 +100,9 @@ pub async fn start(
             RolloutTarget::Tenants(parsed)
         }
     };
-    let concurrency = body.concurrency.unwrap_or(state.settings.admin.pool_size);
+    let concurrency = body
+        .concurrency
+        .unwrap_or_else(|| crate::master::default_concurrency(state.settings.admin.pool_size));
     if !(1..=state.settings.admin.pool_size).contains(&concurrency) {
         return Err(ApiError::validation(
             "concurrency",

@@ -86,6 +86,14 @@ impl MasterItem {
     }
 }
 
+/// How many tenants a rollout upgrades at once by default: one per core of
+/// this host, at most `admin_pool_size`. More steals CPU from clinic
+/// requests on a small database host (see load/RESULTS.md).
+pub fn default_concurrency(admin_pool_size: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.min(admin_pool_size).max(1)
+}
+
 /// A release version name: `^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$`.
 pub fn valid_version(version: &str) -> bool {
     let bytes = version.as_bytes();
