@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{redact_url, Settings};
 use crate::dev::{self, DevState};
 use crate::master;
-use crate::migrate::{migrate_all_tenants, prepare_control};
+use crate::migrate::{self, prepare_control, RunOptions};
 use crate::pools::{Pools, Role};
 use crate::startup::Application;
 use crate::telemetry;
@@ -47,8 +47,24 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenants(TenantsCommand),
-    /// Apply control and tenant migrations to every tenant.
-    Migrate,
+    /// Bring the control schema and tenants' schemas up to date.
+    Migrate {
+        /// Only these tenants (repeatable); every tenant when absent.
+        #[arg(long = "tenant", value_name = "SLUG")]
+        tenants: Vec<String>,
+        /// Tenants migrated at once (default and maximum: migrate.pool_size).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Show what would be migrated; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Migrate this tenant first and stop if it fails.
+        #[arg(long, value_name = "SLUG")]
+        canary: Option<String>,
+        /// Print the latest run and each tenant version instead of migrating.
+        #[arg(long, conflicts_with_all = ["tenants", "dry_run", "canary", "concurrency"])]
+        status: bool,
+    },
     /// Master data releases and rollouts.
     #[command(subcommand)]
     Master(MasterCommand),
@@ -136,7 +152,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev { state_dir, tenants } => run_dev(settings, &state_dir, &tenants),
         Command::CheckConfig => check_config(&settings),
         Command::Tenants(command) => runtime()?.block_on(tenants(settings, command)),
-        Command::Migrate => runtime()?.block_on(migrate(settings)),
+        Command::Migrate {
+            tenants,
+            concurrency,
+            dry_run,
+            canary,
+            status,
+        } => {
+            let parse =
+                |s: &String| Slug::parse(s).map_err(|e| anyhow::anyhow!("tenant `{s}`: {e}"));
+            let tenants = tenants
+                .iter()
+                .map(parse)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let canary = canary.as_ref().map(parse).transpose()?;
+            let concurrency = concurrency.unwrap_or(settings.migrate.pool_size);
+            if concurrency == 0 || concurrency > settings.migrate.pool_size {
+                bail!(
+                    "--concurrency must be 1 to migrate.pool_size ({})",
+                    settings.migrate.pool_size
+                );
+            }
+            let options = RunOptions {
+                tenants,
+                concurrency,
+                dry_run,
+                canary,
+                retries: settings.migrate.retries,
+            };
+            runtime()?.block_on(migrate(settings, options, status))
+        }
         Command::Master(command) => master(settings, command),
     }
 }
@@ -205,9 +250,17 @@ fn run_dev(base: Settings, state_dir: &Path, tenants_dir: &Path) -> anyhow::Resu
         let settings = dev::dev_settings(base, &pg, &state);
         let app = Application::build(settings.clone()).await?;
         let pools = app.state().pools.clone();
-        let summary = migrate_all_tenants(&pools).await?;
+        let options = RunOptions {
+            concurrency: settings.migrate.pool_size,
+            retries: settings.migrate.retries,
+            ..RunOptions::default()
+        };
+        let summary = migrate_with_progress(&pools, &options).await?;
         if !summary.failed.is_empty() {
-            bail!("tenant migrations failed: {:?}", summary.failed);
+            bail!(
+                "{} tenant(s) failed to migrate; see above",
+                summary.failed.len()
+            );
         }
         let imported = dev::ensure_sample_releases(&pools, &tenants_dir.join("master")).await?;
         if !imported.is_empty() {
@@ -338,22 +391,124 @@ async fn tenants(settings: Settings, command: TenantsCommand) -> anyhow::Result<
     Ok(())
 }
 
-async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let pools = operator_pools(&settings).await?;
-    let summary = migrate_all_tenants(&pools).await?;
-    println!(
-        "tenants migrated: {}, already current: {}, failed: {}",
-        summary.migrated,
-        summary.current,
-        summary.failed.len()
-    );
-    for (slug, error) in &summary.failed {
-        println!("  {slug}: {error}");
+async fn migrate(settings: Settings, options: RunOptions, status_only: bool) -> anyhow::Result<()> {
+    settings.validate()?;
+    let pools = Pools::build(&settings)?;
+    if status_only {
+        prepare_control(&pools).await?;
+        let client = pools.control(Role::Admin).await?;
+        print_status(&migrate::status(&client).await?);
+        return Ok(());
     }
+    let summary = migrate_with_progress(&pools, &options).await?;
     if !summary.failed.is_empty() {
-        bail!("{} tenant(s) failed to migrate", summary.failed.len());
+        let names: Vec<&str> = summary.failed.iter().map(|f| f.slug.as_str()).collect();
+        bail!(
+            "{} tenant(s) failed and stay at their previous version: {}; fix the cause and run again",
+            names.len(),
+            names.join(", ")
+        );
     }
     Ok(())
+}
+
+/// A run with a progress bar on a terminal, one line per tenant otherwise.
+pub async fn migrate_with_progress(
+    pools: &Pools,
+    options: &RunOptions,
+) -> anyhow::Result<migrate::RunSummary> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::hidden();
+    let set = migrate::MigrationSet::embedded();
+    let summary = migrate::run(pools, &set, options, |event| match event {
+        migrate::Event::Planned { pending, current } => {
+            let verb = if options.dry_run {
+                "would migrate"
+            } else {
+                "migrating"
+            };
+            println!(
+                "target version {}: {verb} {pending} tenant(s), {current} already current",
+                set.target()
+            );
+            if terminal && !options.dry_run {
+                bar.set_length(pending as u64);
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {pos}/{len} tenants  {per_sec}  eta {eta}  {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+            }
+        }
+        migrate::Event::Tenant(t) => {
+            let line = format!(
+                "{:<40} {:<8} v{} -> v{}  {:.0} ms{}",
+                t.slug,
+                t.state,
+                t.version_before,
+                t.version_after,
+                t.duration_ms,
+                t.error
+                    .as_deref()
+                    .map(|e| format!("  {e}"))
+                    .unwrap_or_default()
+            );
+            if terminal && !options.dry_run {
+                if t.error.is_some() {
+                    bar.println(line);
+                }
+                bar.inc(1);
+            } else {
+                println!("{line}");
+            }
+        }
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "{}: {} migrated, {} already current, {} failed in {:.1} s",
+        if options.dry_run { "dry run" } else { "done" },
+        summary.migrated,
+        summary.current,
+        summary.failed.len(),
+        summary.elapsed_s
+    );
+    Ok(summary)
+}
+
+fn print_status(status: &migrate::MigrationStatus) {
+    println!(
+        "this binary's tenant schema version: {}",
+        status.binary_version
+    );
+    match &status.latest_run {
+        Some(run) => println!(
+            "latest run {} to v{}: started {}, {}; {} tenants, {} migrated, {} current, {} failed",
+            run.id,
+            run.target_version,
+            run.started_at,
+            run.finished_at
+                .map(|f| format!("finished {f}"))
+                .unwrap_or_else(|| "not finished".into()),
+            run.tenants,
+            run.migrated,
+            run.current,
+            run.failed
+        ),
+        None => println!("no run yet"),
+    }
+    for v in &status.versions {
+        println!("  v{:<4} {} tenant(s)", v.version, v.tenants);
+    }
+    if !status.behind.is_empty() {
+        println!("behind this binary: {}", status.behind.join(", "));
+    }
+    for f in &status.failed {
+        println!("  failed: {} (at v{}): {}", f.slug, f.version, f.error);
+    }
 }
 
 fn master(settings: Settings, command: MasterCommand) -> anyhow::Result<()> {

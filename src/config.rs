@@ -20,6 +20,7 @@ pub struct Settings {
     pub control: ControlSettings,
     pub clinic: ClinicSettings,
     pub admin: AdminSettings,
+    pub migrate: MigrateSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +85,32 @@ pub struct ClinicSettings {
     pub key_cache_ttl_ms: u64,
     /// Most API keys held in the key cache.
     pub key_cache_capacity: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MigrateSettings {
+    /// Connections per cluster for tenant migrations: also how many tenants
+    /// migrate at once by default.
+    pub pool_size: usize,
+    /// How long a migration waits for a lock (a busy table) before it gives
+    /// up, so it never blocks clinic traffic for long; it is then retried.
+    pub lock_timeout_ms: u64,
+    /// `statement_timeout` of migration connections.
+    pub statement_timeout_ms: u64,
+    /// How many times a tenant whose migration hit the lock timeout is tried again.
+    pub retries: u32,
+}
+
+impl Default for MigrateSettings {
+    fn default() -> Self {
+        Self {
+            pool_size: 2,
+            lock_timeout_ms: 2_000,
+            statement_timeout_ms: 300_000,
+            retries: 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

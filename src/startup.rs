@@ -142,7 +142,9 @@ fn serve(
             .default_service(web::to(http::not_found));
         match role {
             Role::Clinic => app.configure(http::clinic_routes),
-            Role::Admin => app.configure(|cfg| http::admin_routes(cfg, release_limit)),
+            Role::Admin | Role::Migration => {
+                app.configure(|cfg| http::admin_routes(cfg, release_limit))
+            }
         }
     })
     .workers(workers)

@@ -134,7 +134,10 @@ impl PrivatePostgres {
     /// loopback port and waits until it accepts connections.
     pub fn start(bins: &PgBinaries, spec: &ClusterSpec) -> anyhow::Result<PrivatePostgres> {
         let run_as = run_as()?;
-        let data_dir = reachable_data_dir(&spec.data_dir, run_as.as_ref())?;
+        // PostgreSQL works inside its data directory: relative paths would
+        // point elsewhere once it has changed into it.
+        let wanted = std::path::absolute(&spec.data_dir)?;
+        let data_dir = reachable_data_dir(&wanted, run_as.as_ref())?;
         if !data_dir.join("PG_VERSION").is_file() {
             initdb(bins, &data_dir, &spec.password, run_as.as_ref())?;
         }

@@ -238,3 +238,12 @@ pub async fn revoke_key(
     tracing::info!(tenant = %tenant.slug, key_id = %id, "api key revoked");
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// `GET /admin/migrations`: the latest run and where every tenant is.
+pub async fn migrations(
+    _: AdminCaller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let client = state.pools.control(Role::Admin).await?;
+    Ok(HttpResponse::Ok().json(crate::migrate::status(&client).await?))
+}

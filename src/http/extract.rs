@@ -61,6 +61,12 @@ impl FromRequest for Clinic {
                 }
                 TenantStatus::Deleted => return Err(ApiError::Unauthorized),
             }
+            if tenant.schema_version < crate::migrate::latest_tenant_version() {
+                return Err(ApiError::Unavailable {
+                    message: "this clinic's data is being upgraded; retry shortly".into(),
+                    retry_after_ms: 5_000,
+                });
+            }
             tracing::Span::current().record("tenant", tenant.slug.as_str());
             Ok(Clinic(tenant))
         })

@@ -114,6 +114,7 @@ pub fn admin_routes(cfg: &mut ServiceConfig, release_limit: usize) {
                         .post(admin_master::import)
                         .get(admin_master::releases),
                 )
+                .service(resource("/migrations").get(admin::migrations))
                 .service(resource("/master/rollouts").post(admin_master::start))
                 .service(resource("/master/rollouts/{id}").get(admin_master::show)),
         );

@@ -23,6 +23,12 @@ pub const CONTROL_SCHEMA: &str = "recept";
 /// several hosts starting at once do not race.
 const CONTROL_LOCK: i64 = 0x7265_6365_7074_0001;
 
+mod run;
+mod status;
+
+pub use run::{run, Event, MigrationSet, RunError, RunOptions, RunSummary, TenantOutcome};
+pub use status::{status, MigrationStatus};
+
 mod control {
     refinery::embed_migrations!("migrations/control");
 }
@@ -41,14 +47,18 @@ pub fn tenant_runner() -> Runner {
     tenant::migrations::runner()
 }
 
-/// The newest tenant migration version this binary knows.
+/// The newest tenant migration version this binary knows (computed once:
+/// it is checked on every clinic request).
 pub fn latest_tenant_version() -> i32 {
-    tenant_runner()
-        .get_migrations()
-        .iter()
-        .map(|m| m.version())
-        .max()
-        .unwrap_or(0) as i32
+    static LATEST: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *LATEST.get_or_init(|| {
+        tenant_runner()
+            .get_migrations()
+            .iter()
+            .map(|m| m.version())
+            .max()
+            .unwrap_or(0) as i32
+    })
 }
 
 /// Why a migration failed.
@@ -58,6 +68,8 @@ pub enum MigrateError {
     Db(#[from] tokio_postgres::Error),
     #[error("migration failed: {0}")]
     Refinery(#[from] refinery_core::Error),
+    #[error("no connection for the migration: {0}")]
+    Pool(String),
 }
 
 /// Brings the control schema up to date, in one transaction, holding an
@@ -89,53 +101,6 @@ pub async fn prepare_control(pools: &Pools) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a run over the tenants did.
-#[derive(Debug, Default)]
-pub struct TenantsSummary {
-    pub migrated: usize,
-    pub current: usize,
-    pub failed: Vec<(String, String)>,
-}
-
-/// Brings every tenant that is not deleted up to the newest tenant
-/// migration, one transaction per tenant, one tenant at a time. A failing
-/// tenant stays at its previous version and the others go on.
-pub async fn migrate_all_tenants(pools: &Pools) -> anyhow::Result<TenantsSummary> {
-    let tenants = {
-        let client = pools.control(Role::Admin).await?;
-        client
-            .query(
-                "SELECT slug, cluster, schema_name FROM recept.tenants \
-                 WHERE status <> 'deleted' ORDER BY slug",
-                &[],
-            )
-            .await?
-    };
-    let runner = tenant_runner();
-    let mut summary = TenantsSummary::default();
-    for row in tenants {
-        let (slug, cluster, schema): (String, String, String) =
-            (row.get(0), row.get(1), row.get(2));
-        let outcome: anyhow::Result<usize> = async {
-            let mut client = pools.get(&cluster, Role::Admin).await?;
-            let tx = client.transaction().await?;
-            let report = migrate_in_transaction(&*tx, &schema, &runner).await?;
-            tx.commit().await?;
-            Ok(report.applied_migrations().len())
-        }
-        .await;
-        match outcome {
-            Ok(0) => summary.current += 1,
-            Ok(_) => summary.migrated += 1,
-            Err(e) => {
-                tracing::error!(tenant = %slug, error = format!("{e:#}"), "tenant migration failed");
-                summary.failed.push((slug, format!("{e:#}")));
-            }
-        }
-    }
-    Ok(summary)
-}
-
 /// Applies `runner`'s migrations inside `schema`, on a client that is already
 /// inside a transaction. The caller commits or rolls back.
 pub async fn migrate_in_transaction<C: GenericClient + Sync>(
@@ -151,6 +116,21 @@ pub async fn migrate_in_transaction<C: GenericClient + Sync>(
         .await?;
     let mut target = InTransaction(client);
     Ok(runner.run_async(&mut target).await?)
+}
+
+/// An error with its whole cause chain, so PostgreSQL's own message (which
+/// sits several sources deep in a refinery error) reaches the operator.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
 }
 
 /// Quotes an identifier for PostgreSQL.

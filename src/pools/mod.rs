@@ -29,6 +29,9 @@ pub use tenant_conn::{TenantConn, Tx};
 pub enum Role {
     Clinic,
     Admin,
+    /// Tenant migrations: their own connections, so a long migration run
+    /// never takes an admin's or a clinic's.
+    Migration,
 }
 
 impl Role {
@@ -38,14 +41,16 @@ impl Role {
         match self {
             Role::Clinic => "recept-clinic",
             Role::Admin => "recept-admin",
+            Role::Migration => "recept-migrate",
         }
     }
 }
 
-/// The clinic and admin pools of one cluster.
+/// The pools of one cluster, one per role.
 struct ClusterPools {
     clinic: Pool,
     admin: Pool,
+    migration: Pool,
 }
 
 /// All pools of this host, by cluster name.
@@ -128,14 +133,30 @@ impl Pools {
                 settings.clinic.queue_timeout_ms,
             )?;
             let admin = build_pool(
-                pg,
+                pg.clone(),
                 Role::Admin,
                 settings.admin.pool_size,
                 settings.admin.statement_timeout_ms,
                 settings.admin.statement_timeout_ms,
                 settings.admin.queue_timeout_ms,
             )?;
-            clusters.insert(name.clone(), ClusterPools { clinic, admin });
+            let migration = build_pool(
+                pg,
+                Role::Migration,
+                settings.migrate.pool_size,
+                settings.migrate.statement_timeout_ms,
+                settings.migrate.lock_timeout_ms,
+                // A migration worker waits for its own pool's connection.
+                settings.migrate.statement_timeout_ms,
+            )?;
+            clusters.insert(
+                name.clone(),
+                ClusterPools {
+                    clinic,
+                    admin,
+                    migration,
+                },
+            );
         }
         Ok(Pools {
             clusters,
@@ -161,6 +182,7 @@ impl Pools {
         Ok(match role {
             Role::Clinic => &pools.clinic,
             Role::Admin => &pools.admin,
+            Role::Migration => &pools.migration,
         })
     }
 
@@ -187,6 +209,7 @@ impl Pools {
         for pools in self.clusters.values() {
             pools.clinic.close();
             pools.admin.close();
+            pools.migration.close();
         }
     }
 }

@@ -98,6 +98,9 @@ pub struct TenantCtx {
     pub cluster: Arc<str>,
     pub schema: Arc<str>,
     pub status: TenantStatus,
+    /// The newest tenant migration its schema holds; a tenant behind this
+    /// binary is not served until a migration run brings it up.
+    pub schema_version: i32,
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ use tokio_postgres::Transaction;
 
 use super::{Registry, Slug, TenantRecord};
 use crate::master::{copy_release_into, current_release, release_exists};
-use crate::migrate::{migrate_in_transaction, quote_ident, tenant_runner, MigrateError};
+use crate::migrate::{
+    latest_tenant_version, migrate_in_transaction, quote_ident, tenant_runner, MigrateError,
+};
 use crate::pools::{DbError, Pools, Role};
 
 /// Why a tenant was not created. Nothing of it is left behind.
@@ -64,7 +66,15 @@ pub async fn create_tenant(
     };
     // The registry row comes first: a concurrent create of the same slug
     // waits on it and then fails as a duplicate.
-    let record = match Registry::insert(&control_tx, slug, name, cluster, release.as_deref()).await
+    let record = match Registry::insert(
+        &control_tx,
+        slug,
+        name,
+        cluster,
+        release.as_deref(),
+        latest_tenant_version(),
+    )
+    .await
     {
         Err(e) if e.is_unique_violation() => {
             return Err(CreateTenantError::SlugTaken(slug.clone()))

@@ -21,6 +21,8 @@ pub struct TenantRecord {
     pub status: TenantStatus,
     /// The master release the tenant's copy holds.
     pub master_release: Option<String>,
+    /// The newest tenant migration applied to its schema.
+    pub schema_version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -39,7 +41,8 @@ pub struct KeyRecord {
 pub struct Registry;
 
 const COLUMNS: &str =
-    "id, slug, name, cluster, schema_name, status, created_at, updated_at, master_release";
+    "id, slug, name, cluster, schema_name, status, created_at, updated_at, master_release, \
+     schema_version";
 
 fn record(row: &Row) -> Result<TenantRecord, DbError> {
     let slug: String = row.get(1);
@@ -55,6 +58,7 @@ fn record(row: &Row) -> Result<TenantRecord, DbError> {
         created_at: row.get(6),
         updated_at: row.get(7),
         master_release: row.get(8),
+        schema_version: row.get(9),
     })
 }
 
@@ -69,10 +73,11 @@ impl Registry {
         name: &str,
         cluster: &str,
         master_release: Option<&str>,
+        schema_version: i32,
     ) -> Result<TenantRecord, DbError> {
         let sql = format!(
-            "INSERT INTO recept.tenants (id, slug, name, cluster, schema_name, master_release) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+            "INSERT INTO recept.tenants (id, slug, name, cluster, schema_name, master_release, \
+             schema_version) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
         );
         let row = client
             .query_one(
@@ -84,6 +89,7 @@ impl Registry {
                     &cluster,
                     &slug.schema_name(),
                     &master_release,
+                    &schema_version,
                 ],
             )
             .await?;
@@ -201,7 +207,7 @@ impl Registry {
     ) -> Result<Option<TenantCtx>, DbError> {
         let statement = client
             .prepare_cached(
-                "SELECT t.id, t.slug, t.cluster, t.schema_name, t.status \
+                "SELECT t.id, t.slug, t.cluster, t.schema_name, t.status, t.schema_version \
                  FROM recept.api_keys k JOIN recept.tenants t ON t.id = k.tenant_id \
                  WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
             )
@@ -220,6 +226,7 @@ impl Registry {
             schema: schema.into(),
             status: TenantStatus::parse(&status)
                 .ok_or_else(|| corrupt(format!("bad status `{status}`")))?,
+            schema_version: row.get(5),
         }))
     }
 }

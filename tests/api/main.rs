@@ -5,5 +5,6 @@ mod cli;
 mod clinic_guards;
 mod helpers;
 mod master;
+mod migrations;
 mod routing;
 mod tenants;
