@@ -106,9 +106,9 @@ impl Default for MigrateSettings {
     fn default() -> Self {
         Self {
             pool_size: 2,
-            lock_timeout_ms: 2_000,
+            lock_timeout_ms: 500,
             statement_timeout_ms: 300_000,
-            retries: 3,
+            retries: 5,
         }
     }
 }

@@ -5,8 +5,10 @@
 //! cleans up after itself.
 
 mod master;
+mod migrate;
 mod stack;
 mod stats;
+mod traffic;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +24,9 @@ enum Command {
     /// Master data: tenant creation with a full-size copy, a diff rollout
     /// across many tenants beside clinic traffic, cached price lookups.
     Master(master::Options),
+    /// Migrations: creating tenants, a migration across all of them, a
+    /// no-op run, and a migration beside clinic traffic.
+    Migrate(migrate::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +36,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Master(options) => runtime.block_on(master::run(options)),
+        Command::Migrate(options) => runtime.block_on(migrate::run(options)),
     }
 }

@@ -1,0 +1,153 @@
+//! The migration benchmark: creating 1,000 tenants, a new migration (a
+//! column with a default plus an index) across all of them, a no-op run,
+//! and the same kind of migration beside clinic traffic.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures::StreamExt;
+use recept::master;
+use recept::migrate::{self, MigrationSet, RunOptions};
+use recept::tenancy::{create_tenant, Slug};
+
+use crate::stack::Stack;
+use crate::traffic::{self, Phase};
+
+#[derive(Args, Clone)]
+pub struct Options {
+    #[arg(long, default_value_t = 1000)]
+    tenants: usize,
+    /// Concurrent clinic clients during the traffic phases.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    #[arg(long, default_value_t = 15)]
+    baseline_seconds: u64,
+    /// Tenants migrated at once (the migration pool's size).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
+const ROOM: (&str, &str) = (
+    "V100__encounter_room",
+    "ALTER TABLE encounters ADD COLUMN room text NOT NULL DEFAULT 'main'; \
+     CREATE INDEX encounters_room ON encounters (room);",
+);
+const CONTACT: (&str, &str) = (
+    "V101__patient_contact",
+    "ALTER TABLE patients ADD COLUMN contact text NOT NULL DEFAULT 'phone'; \
+     CREATE INDEX patients_contact ON patients (contact);",
+);
+
+pub async fn run(o: Options) -> anyhow::Result<()> {
+    let stack = Stack::start(|s| {
+        s.clinic.pool_size = 16;
+        s.admin.pool_size = 4;
+        s.migrate.pool_size = o.concurrency;
+        s.server.workers = 2;
+    })
+    .await?;
+    let pools = stack.pools.clone();
+    println!(
+        "recept-load migrate: {} tenants, migration concurrency {}, {} clients",
+        o.tenants, o.concurrency, o.clients
+    );
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tenants/master/2026-04.csv"
+    ))?;
+    master::import_release(&pools, "2026-04", &master::parse_release(&sample)?).await?;
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slugs: Vec<Slug> = (0..o.tenants)
+        .map(|i| Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
+        .collect();
+    let started = Instant::now();
+    let created: Vec<anyhow::Result<()>> = futures::stream::iter(slugs.iter().cloned())
+        .map(|slug| {
+            let pools = pools.clone();
+            async move {
+                create_tenant(&pools, &slug, "Bench clinic", "main", Some("2026-04")).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(cores)
+        .collect()
+        .await;
+    for result in created {
+        result?;
+    }
+    println!(
+        "create {} tenants (schema, 3 migrations, master copy), {} at a time: {:.1}s",
+        o.tenants,
+        cores,
+        started.elapsed().as_secs_f64()
+    );
+
+    let options = RunOptions {
+        concurrency: o.concurrency,
+        retries: 5,
+        ..RunOptions::default()
+    };
+    let room = MigrationSet::with_extra(&[ROOM])?;
+    let summary = migrate::run(&pools, &room, &options, |_| {}).await?;
+    println!(
+        "apply {} to {} tenants: {:.2}s ({} migrated, {} failed)",
+        ROOM.0,
+        o.tenants,
+        summary.elapsed_s,
+        summary.migrated,
+        summary.failed.len()
+    );
+    let noop = migrate::run(&pools, &room, &options, |_| {}).await?;
+    println!(
+        "no-op run over {} current tenants: {:.3}s ({} current)",
+        o.tenants, noop.elapsed_s, noop.current
+    );
+
+    let clinics = traffic::clinics(&stack, &slugs[..20]).await?;
+    traffic::run(
+        &stack.clinic,
+        &clinics,
+        o.clients,
+        Phase::For(Duration::from_secs(3)),
+    )
+    .await;
+    let baseline = traffic::run(
+        &stack.clinic,
+        &clinics,
+        o.clients,
+        Phase::For(Duration::from_secs(o.baseline_seconds)),
+    )
+    .await;
+    println!("clinic traffic, baseline: {}", baseline.summary());
+    let done = Arc::new(AtomicBool::new(false));
+    let during = {
+        let done = done.clone();
+        let clinic = stack.clinic.clone();
+        let clinics = clinics.clone();
+        let clients = o.clients;
+        tokio::spawn(
+            async move { traffic::run(&clinic, &clinics, clients, Phase::Until(done)).await },
+        )
+    };
+    let contact = MigrationSet::with_extra(&[ROOM, CONTACT])?;
+    let under_load = migrate::run(&pools, &contact, &options, |_| {}).await?;
+    done.store(true, Ordering::SeqCst);
+    let during = during.await?;
+    println!(
+        "apply {} to {} tenants under clinic load: {:.2}s ({} migrated, {} failed)",
+        CONTACT.0,
+        o.tenants,
+        under_load.elapsed_s,
+        under_load.migrated,
+        under_load.failed.len()
+    );
+    println!("clinic traffic, during the migration: {}", during.summary());
+    println!(
+        "p99 during / baseline: {:.2}",
+        during.ms(0.99) / baseline.ms(0.99).max(0.001)
+    );
+    Ok(())
+}

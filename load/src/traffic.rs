@@ -1,0 +1,117 @@
+//! Closed-loop clinic traffic over HTTP, shared by the scenarios.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use recept::pools::Role;
+use recept::tenancy::{IssuedKey, Registry, Slug};
+use serde_json::json;
+
+use crate::stack::Stack;
+use crate::stats::Latencies;
+
+/// A key and a patient for each of `slugs`, made through the library and
+/// the clinic API.
+pub async fn clinics(stack: &Stack, slugs: &[Slug]) -> anyhow::Result<Arc<Vec<(String, String)>>> {
+    let http = reqwest::Client::new();
+    let mut clinics = Vec::new();
+    for slug in slugs {
+        let client = stack.pools.control(Role::Admin).await?;
+        let tenant = Registry::find(&client, slug)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no tenant {slug}"))?;
+        let key = IssuedKey::generate();
+        Registry::insert_key(&client, tenant.id, &key, Some("load")).await?;
+        let patient: serde_json::Value = http
+            .post(format!("{}/v1/patients", stack.clinic))
+            .bearer_auth(&key.secret)
+            .json(&json!({"name": "負荷 太郎", "birth_date": "1970-01-01", "sex": "male",
+                          "insurances": [{"insurer_number": "06132013", "copay_rate": 30, "valid_from": "2020-01-01"}]}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        clinics.push((
+            key.secret,
+            patient["id"].as_str().unwrap_or_default().to_string(),
+        ));
+    }
+    Ok(Arc::new(clinics))
+}
+
+pub enum Phase {
+    For(Duration),
+    Until(Arc<AtomicBool>),
+}
+
+impl Phase {
+    fn over(&self, started: Instant) -> bool {
+        match self {
+            Phase::For(d) => started.elapsed() >= *d,
+            Phase::Until(flag) => flag.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Closed-loop clinic traffic: each client alternates a master lookup and
+/// an encounter with five lines, on one of the clinics, until the phase ends
+/// (and never longer than ten minutes).
+pub async fn run(
+    base: &str,
+    clinics: &Arc<Vec<(String, String)>>,
+    clients: usize,
+    phase: Phase,
+) -> Latencies {
+    let phase = Arc::new(phase);
+    let started = Instant::now();
+    let workers = (0..clients).map(|w| {
+        let http = reqwest::Client::new();
+        let clinics = clinics.clone();
+        let phase = phase.clone();
+        let base = base.to_string();
+        tokio::spawn(async move {
+            let mut latencies = Latencies::default();
+            let mut i = w;
+            while !phase.over(started) && started.elapsed() < Duration::from_secs(600) {
+                let (key, patient) = &clinics[i % clinics.len()];
+                let t = Instant::now();
+                let ok = if i % 2 == 0 {
+                    http.get(format!("{base}/v1/master/items?code=620098801&on=2026-07-01"))
+                        .bearer_auth(key)
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                } else {
+                    http.post(format!("{base}/v1/encounters"))
+                        .bearer_auth(key)
+                        .json(&json!({"patient_id": patient, "date": "2026-07-01", "diagnoses": ["8833421"],
+                            "items": [{"code": "112007410", "quantity": 1}, {"code": "120000710", "quantity": 1},
+                                      {"code": "620098801", "quantity": 14}, {"code": "620004856", "quantity": 28},
+                                      {"code": "160000310", "quantity": 1}]}))
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                };
+                if ok {
+                    latencies.record(t.elapsed());
+                } else {
+                    latencies.error();
+                }
+                i += clients;
+            }
+            latencies
+        })
+    });
+    let mut all = Latencies::default();
+    for latencies in futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        all.merge(&latencies);
+    }
+    all
+}
