@@ -14,6 +14,7 @@
 mod tenant_conn;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -22,7 +23,7 @@ use deadpool_postgres::{
 use tokio_postgres::NoTls;
 
 use crate::config::Settings;
-pub use tenant_conn::{TenantConn, Tx};
+pub use tenant_conn::{ExpectedSettings, TenantConn, Tx};
 
 /// Which side of recept a pool serves; each has its own settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ struct ClusterPools {
 pub struct Pools {
     clusters: HashMap<String, ClusterPools>,
     control_cluster: String,
+    /// What clinic connections must show on every use.
+    clinic_settings: Arc<ExpectedSettings>,
 }
 
 /// Why no database work could be done.
@@ -66,7 +69,8 @@ pub enum DbError {
     /// the client should retry later.
     #[error("the database is busy or unavailable: {0}")]
     Unavailable(String),
-    /// PostgreSQL cancelled a statement that ran past `statement_timeout`.
+    /// PostgreSQL cancelled a statement that ran past `statement_timeout`,
+    /// or that waited past `lock_timeout` for a lock.
     #[error("a statement ran past its time limit")]
     StatementTimeout,
     /// The tenant's cluster is not configured on this host.
@@ -80,7 +84,11 @@ impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
         match e.code() {
-            Some(code) if *code == SqlState::QUERY_CANCELED => DbError::StatementTimeout,
+            Some(code)
+                if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE =>
+            {
+                DbError::StatementTimeout
+            }
             Some(code)
                 if *code == SqlState::ADMIN_SHUTDOWN
                     || *code == SqlState::CRASH_SHUTDOWN
@@ -161,6 +169,10 @@ impl Pools {
         Ok(Pools {
             clusters,
             control_cluster: settings.control.cluster.clone(),
+            clinic_settings: Arc::new(ExpectedSettings {
+                statement_timeout: format!("{}ms", settings.clinic.statement_timeout_ms),
+                application_name: Role::Clinic.application_name(),
+            }),
         })
     }
 
@@ -201,7 +213,11 @@ impl Pools {
     /// A clinic connection bound to one tenant's schema for one request.
     pub async fn tenant(&self, cluster: &str, schema: &str) -> Result<TenantConn, DbError> {
         let client = self.get(cluster, Role::Clinic).await?;
-        Ok(TenantConn::new(client, schema))
+        Ok(TenantConn::new(
+            client,
+            schema,
+            self.clinic_settings.clone(),
+        ))
     }
 
     /// Closes every pool; waiting requests fail fast.
@@ -232,13 +248,20 @@ fn build_pool(
         statement_timeout_ms.max(1_000) * 2
     ));
     pg.connect_timeout(Duration::from_secs(5));
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    // Clinic connections are checked inside each request's first flight
+    // (TenantConn), at no extra round trip. Admin and migration traffic is
+    // light: their connections are checked with a query whenever they are
+    // handed out, and one whose settings changed fails it and is replaced.
+    let recycling_method = match role {
+        Role::Clinic => RecyclingMethod::Fast,
+        Role::Admin | Role::Migration => RecyclingMethod::Custom(format!(
+            "DO $$BEGIN IF current_setting('statement_timeout')::interval <> '{statement_timeout_ms}ms'::interval \
+             OR current_setting('application_name') <> '{}' \
+             THEN RAISE EXCEPTION 'session settings changed'; END IF; END$$",
+            role.application_name()
+        )),
+    };
+    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method });
     let wait = Duration::from_millis(queue_timeout_ms);
     Ok(Pool::builder(manager)
         .max_size(size)

@@ -19,7 +19,11 @@ use super::DbError;
 pub type Tx = ClientWrapper;
 
 const BEGIN: &str = "BEGIN";
-const SET_PATH: &str = "SELECT set_config('search_path', $1, true)";
+/// Selects the schema and, in the same statement, checks that the session
+/// still has the settings its pool opened it with.
+const SET_PATH: &str = "SELECT set_config('search_path', $1, true), \
+     current_setting('statement_timeout')::interval = $2::text::interval \
+     AND current_setting('application_name') = $3";
 const COMMIT: &str = "COMMIT";
 const ROLLBACK: &str = "ROLLBACK";
 
@@ -40,15 +44,47 @@ pub struct TenantConn {
     search_path: Arc<str>,
     /// Whether a transaction may be open on `client`.
     open: Cell<bool>,
+    /// The session settings the pool opens connections with.
+    expected: Arc<ExpectedSettings>,
+    /// Set when the session's settings were found changed: the connection
+    /// is discarded instead of returning to the pool.
+    tainted: Cell<bool>,
+}
+
+/// What a pool's connections must show, checked on every use.
+#[derive(Debug)]
+pub struct ExpectedSettings {
+    /// `statement_timeout` as PostgreSQL reads an interval, e.g. `5000ms`.
+    pub statement_timeout: String,
+    pub application_name: &'static str,
 }
 
 impl TenantConn {
-    pub(super) fn new(client: Object, schema: &str) -> TenantConn {
+    pub(super) fn new(client: Object, schema: &str, expected: Arc<ExpectedSettings>) -> TenantConn {
         TenantConn {
             client: Some(client),
             search_path: crate::migrate::quote_ident(schema).into(),
             open: Cell::new(false),
+            expected,
+            tainted: Cell::new(false),
         }
+    }
+
+    /// Whether the connection's session settings were found changed (it
+    /// will be discarded).
+    pub fn tainted(&self) -> bool {
+        self.tainted.get()
+    }
+
+    fn check_settings(&self, row: &Row) -> Result<(), DbError> {
+        if row.get::<_, Option<bool>>(1) == Some(true) {
+            return Ok(());
+        }
+        self.tainted.set(true);
+        tracing::error!("a pooled connection's session settings changed; it is discarded");
+        Err(DbError::Unavailable(
+            "a connection's session settings had changed; it was discarded".into(),
+        ))
     }
 
     fn client(&self) -> &ClientWrapper {
@@ -67,13 +103,15 @@ impl TenantConn {
         let client = self.client();
         let (begin, set_path, commit) = self.transaction_statements().await?;
         let search_path: &str = &self.search_path;
-        let path_params: [&(dyn ToSql + Sync); 1] = [&search_path];
+        let timeout: &str = &self.expected.statement_timeout;
+        let application: &str = self.expected.application_name;
+        let path_params: [&(dyn ToSql + Sync); 3] = [&search_path, &timeout, &application];
         self.open.set(true);
 
         // Polling each future once sends its messages, in this order.
         let query_sent = Cell::new(false);
         let mut begin_f = pin!(maybe_done(client.execute(&begin, &[])));
-        let mut path_f = pin!(maybe_done(client.execute(&set_path, &path_params)));
+        let mut path_f = pin!(maybe_done(client.query_one(&set_path, &path_params)));
         let mut query_f = pin!(maybe_done(async {
             let statement = client.prepare_cached(sql).await?;
             query_sent.set(true);
@@ -97,7 +135,7 @@ impl TenantConn {
             self.open.set(false);
         }
         begin_f.take_output().expect("awaited")?;
-        path_f.take_output().expect("awaited")?;
+        self.check_settings(&path_f.take_output().expect("awaited")?)?;
         let rows = query_f.take_output().expect("awaited")?;
         committed?;
         Ok(rows)
@@ -113,11 +151,13 @@ impl TenantConn {
         let client = self.client();
         let (begin, set_path, commit) = self.transaction_statements().await?;
         let search_path: &str = &self.search_path;
-        let path_params: [&(dyn ToSql + Sync); 1] = [&search_path];
+        let timeout: &str = &self.expected.statement_timeout;
+        let application: &str = self.expected.application_name;
+        let path_params: [&(dyn ToSql + Sync); 3] = [&search_path, &timeout, &application];
         self.open.set(true);
 
         let mut begin_f = pin!(maybe_done(client.execute(&begin, &[])));
-        let mut path_f = pin!(maybe_done(client.execute(&set_path, &path_params)));
+        let mut path_f = pin!(maybe_done(client.query_one(&set_path, &path_params)));
         let _ = poll!(begin_f.as_mut());
         let _ = poll!(path_f.as_mut());
         let mut work_f = pin!(maybe_done(work(client)));
@@ -131,6 +171,12 @@ impl TenantConn {
             .expect("awaited")
             .and(path_f.take_output().expect("awaited"));
         let outcome = work_f.take_output().expect("awaited");
+        if let Ok(row) = &started {
+            if let Err(e) = self.check_settings(row) {
+                self.rollback().await;
+                return Err(e.into());
+            }
+        }
         match (started, outcome) {
             (Ok(_), Ok(value)) => {
                 client.execute(&commit, &[]).await.map_err(DbError::from)?;
@@ -177,6 +223,12 @@ impl TenantConn {
 
 impl Drop for TenantConn {
     fn drop(&mut self) {
+        if self.tainted.get() {
+            if let Some(client) = self.client.take() {
+                drop(Object::take(client));
+            }
+            return;
+        }
         if !self.open.get() {
             return;
         }

@@ -368,3 +368,77 @@ async fn a_stopped_postgresql_answers_503_and_recovery_needs_no_restart() {
     assert_problem(ready, StatusCode::SERVICE_UNAVAILABLE).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+async fn session_settings(conn: &recept::pools::TenantConn) -> Result<(String, String), DbError> {
+    let rows = conn
+        .read(
+            "SELECT current_setting('statement_timeout'), current_setting('application_name')",
+            &[],
+        )
+        .await?;
+    Ok((rows[0].get(0), rows[0].get(1)))
+}
+
+#[tokio::test]
+async fn every_connection_keeps_its_pools_settings_even_after_a_session_set() {
+    let app = spawn_app_with(|s| {
+        s.clinic.pool_size = 1;
+        s.clinic.statement_timeout_ms = 4_000;
+        s.admin.pool_size = 1;
+        s.admin.statement_timeout_ms = 7_000;
+    })
+    .await;
+    let (slug, _) = app.tenant_with_key("settings").await;
+    let schema = format!("t_{slug}");
+    let pools = app.app_state.pools.clone();
+
+    for _ in 0..20 {
+        let conn = pools.tenant("main", &schema).await.unwrap();
+        assert_eq!(
+            session_settings(&conn).await.unwrap(),
+            ("4s".to_string(), "recept-clinic".to_string())
+        );
+    }
+    // Code that sets session state on a clinic connection...
+    let conn = pools.tenant("main", &schema).await.unwrap();
+    conn.write(async |tx| -> Result<(), DbError> {
+        tx.batch_execute("SET statement_timeout = 0; SET application_name = 'leaked'")
+            .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    drop(conn);
+    // ...is caught on the connection's next use, which is refused, and the
+    // connection is replaced.
+    let next = pools.tenant("main", &schema).await.unwrap();
+    assert!(session_settings(&next).await.is_err());
+    assert!(next.tainted());
+    drop(next);
+    let fresh = pools.tenant("main", &schema).await.unwrap();
+    assert_eq!(
+        session_settings(&fresh).await.unwrap(),
+        ("4s".to_string(), "recept-clinic".to_string())
+    );
+    drop(fresh);
+
+    // The admin pool: the same, checked when a connection is handed out.
+    let admin = pools.get("main", Role::Admin).await.unwrap();
+    admin
+        .batch_execute("SET statement_timeout = 0; SET application_name = 'leaked'")
+        .await
+        .unwrap();
+    drop(admin);
+    let admin = pools.get("main", Role::Admin).await.unwrap();
+    let row = admin
+        .query_one(
+            "SELECT current_setting('statement_timeout'), current_setting('application_name')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("7s".to_string(), "recept-admin".to_string())
+    );
+}
