@@ -16,6 +16,7 @@ use crate::migrate::{self, prepare_control, RunOptions};
 use crate::pools::{Pools, Role};
 use crate::startup::Application;
 use crate::telemetry;
+use crate::tenancy::audit::Actor;
 use crate::tenancy::{create_tenant, IssuedKey, Registry, Slug};
 
 #[derive(Debug, Parser)]
@@ -124,6 +125,11 @@ enum TenantsCommand {
     },
     /// List tenants.
     List,
+    /// Drop the schemas of tenants deleted longer ago than the grace period.
+    Purge {
+        #[arg(long, default_value_t = 30)]
+        grace_days: i32,
+    },
     /// Issue a clinic API key for a tenant; the key is printed once.
     IssueKey {
         slug: String,
@@ -346,8 +352,15 @@ async fn tenants(settings: Settings, command: TenantsCommand) -> anyhow::Result<
                 bail!("--name must be 1 to 200 characters");
             }
             let cluster = cluster.unwrap_or_else(|| settings.default_cluster().to_string());
-            let tenant =
-                create_tenant(&pools, &slug, name, &cluster, master_release.as_deref()).await?;
+            let tenant = create_tenant(
+                &pools,
+                &slug,
+                name,
+                &cluster,
+                master_release.as_deref(),
+                &Actor::operator(),
+            )
+            .await?;
             println!(
                 "created tenant {} on cluster {} (schema {}, master release {})",
                 tenant.slug,
@@ -376,6 +389,17 @@ async fn tenants(settings: Settings, command: TenantsCommand) -> anyhow::Result<
                     _ => break,
                 }
             }
+        }
+        TenantsCommand::Purge { grace_days } => {
+            if grace_days < 0 {
+                bail!("--grace-days must be 0 or more");
+            }
+            let purged =
+                crate::tenancy::purge_deleted(&pools, grace_days, &Actor::operator()).await?;
+            for slug in &purged {
+                println!("purged {slug}");
+            }
+            println!("{} tenant(s) purged", purged.len());
         }
         TenantsCommand::IssueKey { slug, label } => {
             let parsed = Slug::parse(&slug).map_err(|e| anyhow::anyhow!("slug `{slug}`: {e}"))?;

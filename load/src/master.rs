@@ -13,6 +13,7 @@ use chrono::NaiveDate;
 use clap::Args;
 use futures::StreamExt;
 use recept::master::{self, generate_release, Kind, MasterItem, RolloutTarget};
+use recept::tenancy::audit::Actor;
 use recept::tenancy::{create_tenant, Registry, Slug};
 
 use crate::stack::Stack;
@@ -104,7 +105,15 @@ pub async fn run(mut o: Options) -> anyhow::Result<()> {
     for i in 0..o.full_size_tenants {
         let slug = Slug::parse(&format!("full_{i:03}"))?;
         let started = Instant::now();
-        create_tenant(&pools, &slug, "Full-size clinic", "main", Some("full")).await?;
+        create_tenant(
+            &pools,
+            &slug,
+            "Full-size clinic",
+            "main",
+            Some("full"),
+            &Actor::operator(),
+        )
+        .await?;
         creations.push(started.elapsed().as_secs_f64());
     }
     creations.sort_by(f64::total_cmp);
@@ -127,7 +136,15 @@ pub async fn run(mut o: Options) -> anyhow::Result<()> {
         .map(|slug| {
             let pools = pools.clone();
             async move {
-                create_tenant(&pools, &slug, "Bench clinic", "main", Some("bench-a")).await?;
+                create_tenant(
+                    &pools,
+                    &slug,
+                    "Bench clinic",
+                    "main",
+                    Some("bench-a"),
+                    &Actor::operator(),
+                )
+                .await?;
                 Ok(())
             }
         })

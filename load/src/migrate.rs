@@ -10,6 +10,7 @@ use clap::Args;
 use futures::StreamExt;
 use recept::master;
 use recept::migrate::{self, MigrationSet, RunOptions};
+use recept::tenancy::audit::Actor;
 use recept::tenancy::{create_tenant, Slug};
 
 use crate::stack::Stack;
@@ -68,7 +69,15 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .map(|slug| {
             let pools = pools.clone();
             async move {
-                create_tenant(&pools, &slug, "Bench clinic", "main", Some("2026-04")).await?;
+                create_tenant(
+                    &pools,
+                    &slug,
+                    "Bench clinic",
+                    "main",
+                    Some("2026-04"),
+                    &Actor::operator(),
+                )
+                .await?;
                 Ok(())
             }
         })

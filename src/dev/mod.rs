@@ -22,6 +22,7 @@ pub use postgres::{ClusterSpec, PgBinaries, PrivatePostgres};
 use crate::config::{ClusterSettings, Settings};
 use crate::master;
 use crate::pools::{Pools, Role};
+use crate::tenancy::audit::Actor;
 use crate::tenancy::{create_tenant, ApiKey, IssuedKey, Registry, Slug};
 
 /// The database recept uses inside a private cluster.
@@ -178,6 +179,10 @@ pub async fn ensure_demo_tenants(
                     &manifest.name,
                     &cluster,
                     manifest.master_release.as_deref(),
+                    &Actor {
+                        name: "recept dev".into(),
+                        remote_addr: None,
+                    },
                 )
                 .await
                 .with_context(|| format!("creating demo tenant `{slug}`"))?

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{AdminCaller, ApiError, AppState, FieldError};
-use crate::pools::Role;
+use crate::pools::{DbError, Role};
+use crate::tenancy::audit;
 use crate::tenancy::{
     create_tenant as provision, CreateTenantError, IssuedKey, Registry, Slug, TenantRecord,
     TenantStatus,
@@ -24,7 +25,7 @@ pub struct NewTenant {
 
 /// `POST /admin/tenants`
 pub async fn create_tenant(
-    _: AdminCaller,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     body: web::Json<NewTenant>,
 ) -> Result<HttpResponse, ApiError> {
@@ -55,6 +56,7 @@ pub async fn create_tenant(
         name,
         &cluster,
         body.master_release.as_deref(),
+        &caller.actor,
     )
     .await
     .map_err(|e| match e {
@@ -127,6 +129,7 @@ pub async fn show_tenant(
 
 async fn change_status(
     state: &AppState,
+    caller: &AdminCaller,
     slug: &str,
     status: TenantStatus,
 ) -> Result<HttpResponse, ApiError> {
@@ -134,10 +137,18 @@ async fn change_status(
     if tenant.status == TenantStatus::Deleted {
         return Err(ApiError::Conflict(format!("tenant `{slug}` is deleted")));
     }
-    let client = state.pools.control(Role::Admin).await?;
-    let record = Registry::set_status(&client, &tenant.slug, status)
+    let mut client = state.pools.control(Role::Admin).await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let record = Registry::set_status(&tx, &tenant.slug, status)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no tenant `{slug}`")))?;
+    let action = match status {
+        TenantStatus::Active => "tenant.resume",
+        TenantStatus::Suspended => "tenant.suspend",
+        TenantStatus::Deleted => "tenant.delete",
+    };
+    audit::record(&tx, &caller.actor, action, Some(record.slug.as_str()), None).await?;
+    tx.commit().await.map_err(DbError::from)?;
     state.keys.invalidate_all();
     tracing::info!(tenant = %record.slug, status = status.as_str(), "tenant status changed");
     Ok(HttpResponse::Ok().json(record))
@@ -145,20 +156,30 @@ async fn change_status(
 
 /// `POST /admin/tenants/{slug}/suspend`
 pub async fn suspend_tenant(
-    _: AdminCaller,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     slug: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    change_status(&state, &slug, TenantStatus::Suspended).await
+    change_status(&state, &caller, &slug, TenantStatus::Suspended).await
 }
 
 /// `POST /admin/tenants/{slug}/resume`
 pub async fn resume_tenant(
-    _: AdminCaller,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     slug: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    change_status(&state, &slug, TenantStatus::Active).await
+    change_status(&state, &caller, &slug, TenantStatus::Active).await
+}
+
+/// `DELETE /admin/tenants/{slug}`: a soft delete. Its keys stop working at
+/// once; `recept tenants purge` drops its schema after the grace period.
+pub async fn delete_tenant(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    change_status(&state, &caller, &slug, TenantStatus::Deleted).await
 }
 
 #[derive(Deserialize, Default)]
@@ -179,7 +200,7 @@ struct IssuedKeyView {
 
 /// `POST /admin/tenants/{slug}/api-keys` (the body is optional).
 pub async fn issue_key(
-    _: AdminCaller,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     slug: web::Path<String>,
     body: Option<web::Json<NewKey>>,
@@ -196,8 +217,19 @@ pub async fn issue_key(
         return Err(ApiError::Conflict(format!("tenant `{slug}` is deleted")));
     }
     let key = IssuedKey::generate();
-    let client = state.pools.control(Role::Admin).await?;
-    let created_at = Registry::insert_key(&client, tenant.id, &key, label.as_deref()).await?;
+    let mut client = state.pools.control(Role::Admin).await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let created_at = Registry::insert_key(&tx, tenant.id, &key, label.as_deref()).await?;
+    let detail = serde_json::json!({"key_id": key.id, "prefix": key.prefix});
+    audit::record(
+        &tx,
+        &caller.actor,
+        "key.issue",
+        Some(tenant.slug.as_str()),
+        Some(detail),
+    )
+    .await?;
+    tx.commit().await.map_err(DbError::from)?;
     tracing::info!(tenant = %tenant.slug, key_id = %key.id, "api key issued");
     Ok(HttpResponse::Created().json(IssuedKeyView {
         id: key.id,
@@ -222,7 +254,7 @@ pub async fn list_keys(
 
 /// `DELETE /admin/tenants/{slug}/api-keys/{id}`
 pub async fn revoke_key(
-    _: AdminCaller,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -230,10 +262,21 @@ pub async fn revoke_key(
     let not_found = || ApiError::NotFound(format!("tenant `{slug}` has no live key `{id}`"));
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let tenant = find(&state, &slug).await?;
-    let client = state.pools.control(Role::Admin).await?;
-    if !Registry::revoke_key(&client, tenant.id, id).await? {
+    let mut client = state.pools.control(Role::Admin).await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    if !Registry::revoke_key(&tx, tenant.id, id).await? {
         return Err(not_found());
     }
+    let detail = serde_json::json!({"key_id": id});
+    audit::record(
+        &tx,
+        &caller.actor,
+        "key.revoke",
+        Some(tenant.slug.as_str()),
+        Some(detail),
+    )
+    .await?;
+    tx.commit().await.map_err(DbError::from)?;
     state.keys.invalidate_all();
     tracing::info!(tenant = %tenant.slug, key_id = %id, "api key revoked");
     Ok(HttpResponse::NoContent().finish())

@@ -21,7 +21,7 @@ pub struct VersionQuery {
 
 /// `POST /admin/master/releases?version=V` with a `text/csv` body.
 pub async fn import(
-    _: AdminCaller,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<VersionQuery>,
@@ -54,6 +54,8 @@ pub async fn import(
             ReleaseError::Db(e) => e.into(),
         })?;
     tracing::info!(version = %summary.version, items = summary.items, "master release imported");
+    let detail = serde_json::json!({"items": summary.items});
+    audit_after(&state, &caller, "master.import", &summary.version, detail).await?;
     Ok(HttpResponse::Created().json(summary))
 }
 
@@ -79,7 +81,7 @@ pub struct NewRollout {
 /// `POST /admin/master/rollouts`: starts a rollout and answers `202` at
 /// once; `GET /admin/master/rollouts/{id}` follows it.
 pub async fn start(
-    _: AdminCaller,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     body: web::Json<NewRollout>,
 ) -> Result<HttpResponse, ApiError> {
@@ -119,6 +121,8 @@ pub async fn start(
             RolloutError::UnknownTenants(_) => ApiError::validation("tenants", e.to_string()),
             RolloutError::Db(e) => e.into(),
         })?;
+    let detail = serde_json::json!({"rollout": id, "concurrency": concurrency});
+    audit_after(&state, &caller, "master.rollout", &body.version, detail).await?;
     let pools = state.pools.clone();
     actix_web::rt::spawn(async move {
         match run_rollout(&pools, id, concurrency, |_| {}).await {
@@ -146,4 +150,18 @@ pub async fn show(
         .await?
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// Records an admin write that committed on its own.
+async fn audit_after(
+    state: &AppState,
+    caller: &AdminCaller,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    let client = state.pools.control(Role::Admin).await?;
+    crate::tenancy::audit::record(&client, &caller.actor, action, Some(target), Some(detail))
+        .await?;
+    Ok(())
 }

@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::pools::DbError;
+use crate::tenancy::audit::Actor;
 use crate::tenancy::{ApiKey, Resolution, TenantCtx, TenantStatus};
 
 fn bearer(req: &HttpRequest) -> Option<String> {
@@ -73,8 +74,11 @@ impl FromRequest for Clinic {
     }
 }
 
-/// Proof that the request carried the admin token.
-pub struct AdminCaller;
+/// Proof that the request carried the admin token, and who sent it (for
+/// the audit log): the optional `X-Admin-Actor` header and the peer address.
+pub struct AdminCaller {
+    pub actor: Actor,
+}
 
 impl FromRequest for AdminCaller {
     type Error = ApiError;
@@ -88,10 +92,20 @@ impl FromRequest for AdminCaller {
         let expected = Sha256::digest(state.settings.admin.token.as_bytes());
         let given = Sha256::digest(presented.as_bytes());
         let ok: bool = expected.ct_eq(&given).into();
-        ready(if ok {
-            Ok(AdminCaller)
-        } else {
-            Err(ApiError::Unauthorized)
-        })
+        if !ok {
+            return ready(Err(ApiError::Unauthorized));
+        }
+        let name = req
+            .headers()
+            .get("x-admin-actor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 100)
+            .unwrap_or("admin")
+            .to_string();
+        let remote_addr = req.peer_addr().map(|a| a.ip().to_string());
+        ready(Ok(AdminCaller {
+            actor: Actor { name, remote_addr },
+        }))
     }
 }

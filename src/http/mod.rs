@@ -8,6 +8,7 @@
 
 mod admin;
 mod admin_master;
+mod admin_reports;
 mod body;
 pub mod clinic;
 pub mod error;
@@ -99,7 +100,15 @@ pub fn admin_routes(cfg: &mut ServiceConfig, release_limit: usize) {
                         .post(admin::create_tenant)
                         .get(admin::list_tenants),
                 )
-                .service(resource("/tenants/{slug}").get(admin::show_tenant))
+                .service(
+                    resource("/tenants/{slug}")
+                        .get(admin::show_tenant)
+                        .delete(admin::delete_tenant),
+                )
+                .service(resource("/tenants/{slug}/stats").get(admin_reports::stats))
+                .service(resource("/reports/monthly").get(admin_reports::monthly))
+                .service(resource("/pools").get(admin_reports::pools))
+                .service(resource("/audit").get(admin_reports::audit_log))
                 .service(resource("/tenants/{slug}/suspend").post(admin::suspend_tenant))
                 .service(resource("/tenants/{slug}/resume").post(admin::resume_tenant))
                 .service(

@@ -62,6 +62,21 @@ pub struct Pools {
     clinic_settings: Arc<ExpectedSettings>,
 }
 
+/// A snapshot of one pool.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolStatus {
+    pub cluster: String,
+    /// The `application_name` its connections carry.
+    pub role: &'static str,
+    pub max_size: usize,
+    /// Connections open now.
+    pub size: usize,
+    pub available: usize,
+    pub in_use: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
 /// Why no database work could be done.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -218,6 +233,36 @@ impl Pools {
             schema,
             self.clinic_settings.clone(),
         ))
+    }
+
+    /// Each pool's state, by cluster and role.
+    pub fn status(&self) -> Vec<PoolStatus> {
+        let mut all: Vec<PoolStatus> = self
+            .clusters
+            .iter()
+            .flat_map(|(cluster, pools)| {
+                [
+                    (Role::Clinic, &pools.clinic),
+                    (Role::Admin, &pools.admin),
+                    (Role::Migration, &pools.migration),
+                ]
+                .into_iter()
+                .map(|(role, pool)| {
+                    let status = pool.status();
+                    PoolStatus {
+                        cluster: cluster.clone(),
+                        role: role.application_name(),
+                        max_size: status.max_size,
+                        size: status.size,
+                        available: status.available,
+                        in_use: status.size.saturating_sub(status.available),
+                        waiting: status.waiting,
+                    }
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.cluster, a.role).cmp(&(&b.cluster, b.role)));
+        all
     }
 
     /// Closes every pool; waiting requests fail fast.

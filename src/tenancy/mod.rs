@@ -4,6 +4,7 @@
 //! A clinic request is bound to exactly one tenant by its API key, and by
 //! nothing else: no path, header or body field selects a tenant.
 
+pub mod audit;
 mod keys;
 mod provision;
 mod registry;
@@ -16,7 +17,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use keys::{ApiKey, IssuedKey};
-pub use provision::{create_tenant, CreateTenantError};
+pub use provision::{create_tenant, purge_deleted, CreateTenantError};
 pub use registry::{KeyRecord, Registry, TenantRecord};
 pub use resolver::{KeyResolver, Resolution};
 

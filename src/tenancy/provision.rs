@@ -3,6 +3,7 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Transaction;
 
+use super::audit::{self, Actor};
 use super::{Registry, Slug, TenantRecord};
 use crate::master::{copy_release_into, current_release, release_exists};
 use crate::migrate::{
@@ -53,6 +54,7 @@ pub async fn create_tenant(
     name: &str,
     cluster: &str,
     release: Option<&str>,
+    actor: &Actor,
 ) -> Result<TenantRecord, CreateTenantError> {
     if !pools.has_cluster(cluster) {
         return Err(CreateTenantError::UnknownCluster(cluster.to_string()));
@@ -81,6 +83,15 @@ pub async fn create_tenant(
         }
         other => other?,
     };
+    let detail = serde_json::json!({"cluster": cluster, "master_release": release});
+    audit::record(
+        &control_tx,
+        actor,
+        "tenant.create",
+        Some(slug.as_str()),
+        Some(detail),
+    )
+    .await?;
 
     if cluster == pools.control_cluster() {
         build_schema(&control_tx, pools, cluster, slug, name, release.as_deref()).await?;
@@ -132,4 +143,48 @@ async fn build_schema(
         copy_release_into(tx, pools, cluster, version).await?;
     }
     Ok(())
+}
+
+/// Drops the schemas of tenants deleted more than `grace_days` ago and marks
+/// them purged. Returns their slugs.
+pub async fn purge_deleted(
+    pools: &Pools,
+    grace_days: i32,
+    actor: &Actor,
+) -> Result<Vec<String>, DbError> {
+    let due = {
+        let control = pools.control(Role::Admin).await?;
+        control
+            .query(
+                "SELECT slug, cluster, schema_name FROM recept.tenants \
+                 WHERE status = 'deleted' AND purged_at IS NULL \
+                 AND deleted_at < now() - make_interval(days => $1) ORDER BY slug",
+                &[&grace_days],
+            )
+            .await?
+    };
+    let mut purged = Vec::new();
+    for row in due {
+        let (slug, cluster, schema): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        let client = pools.get(&cluster, Role::Admin).await?;
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(&schema)
+            ))
+            .await?;
+        drop(client);
+        let mut control = pools.control(Role::Admin).await?;
+        let tx = control.transaction().await?;
+        tx.execute(
+            "UPDATE recept.tenants SET purged_at = now() WHERE slug = $1",
+            &[&slug],
+        )
+        .await?;
+        audit::record(&tx, actor, "tenant.purge", Some(&slug), None).await?;
+        tx.commit().await?;
+        purged.push(slug);
+    }
+    Ok(purged)
 }

@@ -134,7 +134,8 @@ impl Registry {
         status: TenantStatus,
     ) -> Result<Option<TenantRecord>, DbError> {
         let sql = format!(
-            "UPDATE recept.tenants SET status = $2, updated_at = now() \
+            "UPDATE recept.tenants SET status = $2, updated_at = now(), \
+             deleted_at = CASE WHEN $2 = 'deleted' THEN now() END \
              WHERE slug = $1 RETURNING {COLUMNS}"
         );
         client

@@ -1,5 +1,6 @@
 //! Integration tests: a real PostgreSQL, a real server, over HTTP.
 
+mod admin;
 mod billing;
 mod cli;
 mod clinic_guards;

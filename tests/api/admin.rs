@@ -1,0 +1,214 @@
+//! Admin routes: audit, deletion and purge, stats, cross-tenant reports
+//! bounded by the admin statement timeout, pools.
+
+use recept::tenancy::audit::Actor;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, sample_release, spawn_app, spawn_app_with, TestApp};
+
+async fn admin_json(app: &TestApp, path: &str) -> Value {
+    let response = app.admin_request(Method::GET, path).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.json().await.unwrap()
+}
+
+/// A clinic on the sample release with one insured patient and `visits`
+/// encounters in May 2026.
+async fn busy_clinic(app: &TestApp, prefix: &str, visits: usize) -> (String, String) {
+    let (slug, key) = app.tenant_on_release(prefix, "2026-04").await;
+    let patient: Value = app
+        .clinic_request(Method::POST, "/v1/patients", &key)
+        .json(&json!({"name": "伊藤 健", "birth_date": "1950-02-02", "sex": "male",
+                      "insurances": [{"insurer_number": "39131015", "copay_rate": 10, "valid_from": "2020-01-01"}]}))
+        .send().await.unwrap().json().await.unwrap();
+    for day in 0..visits {
+        let response = app
+            .clinic_request(Method::POST, "/v1/encounters", &key)
+            .json(
+                &json!({"patient_id": patient["id"], "date": format!("2026-05-{:02}", day + 1),
+                          "items": [{"code": "112007410", "quantity": 1}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    (slug, key)
+}
+
+#[tokio::test]
+async fn the_audit_log_records_who_created_suspended_and_revoked() {
+    let app = spawn_app().await;
+    let (slug, _) = app.tenant_with_key("audited").await;
+    let (key_id, _) = app.issue_key(&slug).await;
+
+    app.admin_request(Method::POST, &format!("/admin/tenants/{slug}/suspend"))
+        .header("x-admin-actor", "suzuki@ops")
+        .send()
+        .await
+        .unwrap();
+    app.admin_request(
+        Method::DELETE,
+        &format!("/admin/tenants/{slug}/api-keys/{key_id}"),
+    )
+    .send()
+    .await
+    .unwrap();
+
+    let log = admin_json(&app, "/admin/audit").await;
+    let entries = log["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "key.revoke",
+            "tenant.suspend",
+            "key.issue",
+            "key.issue",
+            "tenant.create"
+        ]
+    );
+    assert!(entries.iter().all(|e| e["target"] == slug.as_str()));
+    assert_eq!(entries[1]["actor"], "suzuki@ops");
+    assert_eq!(entries[0]["actor"], "admin");
+    assert_eq!(entries[0]["remote_addr"], "127.0.0.1");
+    assert_eq!(entries[0]["detail"]["key_id"], key_id.as_str());
+    let page = admin_json(&app, "/admin/audit?limit=2").await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2);
+    let before = page["next_before"].as_i64().unwrap();
+    let rest = admin_json(&app, &format!("/admin/audit?before={before}")).await;
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_deleted_tenant_loses_access_at_once_and_is_purged_after_its_grace() {
+    let app = spawn_app().await;
+    let (slug, key) = app.tenant_with_key("leaving").await;
+
+    let deleted = app
+        .admin_request(Method::DELETE, &format!("/admin/tenants/{slug}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let refused = app
+        .clinic_request(Method::GET, "/v1/tenant", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(refused, StatusCode::UNAUTHORIZED).await;
+    let shown = admin_json(&app, &format!("/admin/tenants/{slug}")).await;
+    assert_eq!(shown["status"], "deleted");
+
+    let pools = &app.app_state.pools;
+    let kept = recept::tenancy::purge_deleted(pools, 30, &Actor::operator())
+        .await
+        .unwrap();
+    assert!(kept.is_empty(), "still within its grace period");
+    let purged = recept::tenancy::purge_deleted(pools, 0, &Actor::operator())
+        .await
+        .unwrap();
+    assert_eq!(purged, vec![slug.clone()]);
+    let schemas: i64 = app
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+            &[&format!("t_{slug}")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0);
+}
+
+#[tokio::test]
+async fn the_monthly_report_covers_every_tenant_page_by_page() {
+    let app = spawn_app().await;
+    app.import_release("2026-04", &sample_release("2026-04"))
+        .await;
+    let (first, _) = busy_clinic(&app, "rep_a", 3).await;
+    let (second, _) = busy_clinic(&app, "rep_b", 2).await;
+
+    let page = admin_json(&app, "/admin/reports/monthly?month=2026-05&limit=1").await;
+    assert_eq!(page["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(page["tenants"][0]["slug"], first.as_str());
+    assert_eq!(page["tenants"][0]["encounters"], 3);
+    assert_eq!(page["tenants"][0]["total_points"], 3 * 73);
+    // 73 points at 10% = 73 yen → 70 yen, three times.
+    assert_eq!(page["tenants"][0]["charge_yen"], 210);
+    let after = page["next_after"].as_str().unwrap();
+    let rest = admin_json(
+        &app,
+        &format!("/admin/reports/monthly?month=2026-05&after={after}"),
+    )
+    .await;
+    assert_eq!(rest["tenants"][0]["slug"], second.as_str());
+    assert_eq!(rest["tenants"][0]["encounters"], 2);
+    let stats = admin_json(&app, &format!("/admin/tenants/{first}/stats")).await;
+    assert_eq!(
+        (stats["patients"].as_i64(), stats["encounters"].as_i64()),
+        (Some(1), Some(3))
+    );
+    assert!(stats["schema_bytes"].as_i64().unwrap() > 0);
+    for bad in ["month=2026-13", "month=May", "month=2026-05&limit=0"] {
+        let response = app
+            .admin_request(Method::GET, &format!("/admin/reports/monthly?{bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+}
+
+#[tokio::test]
+async fn a_report_past_the_admin_timeout_is_cancelled_with_504_and_clinics_go_on() {
+    let app = spawn_app_with(|s| s.admin.statement_timeout_ms = 300).await;
+    app.import_release("2026-04", &sample_release("2026-04"))
+        .await;
+    let (slug, key) = busy_clinic(&app, "blocked", 1).await;
+    // A report that cannot finish in time: a table it reads is locked.
+    let holder = app.db().await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"t_{slug}\".claims IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+
+    let report = app
+        .admin_request(Method::GET, "/admin/reports/monthly?month=2026-05")
+        .send()
+        .await
+        .unwrap();
+    let clinic = app
+        .clinic_request(Method::GET, "/v1/encounters", &key)
+        .send()
+        .await
+        .unwrap();
+
+    let problem = assert_problem(report, StatusCode::GATEWAY_TIMEOUT).await;
+    assert_eq!(problem["type"], "urn:recept:problem:timeout");
+    assert_eq!(clinic.status(), StatusCode::OK);
+    holder.batch_execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test]
+async fn pools_are_listed_per_cluster_and_role() {
+    let app = spawn_app().await;
+
+    let pools = admin_json(&app, "/admin/pools").await;
+
+    let roles: Vec<&str> = pools["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["recept-admin", "recept-clinic", "recept-migrate"]);
+    assert_eq!(pools["pools"][1]["max_size"], 4);
+}
