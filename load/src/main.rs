@@ -4,6 +4,7 @@
 //! Every run is bounded in time and count, talks only to loopback, and
 //! cleans up after itself.
 
+mod admin_reports;
 mod master;
 mod migrate;
 mod stack;
@@ -27,6 +28,9 @@ enum Command {
     /// Migrations: creating tenants, a migration across all of them, a
     /// no-op run, and a migration beside clinic traffic.
     Migrate(migrate::Options),
+    /// Admin isolation: steady clinic traffic alone, then beside heavy
+    /// admin reports that run into the admin statement timeout.
+    AdminReports(admin_reports::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +41,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Master(options) => runtime.block_on(master::run(options)),
         Command::Migrate(options) => runtime.block_on(migrate::run(options)),
+        Command::AdminReports(options) => runtime.block_on(admin_reports::run(options)),
     }
 }

@@ -13,6 +13,8 @@ use recept::startup::Application;
 /// The running stack; PostgreSQL stops and its files go when dropped.
 pub struct Stack {
     pub clinic: String,
+    pub admin: String,
+    pub admin_token: String,
     pub pools: Arc<Pools>,
     pub cache: MasterCache,
     pub pg: Option<PrivatePostgres>,
@@ -58,13 +60,17 @@ impl Stack {
             },
         );
         tweak(&mut settings);
+        let admin_token = settings.admin.token.clone();
         let app = Application::build(settings).await?;
+        let admin = format!("http://127.0.0.1:{}", app.admin_port());
         let clinic = format!("http://127.0.0.1:{}", app.clinic_port());
         let pools = app.state().pools.clone();
         let cache = app.state().master_cache.clone();
         tokio::spawn(app.run_until(std::future::pending()));
         Ok(Stack {
             clinic,
+            admin,
+            admin_token,
             pools,
             cache,
             pg: Some(pg),

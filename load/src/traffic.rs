@@ -115,3 +115,57 @@ pub async fn run(
     }
     all
 }
+
+/// Open-loop clinic traffic: `rate` requests a second for `duration`,
+/// each sent at its scheduled time whatever the others do, and timed from
+/// that schedule (no coordinated omission). Alternates a master lookup and
+/// a patient read. At most 512 requests are in flight; one that would pass
+/// that counts as an error.
+pub async fn open_loop(
+    base: &str,
+    clinics: &Arc<Vec<(String, String)>>,
+    rate: u32,
+    duration: Duration,
+) -> Latencies {
+    let http = reqwest::Client::new();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let total = (duration.as_secs_f64() * f64::from(rate)) as u64;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(512));
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    let mut refused = Latencies::default();
+    for n in 0..total {
+        let scheduled = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(scheduled).await;
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            refused.error();
+            continue;
+        };
+        let (key, patient) = clinics[n as usize % clinics.len()].clone();
+        let http = http.clone();
+        let url = if n % 2 == 0 {
+            format!("{base}/v1/master/items?code=620098801&on=2026-07-01")
+        } else {
+            format!("{base}/v1/patients/{patient}")
+        };
+        tasks.push(tokio::spawn(async move {
+            let ok = http
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            drop(permit);
+            (ok, scheduled.elapsed())
+        }));
+    }
+    let mut all = refused;
+    for task in futures::future::join_all(tasks).await.into_iter().flatten() {
+        match task {
+            (true, elapsed) => all.record(elapsed),
+            (false, _) => all.error(),
+        }
+    }
+    all
+}
