@@ -49,7 +49,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "recept-load admin-reports: {} tenants x {} encounters, clinic {} req/s, admin timeout {} ms",
         o.tenants, o.encounters, o.rate, o.admin_timeout_ms
     );
-    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tenants/master/2026-04.csv"))?;
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tenants/master/2026-04.csv"
+    ))?;
     master::import_release(&pools, "2026-04", &master::parse_release(&sample)?).await?;
     let slugs: Vec<Slug> = (0..o.tenants)
         .map(|i| Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
@@ -113,7 +116,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                 let t = Instant::now();
                 let status = http
-                    .get(format!("{admin}/admin/reports/monthly?month=2026-05&limit=500"))
+                    .get(format!(
+                        "{admin}/admin/reports/monthly?month=2026-05&limit=500"
+                    ))
                     .bearer_auth(&token)
                     .send()
                     .await

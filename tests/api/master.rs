@@ -102,6 +102,19 @@ async fn a_tenant_copies_its_release_and_a_rollout_applies_changes_additions_and
 
     let before = app.clinic_json(&key, "/v1/tenant").await;
     assert_eq!(before["master_release"], "2026-04");
+    let patient = insured_patient(&app, &key).await;
+    // Release A: 10.10 yen × 30 = 303 yen → 1 + ceil(288 / 10) = 30 points.
+    let (status, on_a) = enter(&app, &key, &patient, "2026-07-01", "620098801", 30).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        (
+            on_a["total_points"].as_i64(),
+            on_a["master_release"].as_str()
+        ),
+        (Some(30), Some("2026-04"))
+    );
+    let (status, _) = enter(&app, &key, &patient, "2026-07-01", "140000610", 1).await;
+    assert_eq!(status, StatusCode::CREATED, "not retired in A");
     let loxoprofen = item_on(&app, &key, "620098801", "2026-07-01")
         .await
         .unwrap();
@@ -156,6 +169,39 @@ async fn a_tenant_copies_its_release_and_a_rollout_applies_changes_additions_and
         .await
         .unwrap();
     assert_eq!(renamed["name"], "ＣＲＰ定量");
+}
+
+/// A patient of the clinic, with 30% insurance.
+async fn insured_patient(app: &TestApp, key: &str) -> String {
+    let body: Value = app
+        .clinic_request(Method::POST, "/v1/patients", key)
+        .json(&json!({"name": "中村 明", "birth_date": "1980-08-08", "sex": "male",
+                      "insurances": [{"insurer_number": "06132013", "copay_rate": 30, "valid_from": "2020-01-01"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// Enters an encounter and returns (status, body).
+async fn enter(
+    app: &TestApp,
+    key: &str,
+    patient: &str,
+    date: &str,
+    code: &str,
+    quantity: i64,
+) -> (StatusCode, Value) {
+    let response = app
+        .clinic_request(Method::POST, "/v1/encounters", key)
+        .json(&json!({"patient_id": patient, "date": date, "items": [{"code": code, "quantity": quantity}]}))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
 }
 
 async fn wait_for_rollout(app: &TestApp, id: &str) -> Value {
@@ -271,6 +317,14 @@ async fn two_tenants_on_different_releases_see_different_prices_at_the_same_time
     for (older, price) in futures::future::join_all(requests).await {
         assert_eq!(price, if older { "10.10" } else { "9.80" });
     }
+    let old_patient = insured_patient(&app, &old_key).await;
+    let new_patient = insured_patient(&app, &new_key).await;
+    let (old_priced, new_priced) = tokio::join!(
+        enter(&app, &old_key, &old_patient, "2026-07-01", "620098801", 30),
+        enter(&app, &new_key, &new_patient, "2026-07-01", "620098801", 30),
+    );
+    assert_eq!(old_priced.1["total_points"], 30);
+    assert_eq!(new_priced.1["total_points"], 29);
 }
 
 #[tokio::test]
