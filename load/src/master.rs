@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use clap::Args;
-use futures::StreamExt;
 use recept::master::{self, generate_release, Kind, MasterItem, RolloutTarget};
 use recept::tenancy::audit::Actor;
 use recept::tenancy::{create_tenant, Registry, Slug};
@@ -132,28 +131,7 @@ pub async fn run(mut o: Options) -> anyhow::Result<()> {
     let slugs: Vec<Slug> = (0..o.tenants)
         .map(|i| Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
         .collect();
-    let created: Vec<anyhow::Result<()>> = futures::stream::iter(slugs.iter().cloned())
-        .map(|slug| {
-            let pools = pools.clone();
-            async move {
-                create_tenant(
-                    &pools,
-                    &slug,
-                    "Bench clinic",
-                    "main",
-                    Some("bench-a"),
-                    &Actor::operator(),
-                )
-                .await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    for result in created {
-        result?;
-    }
+    crate::stack::create_tenants(&pools, &slugs, "bench-a", concurrency).await?;
     println!(
         "create {} tenants on the sample-size release: {:.1}s",
         o.tenants,

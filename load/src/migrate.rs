@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures::StreamExt;
 use recept::master;
 use recept::migrate::{self, MigrationSet, RunOptions};
-use recept::tenancy::audit::Actor;
-use recept::tenancy::{create_tenant, Slug};
+use recept::tenancy::Slug;
 
 use crate::stack::Stack;
 use crate::traffic::{self, Phase};
@@ -65,28 +63,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .map(|i| Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
         .collect();
     let started = Instant::now();
-    let created: Vec<anyhow::Result<()>> = futures::stream::iter(slugs.iter().cloned())
-        .map(|slug| {
-            let pools = pools.clone();
-            async move {
-                create_tenant(
-                    &pools,
-                    &slug,
-                    "Bench clinic",
-                    "main",
-                    Some("2026-04"),
-                    &Actor::operator(),
-                )
-                .await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(cores)
-        .collect()
-        .await;
-    for result in created {
-        result?;
-    }
+    crate::stack::create_tenants(&pools, &slugs, "2026-04", cores).await?;
     println!(
         "create {} tenants (schema, 3 migrations, master copy), {} at a time: {:.1}s",
         o.tenants,

@@ -102,3 +102,35 @@ fn chown_to_postgres(dir: &std::path::Path) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "chown {} failed", dir.display());
     Ok(())
 }
+
+/// Creates `slugs` on cluster `main` with master release `release`,
+/// `concurrency` at a time.
+pub async fn create_tenants(
+    pools: &Arc<Pools>,
+    slugs: &[recept::tenancy::Slug],
+    release: &str,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let actor = recept::tenancy::audit::Actor::operator();
+    let created: Vec<anyhow::Result<()>> = futures::stream::iter(slugs.iter())
+        .map(|slug| {
+            let actor = &actor;
+            async move {
+                recept::tenancy::create_tenant(
+                    pools,
+                    slug,
+                    "Bench clinic",
+                    "main",
+                    Some(release),
+                    actor,
+                )
+                .await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    created.into_iter().collect()
+}

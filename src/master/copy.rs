@@ -28,24 +28,11 @@ pub async fn copy_release_into(
         .await?
     } else {
         let control = pools.control(Role::Admin).await?;
-        let escaped = version.replace('\'', "''");
-        let source = control
-            .copy_out(&format!(
-                "COPY (SELECT {ITEM_COLUMNS} FROM recept.master_items \
-                 WHERE version = '{escaped}') TO STDOUT (FORMAT binary)"
-            ))
-            .await?;
-        let chunks: Vec<Bytes> = source.try_collect().await?;
-        let sink = tx
-            .copy_in(&format!(
-                "COPY master_items ({ITEM_COLUMNS}) FROM STDIN (FORMAT binary)"
-            ))
-            .await?;
-        let mut sink = std::pin::pin!(sink);
-        for chunk in chunks {
-            sink.send(chunk).await?;
-        }
-        sink.as_mut().finish().await?
+        let query = format!(
+            "SELECT {ITEM_COLUMNS} FROM recept.master_items WHERE version = {}",
+            literal(version)
+        );
+        copy_items(&control, &query, tx).await?
     };
     tx.execute(
         "UPDATE master_meta SET release = $1, updated_at = now()",
@@ -53,4 +40,32 @@ pub async fn copy_release_into(
     )
     .await?;
     Ok(copied)
+}
+
+/// Streams the rows of `query` (in `ITEM_COLUMNS` order) on `source` into
+/// the tenant copy's `master_items` through `tx`, with binary `COPY`.
+pub(super) async fn copy_items(
+    source: &tokio_postgres::Client,
+    query: &str,
+    tx: &Transaction<'_>,
+) -> Result<u64, DbError> {
+    let rows = source
+        .copy_out(&format!("COPY ({query}) TO STDOUT (FORMAT binary)"))
+        .await?;
+    let chunks: Vec<Bytes> = rows.try_collect().await?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY master_items ({ITEM_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    let mut sink = std::pin::pin!(sink);
+    for chunk in chunks {
+        sink.send(chunk).await?;
+    }
+    Ok(sink.as_mut().finish().await?)
+}
+
+/// A string as an SQL literal (COPY takes no parameters).
+pub(super) fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }

@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::{Kind, MasterItem};
 use crate::billing::Centiyen;
 
-const HEADER: [&str; 7] = [
+/// The columns of a release CSV, in order.
+pub(super) const HEADER: [&str; 7] = [
     "code",
     "kind",
     "name",

@@ -103,15 +103,7 @@ pub fn generate_release(
 /// Writes items as a release CSV (the import format).
 pub fn to_csv(items: &[MasterItem]) -> Vec<u8> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let _ = writer.write_record([
-        "code",
-        "kind",
-        "name",
-        "points",
-        "unit_price_yen",
-        "valid_from",
-        "valid_to",
-    ]);
+    let _ = writer.write_record(super::csv_import::HEADER);
     for item in items {
         let _ = writer.write_record([
             item.code.clone(),

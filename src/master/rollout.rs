@@ -8,13 +8,13 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
-use futures::{SinkExt, StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::copy::{copy_items, literal};
 use super::{release_exists, ITEM_COLUMNS};
 use crate::migrate::quote_ident;
 use crate::pools::{DbError, Pools, Role};
@@ -444,27 +444,13 @@ async fn apply_remote_diff(
         &[&codes, &dates],
     )
     .await?;
-    let escape = |s: &str| s.replace('\'', "''");
-    let source = control
-        .copy_out(&format!(
-            "COPY (SELECT {ITEM_COLUMNS} FROM recept.master_diffs \
-             WHERE from_version = '{}' AND to_version = '{}' AND op = '+') \
-             TO STDOUT (FORMAT binary)",
-            escape(from),
-            escape(to)
-        ))
-        .await?;
-    let chunks: Vec<Bytes> = source.try_collect().await?;
-    let sink = tx
-        .copy_in(&format!(
-            "COPY master_items ({ITEM_COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await?;
-    let mut sink = std::pin::pin!(sink);
-    for chunk in chunks {
-        sink.send(chunk).await?;
-    }
-    sink.as_mut().finish().await?;
+    let query = format!(
+        "SELECT {ITEM_COLUMNS} FROM recept.master_diffs \
+         WHERE from_version = {} AND to_version = {} AND op = '+'",
+        literal(from),
+        literal(to)
+    );
+    copy_items(&control, &query, tx).await?;
     Ok(())
 }
 

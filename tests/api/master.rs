@@ -391,3 +391,102 @@ async fn master_item_search_pages_and_validates() {
         assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
 }
+
+#[tokio::test]
+async fn a_tenant_on_another_cluster_gets_its_copy_rollouts_and_migrations_by_copy() {
+    let control = crate::helpers::fresh_database().await;
+    let other = crate::helpers::fresh_database().await;
+    let mut settings = crate::helpers::test_settings(&control);
+    settings.clusters.insert(
+        "second".into(),
+        recept::config::ClusterSettings { url: other.clone() },
+    );
+    let app = crate::helpers::spawn_app_on(settings).await;
+    app.import_release("2026-04", &sample_release("2026-04"))
+        .await;
+    app.import_release("2026-06", &sample_release("2026-06"))
+        .await;
+    let slug = crate::helpers::unique_slug("remote");
+    let created = app
+        .admin_request(Method::POST, "/admin/tenants")
+        .json(&json!({"slug": slug, "name": "Remote clinic", "cluster": "second", "master_release": "2026-04"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let (_, key) = app.issue_key(&slug).await;
+
+    let before = item_on(&app, &key, "620098801", "2026-07-01")
+        .await
+        .unwrap();
+    assert_eq!(before["unit_price_yen"], "10.10");
+    let report = rollout(
+        &app.app_state.pools,
+        "2026-06",
+        &RolloutTarget::All,
+        1,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.counts.done, 1);
+    let after = item_on(&app, &key, "620098801", "2026-07-01")
+        .await
+        .unwrap();
+    assert_eq!(after["unit_price_yen"], "9.80");
+    assert!(item_on(&app, &key, "140000610", "2026-07-01")
+        .await
+        .is_none());
+
+    // The schema lives in the other database, not the control one.
+    let (remote, connection) = tokio_postgres::connect(&other, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let copied: i64 = remote
+        .query_one(
+            &format!("SELECT count(*) FROM \"t_{slug}\".master_items"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let release: i64 = app
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*) FROM recept.master_items WHERE version = '2026-06'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copied, release);
+    let migrated = recept::migrate::run(
+        &app.app_state.pools,
+        &recept::migrate::MigrationSet::with_extra(&[(
+            "V100__remote",
+            "CREATE TABLE remote_note (x int)",
+        )])
+        .unwrap(),
+        &recept::migrate::RunOptions {
+            concurrency: 1,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(migrated.migrated, 1);
+    let version: i32 = app
+        .db()
+        .await
+        .query_one(
+            "SELECT schema_version FROM recept.tenants WHERE slug = $1",
+            &[&slug],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 100);
+}
