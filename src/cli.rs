@@ -156,7 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => runtime()?.block_on(serve(settings)),
         Command::Dev { state_dir, tenants } => run_dev(settings, &state_dir, &tenants),
-        Command::CheckConfig => check_config(&settings),
+        Command::CheckConfig => runtime()?.block_on(check_config(&settings)),
         Command::Tenants(command) => runtime()?.block_on(tenants(settings, command)),
         Command::Migrate {
             tenants,
@@ -209,10 +209,37 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     app.run_until(shutdown_signal()).await
 }
 
-fn check_config(settings: &Settings) -> anyhow::Result<()> {
+async fn check_config(settings: &Settings) -> anyhow::Result<()> {
     settings.validate()?;
     println!("configuration is valid; effective settings:\n");
     println!("{}", toml::to_string_pretty(&settings.redacted())?);
+    println!("connection budget per cluster:");
+    let pools = Pools::build(settings)?;
+    let mut problems = Vec::new();
+    for (budget, error) in crate::pools::budget::measure(&pools, settings).await {
+        let allowed = budget
+            .allowed
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        println!(
+            "  {}: {} host(s) x (clinic {} + admin {} + migrate {} + 1) = {} needed, {} allowed{}",
+            budget.cluster,
+            budget.hosts,
+            budget.clinic,
+            budget.admin,
+            budget.migration,
+            budget.needed,
+            allowed,
+            error
+                .map(|e| format!(" (not reachable: {e})"))
+                .unwrap_or_default()
+        );
+        problems.extend(budget.problem());
+    }
+    pools.close();
+    if let Some(problem) = problems.first() {
+        bail!("the connection budget does not fit: {problem}");
+    }
     Ok(())
 }
 

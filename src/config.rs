@@ -43,6 +43,9 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
     /// Memory for caches (master items), in MiB.
     pub cache_memory_mb: u64,
+    /// How many recept hosts share each cluster: the connection budget is
+    /// this many times one host's pools.
+    pub hosts_per_cluster: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,17 @@ pub struct ClinicSettings {
     pub statement_timeout_ms: u64,
     /// Longest a clinic request waits for a connection before `503`.
     pub queue_timeout_ms: u64,
+    /// The most clinic requests that may wait for a connection of one
+    /// cluster; past it a request is refused with 503 at once.
+    pub max_waiting: usize,
+    /// The most clinic requests of one tenant that may hold or wait for a
+    /// connection at once; past it that tenant gets 429.
+    pub tenant_max_in_flight: usize,
+    /// A clinic connection older than this is closed instead of reused
+    /// (bounds each backend's catalog cache of tenant schemas).
+    pub connection_max_age_s: u64,
+    /// A clinic connection used this many times is closed instead of reused.
+    pub connection_max_uses: usize,
     /// How long a clinic statement waits for a row lock (an Idempotency-Key
     /// in use, a rollout in progress) before giving up.
     pub lock_timeout_ms: u64,
@@ -139,6 +153,7 @@ impl Default for ServerSettings {
             shutdown_timeout_s: 10,
             log_format: LogFormat::Pretty,
             cache_memory_mb: 64,
+            hosts_per_cluster: 1,
         }
     }
 }
@@ -158,6 +173,10 @@ impl Default for ClinicSettings {
             pool_size: 16,
             statement_timeout_ms: 5_000,
             queue_timeout_ms: 200,
+            max_waiting: 64,
+            tenant_max_in_flight: 8,
+            connection_max_age_s: 600,
+            connection_max_uses: 20_000,
             lock_timeout_ms: 2_000,
             key_cache_ttl_ms: 3_000,
             key_cache_capacity: 100_000,

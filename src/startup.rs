@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::http::{self, AppState, Listener};
 use crate::master::MasterCache;
 use crate::migrate::prepare_control;
-use crate::pools::{Pools, Role};
+use crate::pools::{budget, Pools, Role};
 use crate::tenancy::KeyResolver;
 
 /// A running recept: the clinic listener and the admin listener.
@@ -37,6 +37,7 @@ impl Application {
         let settings = Arc::new(settings);
         let pools = Arc::new(Pools::build(&settings)?);
         prepare_control(&pools).await?;
+        check_budget(&pools, &settings).await?;
 
         let state = web::Data::new(AppState {
             settings: settings.clone(),
@@ -110,6 +111,28 @@ impl Application {
         self.state.pools.close();
         Ok(())
     }
+}
+
+/// Refuses a budget that does not fit a reachable cluster; a cluster that
+/// cannot be reached is reported and checked when it can.
+async fn check_budget(pools: &Pools, settings: &Settings) -> anyhow::Result<()> {
+    for (budget, error) in budget::measure(pools, settings).await {
+        if let Some(problem) = budget.problem() {
+            anyhow::bail!("the connection budget does not fit: {problem}");
+        }
+        match error {
+            Some(error) => {
+                tracing::warn!(cluster = %budget.cluster, %error, "could not check the connection budget")
+            }
+            None => tracing::info!(
+                cluster = %budget.cluster,
+                needed = budget.needed,
+                allowed = budget.allowed,
+                "connection budget fits"
+            ),
+        }
+    }
+    Ok(())
 }
 
 fn bind(address: &str, key: &str) -> anyhow::Result<TcpListener> {

@@ -196,7 +196,7 @@ pub async fn run(mut o: Options) -> anyhow::Result<()> {
     );
 
     // 3. Cached price lookups.
-    let conn = pools.tenant("main", "t_clinic_00000").await?;
+    let conn = pools.schema("main", "t_clinic_00000").await?;
     let codes: Vec<String> = a.iter().take(20).map(|i| i.code.clone()).collect();
     let code_refs: Vec<&str> = codes.iter().map(String::as_str).collect();
     let tenant_id = {

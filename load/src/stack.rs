@@ -45,6 +45,7 @@ impl Stack {
                     ("shared_buffers".into(), "512MB".into()),
                     ("max_locks_per_transaction".into(), "256".into()),
                 ],
+                port: None,
             },
         )
         .context("starting PostgreSQL")?;

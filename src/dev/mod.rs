@@ -113,6 +113,7 @@ pub fn start_cluster(state_dir: &Path, state: &DevState) -> anyhow::Result<Priva
         password: state.pg_password.clone(),
         log_file: state_dir.join("postgres.log"),
         settings: vec![("max_connections".into(), "200".into())],
+        port: None,
     };
     PrivatePostgres::start(&bins, &spec)
 }

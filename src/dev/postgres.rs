@@ -118,6 +118,8 @@ pub struct ClusterSpec {
     pub log_file: PathBuf,
     /// Extra `-c name=value` settings.
     pub settings: Vec<(String, String)>,
+    /// The port to listen on; a free one when `None`.
+    pub port: Option<u16>,
 }
 
 /// A running private cluster. Stopped (fast shutdown) by [`PrivatePostgres::stop`];
@@ -141,7 +143,10 @@ impl PrivatePostgres {
         if !data_dir.join("PG_VERSION").is_file() {
             initdb(bins, &data_dir, &spec.password, run_as.as_ref())?;
         }
-        let port = free_port()?;
+        let port = match spec.port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)

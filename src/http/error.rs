@@ -52,6 +52,12 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    /// This tenant is over its share of the host: retry after the delay.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_ms: u64,
+    },
     /// Overload or an unreachable database: retry after the given delay.
     #[error("{message}")]
     Unavailable {
@@ -84,6 +90,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "urn:recept:problem:method-not-allowed",
             ApiError::UnsupportedMediaType(_) => "urn:recept:problem:unsupported-media-type",
             ApiError::Validation(_) => "urn:recept:problem:validation",
+            ApiError::TooManyRequests { .. } => "urn:recept:problem:too-many-requests",
             ApiError::Unavailable { .. } => "urn:recept:problem:unavailable",
             ApiError::Timeout => "urn:recept:problem:timeout",
             ApiError::Internal(_) => "urn:recept:problem:internal",
@@ -103,6 +110,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::Validation(_) => "Validation failed",
+            ApiError::TooManyRequests { .. } => "Too many requests",
             ApiError::Unavailable { .. } => "Service unavailable",
             ApiError::Timeout => "Timed out",
             ApiError::Internal(_) => "Internal error",
@@ -141,6 +149,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -157,7 +166,8 @@ impl ResponseError for ApiError {
             other => other.to_string(),
         };
         let retry_after_ms = match self {
-            ApiError::Unavailable { retry_after_ms, .. } => Some(*retry_after_ms),
+            ApiError::Unavailable { retry_after_ms, .. }
+            | ApiError::TooManyRequests { retry_after_ms, .. } => Some(*retry_after_ms),
             _ => None,
         };
         let problem = Problem {
@@ -191,13 +201,21 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Unavailable(cause) => {
-                tracing::warn!(%cause, "database unavailable");
+                tracing::warn!(%cause, "database busy or unavailable");
                 ApiError::Unavailable {
                     message: "the database is busy or unavailable; retry shortly".into(),
-                    retry_after_ms: 1_000,
+                    retry_after_ms: 500,
                 }
             }
             DbError::StatementTimeout => ApiError::Timeout,
+            DbError::QueueFull => ApiError::Unavailable {
+                message: "the server is at capacity; retry shortly".into(),
+                retry_after_ms: 500,
+            },
+            DbError::TenantBusy => ApiError::TooManyRequests {
+                message: "this clinic has too many requests in flight; retry shortly".into(),
+                retry_after_ms: 200,
+            },
             other => ApiError::Internal(other.into()),
         }
     }

@@ -11,16 +11,18 @@
 //! ([`TenantConn`]). Nothing else in recept builds a pool or sets session
 //! state on a pooled connection.
 
+pub mod budget;
 mod tenant_conn;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use tokio_postgres::NoTls;
+use uuid::Uuid;
 
 use crate::config::Settings;
 pub use tenant_conn::{ExpectedSettings, TenantConn, Tx};
@@ -58,8 +60,52 @@ struct ClusterPools {
 pub struct Pools {
     clusters: HashMap<String, ClusterPools>,
     control_cluster: String,
+    /// Bounds on clinic requests: waiters per cluster, in-flight per tenant.
+    admission: Admission,
     /// What clinic connections must show on every use.
     clinic_settings: Arc<ExpectedSettings>,
+}
+
+/// Per-tenant in-flight accounting for clinic requests.
+struct Admission {
+    max_waiting: usize,
+    tenant_max_in_flight: usize,
+    /// Requests in flight by tenant; entries go when they reach zero. A
+    /// std mutex: held only to bump a counter, never across an await.
+    in_flight: Arc<Mutex<HashMap<Uuid, usize>>>,
+}
+
+impl Admission {
+    fn enter(&self, tenant: Uuid) -> Result<TenantShare, DbError> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let count = in_flight.entry(tenant).or_insert(0);
+        if *count >= self.tenant_max_in_flight {
+            return Err(DbError::TenantBusy);
+        }
+        *count += 1;
+        Ok(TenantShare {
+            tenant,
+            in_flight: self.in_flight.clone(),
+        })
+    }
+}
+
+/// One request's place in its tenant's share, given back on drop.
+pub struct TenantShare {
+    tenant: Uuid,
+    in_flight: Arc<Mutex<HashMap<Uuid, usize>>>,
+}
+
+impl Drop for TenantShare {
+    fn drop(&mut self) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = in_flight.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 /// A snapshot of one pool.
@@ -91,6 +137,13 @@ pub enum DbError {
     /// The tenant's cluster is not configured on this host.
     #[error("unknown cluster `{0}`")]
     UnknownCluster(String),
+    /// Admission refused the request before it waited: too many requests
+    /// already wait for this cluster's connections.
+    #[error("too many requests are waiting for a connection")]
+    QueueFull,
+    /// This tenant already has its share of connections in use.
+    #[error("this clinic has too many requests in flight")]
+    TenantBusy,
     #[error(transparent)]
     Postgres(tokio_postgres::Error),
 }
@@ -154,6 +207,10 @@ impl Pools {
                 settings.clinic.statement_timeout_ms,
                 settings.clinic.lock_timeout_ms,
                 settings.clinic.queue_timeout_ms,
+                Some((
+                    Duration::from_secs(settings.clinic.connection_max_age_s),
+                    settings.clinic.connection_max_uses,
+                )),
             )?;
             let admin = build_pool(
                 pg.clone(),
@@ -162,6 +219,7 @@ impl Pools {
                 settings.admin.statement_timeout_ms,
                 settings.admin.statement_timeout_ms,
                 settings.admin.queue_timeout_ms,
+                None,
             )?;
             let migration = build_pool(
                 pg,
@@ -171,6 +229,7 @@ impl Pools {
                 settings.migrate.lock_timeout_ms,
                 // A migration worker waits for its own pool's connection.
                 settings.migrate.statement_timeout_ms,
+                None,
             )?;
             clusters.insert(
                 name.clone(),
@@ -184,6 +243,11 @@ impl Pools {
         Ok(Pools {
             clusters,
             control_cluster: settings.control.cluster.clone(),
+            admission: Admission {
+                max_waiting: settings.clinic.max_waiting,
+                tenant_max_in_flight: settings.clinic.tenant_max_in_flight,
+                in_flight: Arc::new(Mutex::new(HashMap::new())),
+            },
             clinic_settings: Arc::new(ExpectedSettings {
                 statement_timeout: format!("{}ms", settings.clinic.statement_timeout_ms),
                 application_name: Role::Clinic.application_name(),
@@ -225,13 +289,40 @@ impl Pools {
         self.get(&self.control_cluster, role).await
     }
 
-    /// A clinic connection bound to one tenant's schema for one request.
-    pub async fn tenant(&self, cluster: &str, schema: &str) -> Result<TenantConn, DbError> {
+    /// A clinic connection bound to one tenant's schema for one request,
+    /// through admission: refused at once (`TenantBusy`) when the tenant
+    /// already has its share in flight, or (`QueueFull`) when too many
+    /// requests already wait for the cluster; otherwise it waits at most
+    /// `clinic.queue_timeout_ms`.
+    pub async fn tenant(
+        &self,
+        tenant: Uuid,
+        cluster: &str,
+        schema: &str,
+    ) -> Result<TenantConn, DbError> {
+        let share = self.admission.enter(tenant)?;
+        let pool = self.pool(cluster, Role::Clinic)?;
+        if pool.status().waiting >= self.admission.max_waiting {
+            return Err(DbError::QueueFull);
+        }
+        let client = pool.get().await?;
+        Ok(TenantConn::new(
+            client,
+            schema,
+            self.clinic_settings.clone(),
+            Some(share),
+        ))
+    }
+
+    /// A clinic connection in `schema` without admission, for operators'
+    /// tools and benchmarks that are not clinic requests.
+    pub async fn schema(&self, cluster: &str, schema: &str) -> Result<TenantConn, DbError> {
         let client = self.get(cluster, Role::Clinic).await?;
         Ok(TenantConn::new(
             client,
             schema,
             self.clinic_settings.clone(),
+            None,
         ))
     }
 
@@ -282,6 +373,7 @@ fn build_pool(
     statement_timeout_ms: u64,
     lock_timeout_ms: u64,
     queue_timeout_ms: u64,
+    retire: Option<(Duration, usize)>,
 ) -> anyhow::Result<Pool> {
     pg.application_name(role.application_name());
     // Fixed for the life of the connection; a request cannot change them
@@ -308,7 +400,20 @@ fn build_pool(
     };
     let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method });
     let wait = Duration::from_millis(queue_timeout_ms);
-    Ok(Pool::builder(manager)
+    let mut builder = Pool::builder(manager);
+    if let Some((max_age, max_uses)) = retire {
+        // Each backend caches the catalog of every schema it touched; a
+        // connection is retired after an age or a number of uses so that
+        // memory stays bounded with thousands of tenants.
+        builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
+            if metrics.age() > max_age || metrics.recycle_count >= max_uses {
+                Err(HookError::message("retired"))
+            } else {
+                Ok(())
+            }
+        }));
+    }
+    Ok(builder
         .max_size(size)
         .wait_timeout(Some(wait))
         .create_timeout(Some(Duration::from_secs(5)))

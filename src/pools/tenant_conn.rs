@@ -49,6 +49,9 @@ pub struct TenantConn {
     /// Set when the session's settings were found changed: the connection
     /// is discarded instead of returning to the pool.
     tainted: Cell<bool>,
+    /// The request's place in its tenant's share (clinic requests only);
+    /// released when the connection is.
+    _share: Option<super::TenantShare>,
 }
 
 /// What a pool's connections must show, checked on every use.
@@ -60,13 +63,19 @@ pub struct ExpectedSettings {
 }
 
 impl TenantConn {
-    pub(super) fn new(client: Object, schema: &str, expected: Arc<ExpectedSettings>) -> TenantConn {
+    pub(super) fn new(
+        client: Object,
+        schema: &str,
+        expected: Arc<ExpectedSettings>,
+        share: Option<super::TenantShare>,
+    ) -> TenantConn {
         TenantConn {
             client: Some(client),
             search_path: crate::migrate::quote_ident(schema).into(),
             open: Cell::new(false),
             expected,
             tainted: Cell::new(false),
+            _share: share,
         }
     }
 

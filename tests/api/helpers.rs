@@ -50,6 +50,7 @@ pub fn spec(dir: &std::path::Path, password: &str) -> ClusterSpec {
             ("synchronous_commit".into(), "off".into()),
             ("full_page_writes".into(), "off".into()),
         ],
+        port: None,
     }
 }
 
@@ -115,6 +116,11 @@ pub fn test_settings(db_url: &str) -> Settings {
     settings.server.admin_listen = "127.0.0.1:0".into();
     settings.server.workers = 2;
     settings.clinic.pool_size = 4;
+    // Tests fire bursts of concurrent requests at one tenant on purpose;
+    // the budget tests lower these again to exercise admission.
+    settings.clinic.tenant_max_in_flight = 256;
+    settings.clinic.max_waiting = 256;
+    settings.clinic.queue_timeout_ms = 5_000;
     settings.admin.pool_size = 2;
     settings.admin.token = format!("admin-{}", Uuid::new_v4().simple());
     settings.clusters.insert(

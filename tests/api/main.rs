@@ -2,6 +2,7 @@
 
 mod admin;
 mod billing;
+mod budget;
 mod cli;
 mod clinic_guards;
 mod helpers;

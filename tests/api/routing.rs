@@ -80,7 +80,7 @@ async fn the_tenant_schema_does_not_outlive_its_transaction() {
     let (slug, _) = app.tenant_with_key("scoped").await;
     let pools = &app.app_state.pools;
 
-    let conn = pools.tenant("main", &format!("t_{slug}")).await.unwrap();
+    let conn = pools.schema("main", &format!("t_{slug}")).await.unwrap();
     let inside = conn
         .read("SELECT current_setting('search_path')", &[])
         .await
@@ -105,7 +105,7 @@ async fn a_write_that_fails_leaves_nothing_and_a_dropped_one_never_returns_its_c
     let pools = app.app_state.pools.clone();
 
     // A failing write rolls back.
-    let conn = pools.tenant("main", &schema).await.unwrap();
+    let conn = pools.schema("main", &schema).await.unwrap();
     let failed: Result<(), DbError> = conn
         .write(async |tx| {
             tx.execute("UPDATE clinic SET name = 'changed'", &[])
@@ -118,7 +118,7 @@ async fn a_write_that_fails_leaves_nothing_and_a_dropped_one_never_returns_its_c
     drop(conn);
 
     // A write abandoned mid-statement (the client went away).
-    let conn = pools.tenant("main", &schema).await.unwrap();
+    let conn = pools.schema("main", &schema).await.unwrap();
     let abandoned = tokio::time::timeout(
         Duration::from_millis(200),
         conn.write(async |tx| -> Result<(), DbError> {
@@ -133,7 +133,7 @@ async fn a_write_that_fails_leaves_nothing_and_a_dropped_one_never_returns_its_c
     drop(conn);
 
     // The next request gets a clean connection outside any transaction.
-    let conn = pools.tenant("main", &schema).await.unwrap();
+    let conn = pools.schema("main", &schema).await.unwrap();
     let rows = conn.read("SELECT name FROM clinic", &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, String>(0), format!("Clinic {slug}"));
     let raw = pools.get("main", Role::Clinic).await;
@@ -393,14 +393,14 @@ async fn every_connection_keeps_its_pools_settings_even_after_a_session_set() {
     let pools = app.app_state.pools.clone();
 
     for _ in 0..20 {
-        let conn = pools.tenant("main", &schema).await.unwrap();
+        let conn = pools.schema("main", &schema).await.unwrap();
         assert_eq!(
             session_settings(&conn).await.unwrap(),
             ("4s".to_string(), "recept-clinic".to_string())
         );
     }
     // Code that sets session state on a clinic connection...
-    let conn = pools.tenant("main", &schema).await.unwrap();
+    let conn = pools.schema("main", &schema).await.unwrap();
     conn.write(async |tx| -> Result<(), DbError> {
         tx.batch_execute("SET statement_timeout = 0; SET application_name = 'leaked'")
             .await?;
@@ -411,11 +411,11 @@ async fn every_connection_keeps_its_pools_settings_even_after_a_session_set() {
     drop(conn);
     // ...is caught on the connection's next use, which is refused, and the
     // connection is replaced.
-    let next = pools.tenant("main", &schema).await.unwrap();
+    let next = pools.schema("main", &schema).await.unwrap();
     assert!(session_settings(&next).await.is_err());
     assert!(next.tainted());
     drop(next);
-    let fresh = pools.tenant("main", &schema).await.unwrap();
+    let fresh = pools.schema("main", &schema).await.unwrap();
     assert_eq!(
         session_settings(&fresh).await.unwrap(),
         ("4s".to_string(), "recept-clinic".to_string())

@@ -58,7 +58,10 @@ pub async fn generate(
 ) -> Result<HttpResponse, ApiError> {
     let input: GenerateBody = parse(&body)?;
     let month = parse_month(&input.month)?;
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     write_once(&conn, None, async |tx| {
         let drafts = claims::generate(tx, month).await?;
         stored(
@@ -87,7 +90,10 @@ pub async fn list(
     query: web::Query<MonthQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let month = parse_month(&query.month)?;
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     let found = claims::list(&conn, month).await?;
     Ok(HttpResponse::Ok().json(ClaimList {
         month: query.into_inner().month,
@@ -103,7 +109,10 @@ pub async fn show(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "claim")?;
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     let (claim, encounters) = claims::get(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no claim {id}")))?;
@@ -118,7 +127,10 @@ pub async fn confirm(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "claim")?;
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     write_once(&conn, None, async |tx| {
         match claims::confirm(tx, id).await? {
             ConfirmOutcome::NotFound => Err(ApiError::NotFound(format!("no claim {id}"))),
@@ -139,7 +151,10 @@ pub async fn export(
     query: web::Query<MonthQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let month = parse_month(&query.month)?;
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     let rows = claims::export(&conn, month).await?;
     let mut writer = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<&str> = EXPORT_COLUMNS.to_vec();

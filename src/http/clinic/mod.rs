@@ -32,7 +32,10 @@ pub async fn tenant(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
 ) -> Result<HttpResponse, ApiError> {
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     let rows = conn
         .read(
             "SELECT name, current_schema(), created_at, (SELECT release FROM master_meta) \
@@ -154,7 +157,10 @@ pub async fn master_items(
         after,
         limit,
     };
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     let items = master_items::search(&conn, &search).await?;
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last())

@@ -232,7 +232,10 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     write_once(&conn, idempotency, async |tx| {
         let patient = patients::insert(tx, &fields, &insurances).await?;
         stored(StatusCode::CREATED, &patient, Some(etag(patient.version)))
@@ -248,7 +251,10 @@ pub async fn show(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "patient")?;
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     let patient = patients::get(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
@@ -295,7 +301,10 @@ pub async fn search(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     let found = patients::search(&conn, q.as_deref(), after, limit).await?;
     let next_cursor = (found.len() as i64 == limit)
         .then(|| found.last().map(|p| encode_cursor(&[&p.id.to_string()])))
@@ -332,7 +341,10 @@ pub async fn update(
     let id = parse_id(&id, "patient")?;
     let expected = if_match(&req)?;
     let patch: PatchPatientBody = parse(&body)?;
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     write_once(&conn, None, async |tx| {
         let current = patients::get_in(tx, id)
             .await?
@@ -386,7 +398,10 @@ pub async fn balance(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "patient")?;
-    let conn = state.pools.tenant(&tenant.cluster, &tenant.schema).await?;
+    let conn = state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?;
     let (billed, paid) = patients::balance(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;

@@ -1,0 +1,98 @@
+//! The connection budget: what this host's pools need of each cluster,
+//! against what each cluster allows. recept refuses to start with a budget
+//! that does not fit, and says which numbers to change.
+
+use serde::Serialize;
+
+use super::{Pools, Role};
+use crate::config::Settings;
+
+/// One cluster's budget.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterBudget {
+    pub cluster: String,
+    pub hosts: usize,
+    pub clinic: usize,
+    pub admin: usize,
+    pub migration: usize,
+    /// Connections all hosts may open: hosts × (pools + the migration run's
+    /// own connection).
+    pub needed: usize,
+    /// `max_connections` minus the reserved connections; `None` when the
+    /// cluster could not be asked.
+    pub allowed: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub reserved: Option<usize>,
+}
+
+impl ClusterBudget {
+    pub fn fits(&self) -> bool {
+        self.allowed.is_none_or(|allowed| self.needed <= allowed)
+    }
+
+    /// Why it does not fit, naming the settings to change.
+    pub fn problem(&self) -> Option<String> {
+        let allowed = self.allowed?;
+        (self.needed > allowed).then(|| {
+            format!(
+                "cluster `{}` allows {allowed} connections (max_connections {} minus {} reserved), \
+                 but {} host(s) (server.hosts_per_cluster) × (clinic.pool_size {} + admin.pool_size {} \
+                 + migrate.pool_size {} + 1 for a migration run) need {}; lower the pool sizes or \
+                 the hosts, or raise max_connections",
+                self.cluster,
+                self.max_connections.unwrap_or(0),
+                self.reserved.unwrap_or(0),
+                self.hosts,
+                self.clinic,
+                self.admin,
+                self.migration,
+                self.needed
+            )
+        })
+    }
+}
+
+/// Each cluster's budget; a cluster that cannot be reached has `allowed`
+/// `None` and its error alongside.
+pub async fn measure(pools: &Pools, settings: &Settings) -> Vec<(ClusterBudget, Option<String>)> {
+    let hosts = settings.server.hosts_per_cluster;
+    let per_host =
+        settings.clinic.pool_size + settings.admin.pool_size + settings.migrate.pool_size + 1;
+    let mut budgets = Vec::new();
+    for cluster in settings.clusters.keys() {
+        let mut budget = ClusterBudget {
+            cluster: cluster.clone(),
+            hosts,
+            clinic: settings.clinic.pool_size,
+            admin: settings.admin.pool_size,
+            migration: settings.migrate.pool_size,
+            needed: hosts * per_host,
+            allowed: None,
+            max_connections: None,
+            reserved: None,
+        };
+        let asked = async {
+            let client = pools.get(cluster, Role::Admin).await?;
+            let row = client
+                .query_one(
+                    "SELECT current_setting('max_connections')::int8, \
+                     current_setting('superuser_reserved_connections')::int8 \
+                     + coalesce(current_setting('reserved_connections', true)::int8, 0)",
+                    &[],
+                )
+                .await?;
+            Ok::<_, super::DbError>((row.get::<_, i64>(0) as usize, row.get::<_, i64>(1) as usize))
+        }
+        .await;
+        match asked {
+            Ok((max, reserved)) => {
+                budget.max_connections = Some(max);
+                budget.reserved = Some(reserved);
+                budget.allowed = Some(max.saturating_sub(reserved));
+                budgets.push((budget, None));
+            }
+            Err(e) => budgets.push((budget, Some(e.to_string()))),
+        }
+    }
+    budgets
+}

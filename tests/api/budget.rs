@@ -1,0 +1,162 @@
+//! The per-host budget: it must fit the cluster, waits are bounded, a
+//! tenant cannot take every connection, and PostgreSQL can come and go.
+
+use std::time::Duration;
+
+use recept::dev::{PgBinaries, PrivatePostgres};
+use recept::startup::Application;
+use reqwest::{Method, StatusCode};
+use uuid::Uuid;
+
+use crate::helpers::{
+    assert_problem, cluster_dir, fresh_database, spawn_app_on, spawn_app_with, spec, test_settings,
+};
+
+#[tokio::test]
+async fn a_budget_that_does_not_fit_the_cluster_refuses_to_start() {
+    let mut settings = test_settings(&fresh_database().await);
+    settings.clinic.pool_size = 200;
+    settings.server.hosts_per_cluster = 2;
+
+    let refused = Application::build(settings).await.err().expect("refused");
+
+    let message = format!("{refused:#}");
+    assert!(message.contains("clinic.pool_size 200"), "{message}");
+    assert!(message.contains("server.hosts_per_cluster"), "{message}");
+    assert!(message.contains("max_connections 300"), "{message}");
+}
+
+#[tokio::test]
+async fn with_every_connection_busy_requests_are_refused_within_their_deadline() {
+    let app = spawn_app_with(|s| {
+        s.clinic.pool_size = 2;
+        s.clinic.queue_timeout_ms = 150;
+        s.clinic.max_waiting = 1;
+    })
+    .await;
+    let (slug, key) = app.tenant_with_key("saturated").await;
+    let pools = app.app_state.pools.clone();
+    let schema = format!("t_{slug}");
+    // Two slow requests hold both connections.
+    let first = pools.schema("main", &schema).await.unwrap();
+    let second = pools.schema("main", &schema).await.unwrap();
+
+    let waiting = app.clinic_request(Method::GET, "/v1/patients", &key).send();
+    let also = app.clinic_request(Method::GET, "/v1/patients", &key).send();
+    let (waiting, also) = tokio::join!(waiting, also);
+
+    for response in [waiting.unwrap(), also.unwrap()] {
+        assert!(response.headers().contains_key("retry-after"));
+        assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    }
+    // The first two finish normally and the next request is served.
+    assert_eq!(
+        first
+            .read("SELECT count(*) FROM patients", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        second
+            .read("SELECT count(*) FROM patients", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop((first, second));
+    let after = app
+        .clinic_request(Method::GET, "/v1/patients", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_share_gets_429_while_another_is_served() {
+    let app = spawn_app_with(|s| {
+        s.clinic.pool_size = 4;
+        s.clinic.tenant_max_in_flight = 1;
+    })
+    .await;
+    let (noisy, noisy_key) = app.tenant_with_key("noisy").await;
+    let (_, quiet_key) = app.tenant_with_key("quiet").await;
+    let noisy_id: Uuid = app
+        .db()
+        .await
+        .query_one("SELECT id FROM recept.tenants WHERE slug = $1", &[&noisy])
+        .await
+        .unwrap()
+        .get(0);
+    // The noisy clinic's one allowed request is in flight.
+    let held = app
+        .app_state
+        .pools
+        .tenant(noisy_id, "main", &format!("t_{noisy}"))
+        .await
+        .unwrap();
+
+    let refused = app
+        .clinic_request(Method::GET, "/v1/patients", &noisy_key)
+        .send()
+        .await
+        .unwrap();
+    let served = app
+        .clinic_request(Method::GET, "/v1/patients", &quiet_key)
+        .send()
+        .await
+        .unwrap();
+
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(served.status(), StatusCode::OK);
+    drop(held);
+    let again = app
+        .clinic_request(Method::GET, "/v1/patients", &noisy_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn postgresql_restarted_is_answered_with_503_then_served_without_restarting_recept() {
+    let dir = cluster_dir("recept-restart-");
+    let password = "restart-test-password";
+    let bins = PgBinaries::find().unwrap();
+    let pg = PrivatePostgres::start(&bins, &spec(&dir, password)).unwrap();
+    let port = pg.port();
+    let app = spawn_app_on(test_settings(&crate::helpers::url(
+        port, password, "postgres",
+    )))
+    .await;
+    let (_, key) = app.tenant_with_key("restart").await;
+    let get = || app.clinic_request(Method::GET, "/v1/patients", &key).send();
+    assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+
+    pg.stop().unwrap();
+    let down = get().await.unwrap();
+    assert_problem(down, StatusCode::SERVICE_UNAVAILABLE).await;
+    let mut again = spec(&dir, password);
+    again.port = Some(port);
+    let pg = PrivatePostgres::start(&bins, &again).unwrap();
+
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        status = get().await.unwrap().status();
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "served again after PostgreSQL came back"
+    );
+    drop(pg);
+    let _ = std::fs::remove_dir_all(dir);
+}
