@@ -7,6 +7,8 @@
 mod admin_reports;
 mod master;
 mod migrate;
+mod overload;
+mod restart;
 mod stack;
 mod stats;
 mod traffic;
@@ -31,6 +33,10 @@ enum Command {
     /// Admin isolation: steady clinic traffic alone, then beside heavy
     /// admin reports that run into the admin statement timeout.
     AdminReports(admin_reports::Options),
+    /// Overload: capacity, then an open-loop offered load at 3x it.
+    Overload(overload::Options),
+    /// PostgreSQL restarted under traffic: fast failures, then recovery.
+    PgRestart(restart::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +48,7 @@ fn main() -> anyhow::Result<()> {
         Command::Master(options) => runtime.block_on(master::run(options)),
         Command::Migrate(options) => runtime.block_on(migrate::run(options)),
         Command::AdminReports(options) => runtime.block_on(admin_reports::run(options)),
+        Command::Overload(options) => runtime.block_on(overload::run(options)),
+        Command::PgRestart(options) => runtime.block_on(restart::run(options)),
     }
 }

@@ -15,6 +15,8 @@ pub struct Stack {
     pub clinic: String,
     pub admin: String,
     pub admin_token: String,
+    /// The database recept uses, for samplers of its own.
+    pub database_url: String,
     pub pools: Arc<Pools>,
     pub cache: MasterCache,
     pub pg: Option<PrivatePostgres>,
@@ -50,6 +52,7 @@ impl Stack {
         )
         .context("starting PostgreSQL")?;
         recept::dev::ensure_database(&pg, "recept").await?;
+        let database_url = pg.url("recept");
         let mut settings = Settings::default();
         settings.server.clinic_listen = "127.0.0.1:0".into();
         settings.server.admin_listen = "127.0.0.1:0".into();
@@ -72,11 +75,38 @@ impl Stack {
             clinic,
             admin,
             admin_token,
+            database_url,
             pools,
             cache,
             pg: Some(pg),
             dir,
         })
+    }
+}
+
+impl Stack {
+    /// Stops PostgreSQL (fast shutdown), waits `down`, and starts it again on
+    /// the same port and data; returns when it accepts connections.
+    pub fn restart_postgres(&mut self, down: std::time::Duration) -> anyhow::Result<()> {
+        let pg = self.pg.take().context("PostgreSQL is not running")?;
+        let port = pg.port();
+        pg.stop()?;
+        std::thread::sleep(down);
+        self.pg = Some(PrivatePostgres::start(
+            &PgBinaries::find()?,
+            &ClusterSpec {
+                data_dir: self.dir.join("data"),
+                password: "load-test".into(),
+                log_file: self.dir.join("postgres.log"),
+                settings: vec![
+                    ("max_connections".into(), "200".into()),
+                    ("shared_buffers".into(), "512MB".into()),
+                    ("max_locks_per_transaction".into(), "256".into()),
+                ],
+                port: Some(port),
+            },
+        )?);
+        Ok(())
     }
 }
 

@@ -1,0 +1,249 @@
+//! The overload benchmark: recept's capacity for a single-patient read,
+//! then an open-loop offered load at three times that capacity, with
+//! recept's PostgreSQL backends sampled throughout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::stack::Stack;
+use crate::stats::Latencies;
+use crate::traffic::{self, Phase};
+
+#[derive(Args, Clone)]
+pub struct Options {
+    /// Tenants the traffic is spread over.
+    #[arg(long, default_value_t = 20)]
+    tenants: usize,
+    /// Closed-loop clients measuring capacity.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Offered load as a multiple of the measured capacity.
+    #[arg(long, default_value_t = 3.0)]
+    factor: f64,
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+}
+
+/// What an open-loop phase saw.
+#[derive(Default)]
+struct Outcome {
+    ok: Latencies,
+    rejected: Latencies,
+    /// Anything but 2xx, 429 and 503: should stay zero.
+    failed: u64,
+    dropped: u64,
+}
+
+pub async fn run(o: Options) -> anyhow::Result<()> {
+    let stack = Stack::start(|s| {
+        s.server.workers = 2;
+    })
+    .await?;
+    let settings_budget = 16 + 4 + 2;
+    let pools = stack.pools.clone();
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tenants/master/2026-04.csv"
+    ))?;
+    recept::master::import_release(&pools, "2026-04", &recept::master::parse_release(&sample)?)
+        .await?;
+    let slugs: Vec<recept::tenancy::Slug> = (0..o.tenants)
+        .map(|i| recept::tenancy::Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
+        .collect();
+    crate::stack::create_tenants(&pools, &slugs, "2026-04", 2).await?;
+    let clinics = traffic::clinics(&stack, &slugs).await?;
+    let paths: Arc<Vec<(String, String)>> = Arc::new(
+        clinics
+            .iter()
+            .map(|(key, patient)| (key.clone(), format!("/v1/patients/{patient}")))
+            .collect(),
+    );
+
+    // Capacity: closed loop, warmed up.
+    traffic::run(
+        &stack.clinic,
+        &clinics,
+        o.clients,
+        Phase::For(Duration::from_secs(3)),
+    )
+    .await;
+    let capacity = closed(&stack.clinic, &paths, o.clients, Duration::from_secs(10)).await;
+    println!(
+        "recept-load overload: {} tenants; capacity (closed loop, {} clients, GET /v1/patients/{{id}}): {:.0} req/s, {}",
+        o.tenants,
+        o.clients,
+        capacity.0,
+        capacity.1.summary()
+    );
+    let unloaded = open(
+        &stack.clinic,
+        &paths,
+        capacity.0 * 0.3,
+        Duration::from_secs(10),
+    )
+    .await;
+    println!("unloaded (open loop at 0.3x): ok {}", unloaded.ok.summary());
+
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn(sample_backends(
+        stack.database_url.clone(),
+        sampling.clone(),
+    ));
+    let rate = capacity.0 * o.factor;
+    let loaded = open(&stack.clinic, &paths, rate, Duration::from_secs(o.seconds)).await;
+    sampling.store(false, Ordering::SeqCst);
+    let peaks = sampler.await??;
+    let successes = loaded.ok.count() as f64 / o.seconds as f64;
+    println!(
+        "offered {rate:.0} req/s ({}x capacity) for {} s:",
+        o.factor, o.seconds
+    );
+    println!(
+        "  successes: {successes:.0} req/s = {:.2} of capacity; {}",
+        successes / capacity.0,
+        loaded.ok.summary()
+    );
+    println!(
+        "  p99 of successes / unloaded p99: {:.2}",
+        loaded.ok.ms(0.99) / unloaded.ok.ms(0.99).max(0.001)
+    );
+    println!("  rejections (429/503): {}", loaded.rejected.summary());
+    println!(
+        "  other failures: {}, not sent (generator limit): {}",
+        loaded.failed, loaded.dropped
+    );
+    let mut peaks: Vec<(String, i64)> = peaks.into_iter().collect();
+    peaks.sort();
+    println!(
+        "  most PostgreSQL backends seen: {} (budget for this host: {settings_budget})",
+        peaks
+            .iter()
+            .map(|(app, n)| format!("{app} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// Closed loop over `paths`; returns (requests per second, latencies).
+async fn closed(
+    base: &str,
+    paths: &Arc<Vec<(String, String)>>,
+    clients: usize,
+    duration: Duration,
+) -> (f64, Latencies) {
+    let started = Instant::now();
+    let workers = (0..clients).map(|w| {
+        let http = reqwest::Client::new();
+        let paths = paths.clone();
+        let base = base.to_string();
+        tokio::spawn(async move {
+            let mut latencies = Latencies::default();
+            let mut i = w;
+            while started.elapsed() < duration {
+                let (key, path) = &paths[i % paths.len()];
+                let t = Instant::now();
+                match http
+                    .get(format!("{base}{path}"))
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => latencies.record(t.elapsed()),
+                    _ => latencies.error(),
+                }
+                i += clients;
+            }
+            latencies
+        })
+    });
+    let mut all = Latencies::default();
+    for l in futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        all.merge(&l);
+    }
+    (all.count() as f64 / started.elapsed().as_secs_f64(), all)
+}
+
+/// Open loop at `rate` per second, each request timed from its schedule.
+async fn open(
+    base: &str,
+    paths: &Arc<Vec<(String, String)>>,
+    rate: f64,
+    duration: Duration,
+) -> Outcome {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("an HTTP client");
+    let total = (duration.as_secs_f64() * rate) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
+    let started = tokio::time::Instant::now();
+    let mut outcome = Outcome::default();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        let scheduled = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(scheduled).await;
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            outcome.dropped += 1;
+            continue;
+        };
+        let (key, path) = paths[n as usize % paths.len()].clone();
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        tasks.push(tokio::spawn(async move {
+            let status = http
+                .get(url)
+                .bearer_auth(key)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            drop(permit);
+            (status, scheduled.elapsed())
+        }));
+    }
+    for (status, elapsed) in futures::future::join_all(tasks).await.into_iter().flatten() {
+        match status {
+            200..=299 => outcome.ok.record(elapsed),
+            429 | 503 => outcome.rejected.record(elapsed),
+            _ => outcome.failed += 1,
+        }
+    }
+    outcome
+}
+
+/// The most backends per `application_name` seen while `running`, sampled
+/// every 100 ms on a connection of its own.
+async fn sample_backends(
+    url: String,
+    running: Arc<AtomicBool>,
+) -> anyhow::Result<HashMap<String, i64>> {
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let mut peaks: HashMap<String, i64> = HashMap::new();
+    while running.load(Ordering::SeqCst) {
+        for row in client
+            .query(
+                "SELECT application_name, count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name LIKE 'recept-%' GROUP BY 1",
+                &[],
+            )
+            .await?
+        {
+            let peak = peaks.entry(row.get(0)).or_insert(0);
+            *peak = (*peak).max(row.get(1));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(peaks)
+}
