@@ -1,0 +1,263 @@
+//! The command line (the only module that knows clap): `serve`, `dev`,
+//! `check-config`, `tenants` and `migrate`. Each subcommand is a thin call
+//! into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::migrate::RunOptions;
+use crate::pools::Pools;
+use crate::startup::Application;
+use crate::telemetry;
+use crate::tenancy::Slug;
+
+mod dev;
+mod master;
+mod migrations;
+mod tenants;
+
+pub use migrations::migrate_with_progress;
+
+#[derive(Debug, Parser)]
+#[command(name = "recept", version, about = "Multi-tenant clinic billing server")]
+pub struct Cli {
+    /// A TOML configuration file (environment variables RECEPT__SECTION__KEY override it).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the clinic and admin APIs against the configured clusters.
+    Serve,
+    /// Serve on a private PostgreSQL started from the installed binaries,
+    /// with the demo tenants of tenants/*.toml.
+    Dev {
+        /// Where the private cluster and its secrets are kept.
+        #[arg(long, default_value = ".recept/dev")]
+        state_dir: PathBuf,
+        /// Directory of tenant manifests (*.toml) to create as demo tenants.
+        #[arg(long, default_value = "tenants")]
+        tenants: PathBuf,
+    },
+    /// Validate the configuration and print the effective settings.
+    CheckConfig,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Bring the control schema and tenants' schemas up to date.
+    Migrate {
+        /// Only these tenants (repeatable); every tenant when absent.
+        #[arg(long = "tenant", value_name = "SLUG")]
+        tenants: Vec<String>,
+        /// Tenants migrated at once (default and maximum: migrate.pool_size).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Show what would be migrated; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Migrate this tenant first and stop if it fails.
+        #[arg(long, value_name = "SLUG")]
+        canary: Option<String>,
+        /// Print the latest run and each tenant version instead of migrating.
+        #[arg(long, conflicts_with_all = ["tenants", "dry_run", "canary", "concurrency"])]
+        status: bool,
+    },
+    /// Master data releases and rollouts.
+    #[command(subcommand)]
+    Master(MasterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MasterCommand {
+    /// Import a release CSV (code,kind,name,points,unit_price_yen,valid_from,valid_to).
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        version: String,
+    },
+    /// List releases, newest first.
+    List,
+    /// Upgrade tenants' copies to a release, applying only the difference.
+    Rollout {
+        version: String,
+        /// Only these tenants (repeatable); every tenant when absent.
+        #[arg(long = "tenant", value_name = "SLUG", conflicts_with = "all")]
+        tenants: Vec<String>,
+        /// Every tenant that is not deleted (the default).
+        #[arg(long)]
+        all: bool,
+        /// Tenants upgraded at once (default: one per core, at most admin.pool_size).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Write a deterministic full-size release CSV for load tests.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        procedures: usize,
+        #[arg(long, default_value_t = 20_000)]
+        drugs: usize,
+        #[arg(long, default_value_t = 25_000)]
+        diseases: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    /// Create a tenant: registry row, schema and migrations, all or nothing.
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: String,
+        /// The cluster to place it on (default: control.default_cluster).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The master release to copy (default: the newest).
+        #[arg(long)]
+        master_release: Option<String>,
+    },
+    /// List tenants.
+    List,
+    /// Drop the schemas of tenants deleted longer ago than the grace period.
+    Purge {
+        #[arg(long, default_value_t = 30)]
+        grace_days: i32,
+    },
+    /// Issue a clinic API key for a tenant; the key is printed once.
+    IssueKey {
+        slug: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+/// Runs the command line; errors are printed as one message, never a panic.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("recept: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    telemetry::init(settings.server.log_format);
+    match cli.command {
+        Command::Serve => runtime()?.block_on(serve(settings)),
+        Command::Dev { state_dir, tenants } => dev::run_dev(settings, &state_dir, &tenants),
+        Command::CheckConfig => runtime()?.block_on(check_config(&settings)),
+        Command::Tenants(command) => runtime()?.block_on(tenants::tenants(settings, command)),
+        Command::Migrate {
+            tenants,
+            concurrency,
+            dry_run,
+            canary,
+            status,
+        } => {
+            let parse =
+                |s: &String| Slug::parse(s).map_err(|e| anyhow::anyhow!("tenant `{s}`: {e}"));
+            let tenants = tenants
+                .iter()
+                .map(parse)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let canary = canary.as_ref().map(parse).transpose()?;
+            let concurrency = concurrency.unwrap_or(settings.migrate.pool_size);
+            if concurrency == 0 || concurrency > settings.migrate.pool_size {
+                bail!(
+                    "--concurrency must be 1 to migrate.pool_size ({})",
+                    settings.migrate.pool_size
+                );
+            }
+            let options = RunOptions {
+                tenants,
+                concurrency,
+                dry_run,
+                canary,
+                retries: settings.migrate.retries,
+            };
+            runtime()?.block_on(migrations::migrate(settings, options, status))
+        }
+        Command::Master(command) => master::master(settings, command),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    tracing::info!(settings = ?settings.redacted(), "starting");
+    let app = Application::build(settings).await?;
+    tracing::info!(
+        clinic_port = app.clinic_port(),
+        admin_port = app.admin_port(),
+        "serving"
+    );
+    app.run_until(shutdown_signal()).await
+}
+
+async fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    settings.validate()?;
+    println!("configuration is valid; effective settings:\n");
+    println!("{}", toml::to_string_pretty(&settings.redacted())?);
+    println!("connection budget per cluster:");
+    let pools = Pools::build(settings)?;
+    let mut problems = Vec::new();
+    for (budget, error) in crate::pools::budget::measure(&pools, settings).await {
+        let allowed = budget
+            .allowed
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        println!(
+            "  {}: {} host(s) x (clinic {} + admin {} + migrate {} + 1) = {} needed, {} allowed{}",
+            budget.cluster,
+            budget.hosts,
+            budget.clinic,
+            budget.admin,
+            budget.migration,
+            budget.needed,
+            allowed,
+            error
+                .map(|e| format!(" (not reachable: {e})"))
+                .unwrap_or_default()
+        );
+        problems.extend(budget.problem());
+    }
+    pools.close();
+    if let Some(problem) = problems.first() {
+        bail!("the connection budget does not fit: {problem}");
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

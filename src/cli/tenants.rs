@@ -1,0 +1,97 @@
+//! `recept tenants`: create, list, purge, issue keys.
+
+use anyhow::{bail, Context};
+
+use crate::config::Settings;
+use crate::migrate::prepare_control;
+use crate::pools::{Pools, Role};
+use crate::tenancy::audit::Actor;
+use crate::tenancy::{create_tenant, IssuedKey, Registry, Slug};
+
+use super::TenantsCommand;
+
+/// Validates settings and returns pools with the control schema current.
+pub(super) async fn operator_pools(settings: &Settings) -> anyhow::Result<Pools> {
+    settings.validate()?;
+    let pools = Pools::build(settings)?;
+    prepare_control(&pools).await?;
+    Ok(pools)
+}
+
+pub(super) async fn tenants(settings: Settings, command: TenantsCommand) -> anyhow::Result<()> {
+    let pools = operator_pools(&settings).await?;
+    match command {
+        TenantsCommand::Create {
+            slug,
+            name,
+            cluster,
+            master_release,
+        } => {
+            let slug = Slug::parse(&slug).map_err(|e| anyhow::anyhow!("slug `{slug}`: {e}"))?;
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 200 {
+                bail!("--name must be 1 to 200 characters");
+            }
+            let cluster = cluster.unwrap_or_else(|| settings.default_cluster().to_string());
+            let tenant = create_tenant(
+                &pools,
+                &slug,
+                name,
+                &cluster,
+                master_release.as_deref(),
+                &Actor::operator(),
+            )
+            .await?;
+            println!(
+                "created tenant {} on cluster {} (schema {}, master release {})",
+                tenant.slug,
+                tenant.cluster,
+                tenant.schema,
+                tenant.master_release.as_deref().unwrap_or("none")
+            );
+        }
+        TenantsCommand::List => {
+            let client = pools.control(Role::Admin).await?;
+            let mut after: Option<String> = None;
+            println!("{:<40} {:<10} {:<12} name", "slug", "status", "cluster");
+            loop {
+                let page = Registry::list(&client, after.as_deref(), 500).await?;
+                for t in &page {
+                    println!(
+                        "{:<40} {:<10} {:<12} {}",
+                        t.slug,
+                        t.status.as_str(),
+                        t.cluster,
+                        t.name
+                    );
+                }
+                match page.last() {
+                    Some(last) if page.len() == 500 => after = Some(last.slug.to_string()),
+                    _ => break,
+                }
+            }
+        }
+        TenantsCommand::Purge { grace_days } => {
+            if grace_days < 0 {
+                bail!("--grace-days must be 0 or more");
+            }
+            let purged =
+                crate::tenancy::purge_deleted(&pools, grace_days, &Actor::operator()).await?;
+            for slug in &purged {
+                println!("purged {slug}");
+            }
+            println!("{} tenant(s) purged", purged.len());
+        }
+        TenantsCommand::IssueKey { slug, label } => {
+            let parsed = Slug::parse(&slug).map_err(|e| anyhow::anyhow!("slug `{slug}`: {e}"))?;
+            let client = pools.control(Role::Admin).await?;
+            let tenant = Registry::find(&client, &parsed)
+                .await?
+                .with_context(|| format!("no tenant `{slug}`"))?;
+            let key = IssuedKey::generate();
+            Registry::insert_key(&client, tenant.id, &key, label.as_deref()).await?;
+            println!("{}", key.secret);
+        }
+    }
+    Ok(())
+}
