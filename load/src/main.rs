@@ -5,6 +5,7 @@
 //! cleans up after itself.
 
 mod admin_reports;
+mod many;
 mod master;
 mod migrate;
 mod overload;
@@ -37,6 +38,8 @@ enum Command {
     Overload(overload::Options),
     /// PostgreSQL restarted under traffic: fast failures, then recovery.
     PgRestart(restart::Options),
+    /// 1,000 tenants: recept against pgbench running the same SQL.
+    ManyTenants(many::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::AdminReports(options) => runtime.block_on(admin_reports::run(options)),
         Command::Overload(options) => runtime.block_on(overload::run(options)),
         Command::PgRestart(options) => runtime.block_on(restart::run(options)),
+        Command::ManyTenants(options) => runtime.block_on(many::run(options)),
     }
 }

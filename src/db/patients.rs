@@ -59,7 +59,8 @@ pub struct NewInsurance {
     pub valid_to: Option<NaiveDate>,
 }
 
-const SELECT_PATIENT: &str = "SELECT p.id, p.name, p.name_kana, p.birth_date, p.sex, p.phone, \
+/// One patient with its insurances, by id (`$1`); the benchmarks reuse it.
+pub const SELECT_PATIENT: &str = "SELECT p.id, p.name, p.name_kana, p.birth_date, p.sex, p.phone, \
      p.address, p.notes, p.version, p.created_at, p.updated_at, \
      coalesce((SELECT json_agg(json_build_object('id', i.id, 'insurer_number', i.insurer_number, \
         'symbol', i.symbol, 'number', i.number, 'copay_rate', i.copay_rate, \
