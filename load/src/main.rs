@@ -8,6 +8,7 @@ mod admin_reports;
 mod many;
 mod master;
 mod migrate;
+mod noisy;
 mod overload;
 mod restart;
 mod stack;
@@ -40,6 +41,8 @@ enum Command {
     PgRestart(restart::Options),
     /// 1,000 tenants: recept against pgbench running the same SQL.
     ManyTenants(many::Options),
+    /// One tenant at 10x its rate beside others at theirs.
+    NoisyTenant(noisy::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Command::Overload(options) => runtime.block_on(overload::run(options)),
         Command::PgRestart(options) => runtime.block_on(restart::run(options)),
         Command::ManyTenants(options) => runtime.block_on(many::run(options)),
+        Command::NoisyTenant(options) => runtime.block_on(noisy::run(options)),
     }
 }

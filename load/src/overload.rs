@@ -30,12 +30,12 @@ pub struct Options {
 
 /// What an open-loop phase saw.
 #[derive(Default)]
-struct Outcome {
-    ok: Latencies,
-    rejected: Latencies,
+pub(crate) struct Outcome {
+    pub ok: Latencies,
+    pub rejected: Latencies,
     /// Anything but 2xx, 429 and 503: should stay zero.
-    failed: u64,
-    dropped: u64,
+    pub failed: u64,
+    pub dropped: u64,
 }
 
 pub async fn run(o: Options) -> anyhow::Result<()> {
@@ -173,7 +173,7 @@ async fn closed(
 }
 
 /// Open loop at `rate` per second, each request timed from its schedule.
-async fn open(
+pub(crate) async fn open(
     base: &str,
     paths: &Arc<Vec<(String, String)>>,
     rate: f64,

@@ -1,0 +1,87 @@
+//! One noisy tenant: the other tenants' latency with one clinic at ten
+//! times its normal rate, against the same run's baseline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::overload::open;
+use crate::stack::Stack;
+
+#[derive(Args, Clone)]
+pub struct Options {
+    /// Quiet tenants, besides the noisy one.
+    #[arg(long, default_value_t = 9)]
+    tenants: usize,
+    /// Each tenant's normal rate, requests per second (open loop).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// The noisy tenant's rate as a multiple of the normal one.
+    #[arg(long, default_value_t = 10.0)]
+    factor: f64,
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+}
+
+pub async fn run(o: Options) -> anyhow::Result<()> {
+    let stack = Stack::start(|s| s.server.workers = 2).await?;
+    let pools = stack.pools.clone();
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tenants/master/2026-04.csv"
+    ))?;
+    recept::master::import_release(&pools, "2026-04", &recept::master::parse_release(&sample)?)
+        .await?;
+    let slugs: Vec<recept::tenancy::Slug> = (0..=o.tenants)
+        .map(|i| recept::tenancy::Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
+        .collect();
+    crate::stack::create_tenants(&pools, &slugs, "2026-04", 2).await?;
+    let clinics = crate::traffic::clinics(&stack, &slugs).await?;
+    let paths: Vec<(String, String)> = clinics
+        .iter()
+        .map(|(key, patient)| (key.clone(), format!("/v1/patients/{patient}")))
+        .collect();
+    let noisy = Arc::new(vec![paths[0].clone()]);
+    let quiet = Arc::new(paths[1..].to_vec());
+    let quiet_rate = o.rate * o.tenants as f64;
+    let phase = Duration::from_secs(o.seconds);
+
+    open(&stack.clinic, &quiet, quiet_rate, Duration::from_secs(3)).await;
+    let (baseline, noisy_normal) = tokio::join!(
+        open(&stack.clinic, &quiet, quiet_rate, phase),
+        open(&stack.clinic, &noisy, o.rate, phase),
+    );
+    let (beside, noisy_loud) = tokio::join!(
+        open(&stack.clinic, &quiet, quiet_rate, phase),
+        open(&stack.clinic, &noisy, o.rate * o.factor, phase),
+    );
+    println!(
+        "recept-load noisy-tenant: {} quiet tenants at {} req/s each, one tenant at {} then {} req/s",
+        o.tenants,
+        o.rate,
+        o.rate,
+        o.rate * o.factor
+    );
+    println!("quiet tenants, baseline:       {}", baseline.ok.summary());
+    println!("quiet tenants, beside noise:   {}", beside.ok.summary());
+    println!(
+        "quiet p99 beside noise / baseline: {:.2}",
+        beside.ok.ms(0.99) / baseline.ok.ms(0.99).max(0.001)
+    );
+    println!(
+        "noisy tenant: normal {} ok; loud {} ok, {} refused (429/503), {} failed",
+        noisy_normal.ok.count(),
+        noisy_loud.ok.count(),
+        noisy_loud.rejected.count(),
+        noisy_loud.failed
+    );
+    println!(
+        "quiet tenants refused or failed: baseline {} / {}, beside noise {} / {}",
+        baseline.rejected.count(),
+        baseline.failed,
+        beside.rejected.count(),
+        beside.failed
+    );
+    Ok(())
+}
