@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::config::Settings;
 use crate::master::MasterCache;
@@ -45,92 +45,101 @@ pub struct AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct Listener(pub Role);
 
-/// A resource whose other methods answer `405`.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource whose other methods answer `405` with an `Allow` header
+/// listing `allow`.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || method_not_allowed(allow)))
 }
 
 /// Every clinic path: `/v1/...` and the health probes.
 pub fn clinic_routes(cfg: &mut ServiceConfig) {
     use clinic::{claims, encounters, patients};
-    cfg.service(resource("/healthz").get(health::healthz))
-        .service(resource("/readyz").get(health::readyz))
+    cfg.service(resource("/healthz", "GET").get(health::healthz))
+        .service(resource("/readyz", "GET").get(health::readyz))
         .service(
             web::scope("/v1")
-                .service(resource("/openapi.json").get(openapi::document))
-                .service(resource("/docs").get(openapi::page))
-                .service(resource("/tenant").get(clinic::tenant))
-                .service(resource("/master/items").get(clinic::master_items))
+                .service(resource("/openapi.json", "GET").get(openapi::document))
+                .service(resource("/docs", "GET").get(openapi::page))
+                .service(resource("/tenant", "GET").get(clinic::tenant))
+                .service(resource("/master/items", "GET").get(clinic::master_items))
                 .service(
-                    resource("/patients")
+                    resource("/patients", "POST, GET")
                         .post(patients::create)
                         .get(patients::search),
                 )
                 .service(
-                    resource("/patients/{id}")
+                    resource("/patients/{id}", "GET, PATCH")
                         .get(patients::show)
                         .patch(patients::update),
                 )
-                .service(resource("/patients/{id}/balance").get(patients::balance))
+                .service(resource("/patients/{id}/balance", "GET").get(patients::balance))
                 .service(
-                    resource("/encounters")
+                    resource("/encounters", "POST, GET")
                         .post(encounters::create)
                         .get(encounters::list),
                 )
-                .service(resource("/encounters/{id}").get(encounters::show))
-                .service(resource("/encounters/{id}/void").post(encounters::void))
-                .service(resource("/payments").post(encounters::pay))
-                .service(resource("/claims/generate").post(claims::generate))
-                .service(resource("/claims").get(claims::list))
-                .service(resource("/claims/export").get(claims::export))
-                .service(resource("/claims/{id}").get(claims::show))
-                .service(resource("/claims/{id}/confirm").post(claims::confirm)),
+                .service(resource("/encounters/{id}", "GET").get(encounters::show))
+                .service(resource("/encounters/{id}/void", "POST").post(encounters::void))
+                .service(resource("/payments", "POST").post(encounters::pay))
+                .service(resource("/claims/generate", "POST").post(claims::generate))
+                .service(resource("/claims", "GET").get(claims::list))
+                .service(resource("/claims/export", "GET").get(claims::export))
+                .service(resource("/claims/{id}", "GET").get(claims::show))
+                .service(resource("/claims/{id}/confirm", "POST").post(claims::confirm)),
         );
 }
 
 /// Every admin path: `/admin/...` and the health probes. `release_limit`
 /// bounds a master release upload.
 pub fn admin_routes(cfg: &mut ServiceConfig, release_limit: usize) {
-    cfg.service(resource("/healthz").get(health::healthz))
-        .service(resource("/readyz").get(health::readyz))
+    cfg.service(resource("/healthz", "GET").get(health::healthz))
+        .service(resource("/readyz", "GET").get(health::readyz))
         .service(
             web::scope("/admin")
                 .service(
-                    resource("/tenants")
+                    resource("/tenants", "POST, GET")
                         .post(admin::create_tenant)
                         .get(admin::list_tenants),
                 )
                 .service(
-                    resource("/tenants/{slug}")
+                    resource("/tenants/{slug}", "GET, DELETE")
                         .get(admin::show_tenant)
                         .delete(admin::delete_tenant),
                 )
-                .service(resource("/tenants/{slug}/stats").get(admin_reports::stats))
-                .service(resource("/reports/monthly").get(admin_reports::monthly))
-                .service(resource("/pools").get(admin_reports::pools))
-                .service(resource("/audit").get(admin_reports::audit_log))
-                .service(resource("/tenants/{slug}/suspend").post(admin::suspend_tenant))
-                .service(resource("/tenants/{slug}/resume").post(admin::resume_tenant))
+                .service(resource("/tenants/{slug}/stats", "GET").get(admin_reports::stats))
+                .service(resource("/reports/monthly", "GET").get(admin_reports::monthly))
+                .service(resource("/pools", "GET").get(admin_reports::pools))
+                .service(resource("/audit", "GET").get(admin_reports::audit_log))
+                .service(resource("/tenants/{slug}/suspend", "POST").post(admin::suspend_tenant))
+                .service(resource("/tenants/{slug}/resume", "POST").post(admin::resume_tenant))
                 .service(
-                    resource("/tenants/{slug}/api-keys")
+                    resource("/tenants/{slug}/api-keys", "POST, GET")
                         .post(admin::issue_key)
                         .get(admin::list_keys),
                 )
-                .service(resource("/tenants/{slug}/api-keys/{id}").delete(admin::revoke_key))
                 .service(
-                    resource("/master/releases")
+                    resource("/tenants/{slug}/api-keys/{id}", "DELETE").delete(admin::revoke_key),
+                )
+                .service(
+                    resource("/master/releases", "POST, GET")
                         .app_data(web::PayloadConfig::new(release_limit))
                         .post(admin_master::import)
                         .get(admin_master::releases),
                 )
-                .service(resource("/migrations").get(admin::migrations))
-                .service(resource("/master/rollouts").post(admin_master::start))
-                .service(resource("/master/rollouts/{id}").get(admin_master::show)),
+                .service(resource("/migrations", "GET").get(admin::migrations))
+                .service(resource("/master/rollouts", "POST").post(admin_master::start))
+                .service(resource("/master/rollouts/{id}", "GET").get(admin_master::show)),
         );
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+async fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = ApiError::MethodNotAllowed.error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 /// How malformed bodies, paths and queries are answered (problem+json).

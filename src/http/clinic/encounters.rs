@@ -34,7 +34,9 @@ const MAX_QUANTITY: i64 = 9_999;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemBody {
+    #[schema(min_length = 1, max_length = 20)]
     code: String,
+    #[schema(minimum = 1, maximum = 9999)]
     quantity: i64,
 }
 
@@ -43,11 +45,17 @@ pub struct ItemBody {
 pub struct NewEncounterBody {
     patient_id: Uuid,
     date: NaiveDate,
+    #[schema(max_length = 50)]
     department: Option<String>,
+    #[schema(max_length = 50)]
     doctor: Option<String>,
+    #[schema(max_length = 2000)]
     notes: Option<String>,
+    /// Disease codes valid on `date`.
     #[serde(default)]
+    #[schema(max_items = 20)]
     diagnoses: Vec<String>,
+    #[schema(min_items = 1, max_items = 100)]
     items: Vec<ItemBody>,
 }
 
@@ -61,7 +69,7 @@ fn short(errors: &mut Vec<FieldError>, field: &str, value: &Option<String>, max:
 }
 
 /// `POST /v1/encounters` (accepts `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/encounters", tag = "encounters", request_body = NewEncounterBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, description = "Priced from the clinic's master copy valid on the date", body = Encounter), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/encounters", tag = "encounters", request_body = NewEncounterBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, description = "Priced from the clinic's master copy valid on the date", body = Encounter), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -220,7 +228,7 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/encounters?patient_id=&from=&to=&limit=&cursor=`
-#[utoipa::path(get, path = "/v1/encounters", tag = "encounters", params(("patient_id" = Option<uuid::Uuid>, Query,), ("from" = Option<chrono::NaiveDate>, Query,), ("to" = Option<chrono::NaiveDate>, Query,), ("limit" = Option<i64>, Query, description = "1 to 200, default 50"), ("cursor" = Option<String>, Query,)), responses((status = 200, body = EncounterPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/encounters", tag = "encounters", params(("patient_id" = Option<uuid::Uuid>, Query,), ("from" = Option<chrono::NaiveDate>, Query,), ("to" = Option<chrono::NaiveDate>, Query,), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query,)), responses((status = 200, body = EncounterPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -245,17 +253,21 @@ pub async fn list(
         })
     });
     let limit = parse_limit(query.limit.as_deref(), 50, 200, &mut errors);
-    let after = query.cursor.as_deref().and_then(|c| {
-        let parsed = decode_cursor(c, 2)
-            .and_then(|p| Some((parse_date(&p[0])?, Uuid::parse_str(&p[1]).ok()?)));
-        if parsed.is_none() {
-            errors.push(FieldError::new(
-                "cursor",
-                "is not a cursor this API returned",
-            ));
-        }
-        parsed
-    });
+    let after = query
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .and_then(|c| {
+            let parsed = decode_cursor(c, 2)
+                .and_then(|p| Some((parse_date(&p[0])?, Uuid::parse_str(&p[1]).ok()?)));
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor this API returned",
+                ));
+            }
+            parsed
+        });
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -277,12 +289,13 @@ pub async fn list(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoidBody {
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
 /// `POST /v1/encounters/{id}/void`: it no longer counts anywhere; refused
 /// (`409`) once a confirmed claim holds it.
-#[utoipa::path(post, path = "/v1/encounters/{id}/void", tag = "encounters", request_body(content = Option<VoidBody>), params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Encounter), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/encounters/{id}/void", tag = "encounters", request_body(content = Option<VoidBody>), params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Encounter), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn void(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -291,8 +304,8 @@ pub async fn void(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "encounter")?;
     let input: VoidBody = match body {
-        Some(body) => parse(&body)?,
-        None => VoidBody::default(),
+        Some(body) if !body.is_null() => parse(&body)?,
+        _ => VoidBody::default(),
     };
     if input
         .reason
@@ -340,12 +353,13 @@ pub enum Method {
 #[serde(deny_unknown_fields)]
 pub struct NewPaymentBody {
     encounter_id: Uuid,
+    #[schema(minimum = 1, maximum = 2147483647)]
     amount_yen: i64,
     method: Method,
 }
 
 /// `POST /v1/payments` (accepts `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = NewPaymentBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, body = Payment), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = NewPaymentBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, body = Payment), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn pay(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,

@@ -105,7 +105,7 @@ pub struct ItemsQuery {
 
 /// `GET /v1/master/items?kind=&q=&code=&on=&limit=&cursor=`: the tenant's
 /// own master copy.
-#[utoipa::path(get, path = "/v1/master/items", tag = "master", params(("kind" = Option<Kind>, Query,), ("q" = Option<String>, Query, description = "Part of the name"), ("code" = Option<String>, Query,), ("on" = Option<chrono::NaiveDate>, Query, description = "Only items valid on this date"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50"), ("cursor" = Option<String>, Query,)), responses((status = 200, body = ItemPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/master/items", tag = "master", params(("kind" = Option<Kind>, Query,), ("q" = Option<String>, Query, description = "Part of the name", max_length = 100), ("code" = Option<String>, Query, max_length = 20), ("on" = Option<chrono::NaiveDate>, Query, description = "Only items valid on this date"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query,)), responses((status = 200, body = ItemPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn master_items(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -129,17 +129,21 @@ pub async fn master_items(
         })
     });
     let limit = parse_limit(query.limit.as_deref(), 50, 200, &mut errors);
-    let after = query.cursor.as_deref().and_then(|c| {
-        let parts = decode_cursor(c, 2);
-        let parsed = parts.and_then(|p| Some((p[0].clone(), parse_date(&p[1])?)));
-        if parsed.is_none() {
-            errors.push(FieldError::new(
-                "cursor",
-                "is not a cursor this API returned",
-            ));
-        }
-        parsed
-    });
+    let after = query
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .and_then(|c| {
+            let parts = decode_cursor(c, 2);
+            let parsed = parts.and_then(|p| Some((p[0].clone(), parse_date(&p[1])?)));
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor this API returned",
+                ));
+            }
+            parsed
+        });
     if query.q.as_ref().is_some_and(|q| q.chars().count() > 100) {
         errors.push(FieldError::new("q", "must be at most 100 characters"));
     }

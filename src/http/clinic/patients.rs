@@ -36,9 +36,15 @@ impl Sex {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InsuranceBody {
+    /// 6 or 8 digits.
+    #[schema(pattern = "^([0-9]{6}|[0-9]{8})$")]
     insurer_number: String,
+    #[schema(max_length = 20)]
     symbol: Option<String>,
+    #[schema(max_length = 20)]
     number: Option<String>,
+    /// Percent the patient pays: 10, 20 or 30.
+    #[schema(minimum = 10, maximum = 30, multiple_of = 10)]
     copay_rate: i64,
     valid_from: NaiveDate,
     valid_to: Option<NaiveDate>,
@@ -47,20 +53,30 @@ pub struct InsuranceBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPatientBody {
+    /// Not blank; surrounding spaces are trimmed.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
+    #[schema(max_length = 100)]
     name_kana: Option<String>,
+    /// Between 1900-01-01 and today.
     birth_date: NaiveDate,
     sex: Sex,
+    #[schema(max_length = 30)]
     phone: Option<String>,
+    #[schema(max_length = 200)]
     address: Option<String>,
+    #[schema(max_length = 2000)]
     notes: Option<String>,
+    /// Periods must not overlap.
     #[serde(default)]
+    #[schema(max_items = 10)]
     insurances: Vec<InsuranceBody>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchPatientBody {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     name_kana: Option<Option<String>>,
@@ -206,7 +222,7 @@ fn etag(version: i32) -> String {
 }
 
 /// `POST /v1/patients` (accepts `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/patients", tag = "patients", request_body = NewPatientBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, body = Patient, headers(("ETag" = String))), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/patients", tag = "patients", request_body = NewPatientBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, body = Patient, headers(("ETag" = String))), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -272,7 +288,7 @@ pub struct SearchQuery {
 }
 
 /// `GET /v1/patients?q=&limit=&cursor=`: name or kana starting with `q`.
-#[utoipa::path(get, path = "/v1/patients", tag = "patients", params(("q" = Option<String>, Query, description = "Start of the name or kana"), ("limit" = Option<i64>, Query, description = "1 to 100, default 20"), ("cursor" = Option<String>, Query,)), responses((status = 200, body = PatientPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/patients", tag = "patients", params(("q" = Option<String>, Query, description = "Start of the name or kana", max_length = 100), ("limit" = Option<i64>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100), ("cursor" = Option<String>, Query,)), responses((status = 200, body = PatientPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn search(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -281,16 +297,20 @@ pub async fn search(
     let query = query.into_inner();
     let mut errors = Vec::new();
     let limit = parse_limit(query.limit.as_deref(), 20, 100, &mut errors);
-    let after = query.cursor.as_deref().and_then(|c| {
-        let id = decode_cursor(c, 1).and_then(|p| Uuid::parse_str(&p[0]).ok());
-        if id.is_none() {
-            errors.push(FieldError::new(
-                "cursor",
-                "is not a cursor this API returned",
-            ));
-        }
-        id
-    });
+    let after = query
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .and_then(|c| {
+            let id = decode_cursor(c, 1).and_then(|p| Uuid::parse_str(&p[0]).ok());
+            if id.is_none() {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor this API returned",
+                ));
+            }
+            id
+        });
     let q = query
         .q
         .map(|q| q.trim().to_string())
@@ -315,22 +335,26 @@ pub async fn search(
     }))
 }
 
-/// The version an `If-Match` header names.
-fn if_match(req: &HttpRequest) -> Result<i32, ApiError> {
+/// The version an `If-Match` header names; `None` for `*` (any version).
+fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
     let value = req
         .headers()
         .get(header::IF_MATCH)
         .ok_or(ApiError::PreconditionRequired)?;
+    if value.as_bytes() == b"*" {
+        return Ok(None);
+    }
     value
         .to_str()
         .ok()
         .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
         .and_then(|v| v.parse::<i32>().ok())
+        .map(Some)
         .ok_or_else(|| ApiError::validation("If-Match", "must be an ETag this API returned"))
 }
 
 /// `PATCH /v1/patients/{id}` with `If-Match`.
-#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "patients", request_body = PatchPatientBody, params(("id" = uuid::Uuid, Path,), ("If-Match" = String, Header, description = "The ETag last seen")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 428, description = "If-Match missing", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "patients", request_body = PatchPatientBody, params(("id" = uuid::Uuid, Path,), ("If-Match" = String, Header, description = "The ETag last seen, or * for any")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 428, description = "If-Match missing", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn update(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -349,6 +373,7 @@ pub async fn update(
         let current = patients::get_in(tx, id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
+        let expected = expected.unwrap_or(current.version);
         if current.version != expected {
             return Err(ApiError::PreconditionFailed(format!(
                 "the patient changed (now version {}); fetch it again",
