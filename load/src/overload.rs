@@ -36,6 +36,11 @@ pub(crate) struct Outcome {
     /// Anything but 2xx, 429 and 503: should stay zero.
     pub failed: u64,
     pub dropped: u64,
+    /// How late the generator sent each request against its schedule: when
+    /// this is large, the generator, not recept, is the limit.
+    pub lag: Latencies,
+    /// Rejections timed from when they were actually sent.
+    pub rejected_after_send: Latencies,
 }
 
 pub async fn run(o: Options) -> anyhow::Result<()> {
@@ -115,6 +120,14 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     println!(
         "  other failures: {}, not sent (generator limit): {}",
         loaded.failed, loaded.dropped
+    );
+    println!(
+        "  generator lag (send after schedule): {}",
+        loaded.lag.summary()
+    );
+    println!(
+        "  rejections timed from their actual send: {}",
+        loaded.rejected_after_send.summary()
     );
     let mut peaks: Vec<(String, i64)> = peaks.into_iter().collect();
     peaks.sort();
@@ -200,6 +213,7 @@ pub(crate) async fn open(
         let http = http.clone();
         let url = format!("{base}{path}");
         tasks.push(tokio::spawn(async move {
+            let lag = scheduled.elapsed();
             let status = http
                 .get(url)
                 .bearer_auth(key)
@@ -209,13 +223,19 @@ pub(crate) async fn open(
                 .map(|r| r.status().as_u16())
                 .unwrap_or(0);
             drop(permit);
-            (status, scheduled.elapsed())
+            (status, scheduled.elapsed(), lag)
         }));
     }
-    for (status, elapsed) in futures::future::join_all(tasks).await.into_iter().flatten() {
+    for (status, elapsed, lag) in futures::future::join_all(tasks).await.into_iter().flatten() {
+        outcome.lag.record(lag);
         match status {
             200..=299 => outcome.ok.record(elapsed),
-            429 | 503 => outcome.rejected.record(elapsed),
+            429 | 503 => {
+                outcome.rejected.record(elapsed);
+                outcome
+                    .rejected_after_send
+                    .record(elapsed.saturating_sub(lag));
+            }
             _ => outcome.failed += 1,
         }
     }
