@@ -46,6 +46,9 @@ pub struct ServerSettings {
     /// How many recept hosts share each cluster: the connection budget is
     /// this many times one host's pools.
     pub hosts_per_cluster: usize,
+    /// Requests slower than this are logged as a warning naming the tenant
+    /// and the route.
+    pub slow_request_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +157,7 @@ impl Default for ServerSettings {
             log_format: LogFormat::Pretty,
             cache_memory_mb: 64,
             hosts_per_cluster: 1,
+            slow_request_ms: 1_000,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod db;
 pub mod dev;
 pub mod http;
 pub mod master;
+pub mod metrics;
 pub mod migrate;
 pub mod pools;
 pub mod startup;

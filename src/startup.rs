@@ -39,6 +39,12 @@ impl Application {
         prepare_control(&pools).await?;
         check_budget(&pools, &settings).await?;
 
+        let master_cache = MasterCache::new(settings.server.cache_memory_mb * 1024 * 1024);
+        let metrics = crate::metrics::Metrics::new(
+            pools.clone(),
+            master_cache.clone(),
+            settings.server.cache_memory_mb * 1024 * 1024,
+        );
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             pools,
@@ -46,7 +52,8 @@ impl Application {
                 settings.clinic.key_cache_capacity,
                 Duration::from_millis(settings.clinic.key_cache_ttl_ms),
             ),
-            master_cache: MasterCache::new(settings.server.cache_memory_mb * 1024 * 1024),
+            master_cache,
+            metrics,
         });
 
         let clinic_listener = bind(&settings.server.clinic_listen, "server.clinic_listen")?;

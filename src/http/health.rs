@@ -21,3 +21,14 @@ pub async fn readyz(
         .map_err(crate::pools::DbError::from)?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }
+
+/// `GET /metrics` (admin listener only): Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let text = state
+        .metrics
+        .encode()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("encoding metrics: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text))
+}

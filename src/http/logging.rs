@@ -13,6 +13,11 @@ use tracing::field::Empty;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use actix_web::web;
+
+use super::{AppState, Listener};
+use crate::pools::Role;
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A caller's own request id is kept if it is short and plain.
@@ -48,8 +53,21 @@ pub async fn request_span(
     match result {
         Ok(mut response) => {
             let status = response.status();
-            if let Some(pattern) = response.request().match_pattern() {
-                span.record("route", pattern.as_str());
+            let pattern = response.request().match_pattern();
+            let route = pattern.as_deref().unwrap_or("unmatched");
+            span.record("route", route);
+            if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+                let listener = match response.request().app_data::<web::Data<Listener>>() {
+                    Some(l) if l.0 == Role::Clinic => "clinic",
+                    _ => "admin",
+                };
+                state
+                    .metrics
+                    .request(listener, route, status.as_u16(), elapsed);
+                let slow = state.settings.server.slow_request_ms;
+                if elapsed.as_millis() as u64 >= slow {
+                    span.in_scope(|| tracing::warn!(slow_ms = slow, "slow request"));
+                }
             }
             span.record("status", status.as_u16());
             if let Ok(value) = HeaderValue::from_str(&request_id) {

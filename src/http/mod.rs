@@ -39,6 +39,8 @@ pub struct AppState {
     pub keys: KeyResolver,
     /// Master items by (tenant, release, code), bounded by weight.
     pub master_cache: MasterCache,
+    /// This application's Prometheus registry.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Which listener a route table belongs to.
@@ -94,6 +96,7 @@ pub fn clinic_routes(cfg: &mut ServiceConfig) {
 pub fn admin_routes(cfg: &mut ServiceConfig, release_limit: usize) {
     cfg.service(resource("/healthz", "GET").get(health::healthz))
         .service(resource("/readyz", "GET").get(health::readyz))
+        .service(resource("/metrics", "GET").get(health::metrics))
         .service(
             web::scope("/admin")
                 .service(

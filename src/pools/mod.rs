@@ -15,6 +15,7 @@ pub mod budget;
 mod tenant_conn;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +71,10 @@ pub struct Pools {
 struct Admission {
     max_waiting: usize,
     tenant_max_in_flight: usize,
+    /// Refusals so far, by reason, for metrics.
+    queue_full: AtomicU64,
+    tenant_share: AtomicU64,
+    deadline: AtomicU64,
     /// Requests in flight by tenant; entries go when they reach zero. A
     /// std mutex: held only to bump a counter, never across an await.
     in_flight: Arc<Mutex<HashMap<Uuid, usize>>>,
@@ -80,6 +85,7 @@ impl Admission {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let count = in_flight.entry(tenant).or_insert(0);
         if *count >= self.tenant_max_in_flight {
+            self.tenant_share.fetch_add(1, Ordering::Relaxed);
             return Err(DbError::TenantBusy);
         }
         *count += 1;
@@ -88,6 +94,17 @@ impl Admission {
             in_flight: self.in_flight.clone(),
         })
     }
+}
+
+/// Admission refusals so far.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct AdmissionStats {
+    /// Refused at once: `clinic.max_waiting` requests already waited.
+    pub queue_full: u64,
+    /// Waited `clinic.queue_timeout_ms` without a connection.
+    pub deadline: u64,
+    /// The tenant had `clinic.tenant_max_in_flight` requests in flight.
+    pub tenant_share: u64,
 }
 
 /// One request's place in its tenant's share, given back on drop.
@@ -246,6 +263,9 @@ impl Pools {
             admission: Admission {
                 max_waiting: settings.clinic.max_waiting,
                 tenant_max_in_flight: settings.clinic.tenant_max_in_flight,
+                queue_full: AtomicU64::new(0),
+                tenant_share: AtomicU64::new(0),
+                deadline: AtomicU64::new(0),
                 in_flight: Arc::new(Mutex::new(HashMap::new())),
             },
             clinic_settings: Arc::new(ExpectedSettings {
@@ -303,9 +323,19 @@ impl Pools {
         let share = self.admission.enter(tenant)?;
         let pool = self.pool(cluster, Role::Clinic)?;
         if pool.status().waiting >= self.admission.max_waiting {
+            self.admission.queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(DbError::QueueFull);
         }
-        let client = pool.get().await?;
+        let client = match pool.get().await {
+            Ok(client) => client,
+            Err(PoolError::Timeout(_)) => {
+                self.admission.deadline.fetch_add(1, Ordering::Relaxed);
+                return Err(DbError::Unavailable(
+                    "no connection within clinic.queue_timeout_ms".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(TenantConn::new(
             client,
             schema,
@@ -324,6 +354,15 @@ impl Pools {
             self.clinic_settings.clone(),
             None,
         ))
+    }
+
+    /// Clinic requests refused by admission so far, by reason.
+    pub fn admission_stats(&self) -> AdmissionStats {
+        AdmissionStats {
+            queue_full: self.admission.queue_full.load(Ordering::Relaxed),
+            tenant_share: self.admission.tenant_share.load(Ordering::Relaxed),
+            deadline: self.admission.deadline.load(Ordering::Relaxed),
+        }
     }
 
     /// Each pool's state, by cluster and role.

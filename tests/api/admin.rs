@@ -212,3 +212,70 @@ async fn pools_are_listed_per_cluster_and_role() {
     assert_eq!(roles, ["recept-admin", "recept-clinic", "recept-migrate"]);
     assert_eq!(pools["pools"][1]["max_size"], 4);
 }
+
+#[tokio::test]
+async fn metrics_show_requests_by_route_pools_and_rejections_on_the_admin_listener_only() {
+    let app = spawn_app_with(|s| s.clinic.tenant_max_in_flight = 1).await;
+    let (slug, key) = app.tenant_with_key("metered").await;
+    for _ in 0..3 {
+        app.clinic_request(Method::GET, "/v1/tenant", &key)
+            .send()
+            .await
+            .unwrap();
+    }
+    let id: uuid::Uuid = app
+        .db()
+        .await
+        .query_one("SELECT id FROM recept.tenants WHERE slug = $1", &[&slug])
+        .await
+        .unwrap()
+        .get(0);
+    let held = app
+        .app_state
+        .pools
+        .tenant(id, "main", &format!("t_{slug}"))
+        .await
+        .unwrap();
+    let refused = app
+        .clinic_request(Method::GET, "/v1/tenant", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(held);
+
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let on_clinic = app
+        .http
+        .get(format!("{}/metrics", app.clinic))
+        .send()
+        .await
+        .unwrap();
+
+    assert!(
+        text.contains(
+            r#"recept_http_requests_total{listener="clinic",route="/v1/tenant",status="200"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(
+        r#"recept_http_requests_total{listener="clinic",route="/v1/tenant",status="429"} 1"#
+    ));
+    assert!(text.contains("recept_http_request_duration_seconds_bucket"));
+    assert!(text.contains(r#"recept_pool_max_size{cluster="main",role="recept-clinic"} 4"#));
+    assert!(text.contains(r#"recept_admission_rejections_total{reason="tenant_share"} 1"#));
+    assert!(text.contains("recept_process_resident_bytes"));
+    assert!(
+        !text.contains(&key) && !text.contains(&slug),
+        "no keys or tenants in series"
+    );
+    assert_problem(on_clinic, StatusCode::NOT_FOUND).await;
+}
