@@ -60,6 +60,11 @@ impl Metrics {
             "HTTP request latency by listener and route",
             durations.clone(),
         );
+        registry.register(
+            "clinic_connection_wait_seconds",
+            "How long clinic requests waited for a connection",
+            pools.wait_histogram(),
+        );
         registry.register_collector(Box::new(Snapshot {
             pools,
             cache,

@@ -43,6 +43,7 @@ pub async fn request_span(
         path = %req.path(),
         tenant = Empty,
         route = Empty,
+        pool_wait_ms = Empty,
         status = Empty,
         duration_ms = Empty,
     );

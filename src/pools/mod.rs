@@ -22,6 +22,7 @@ use std::time::Duration;
 use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
@@ -75,6 +76,8 @@ struct Admission {
     queue_full: AtomicU64,
     tenant_share: AtomicU64,
     deadline: AtomicU64,
+    /// How long clinic requests waited for a connection, in seconds.
+    waits: Histogram,
     /// Requests in flight by tenant; entries go when they reach zero. A
     /// std mutex: held only to bump a counter, never across an await.
     in_flight: Arc<Mutex<HashMap<Uuid, usize>>>,
@@ -266,6 +269,7 @@ impl Pools {
                 queue_full: AtomicU64::new(0),
                 tenant_share: AtomicU64::new(0),
                 deadline: AtomicU64::new(0),
+                waits: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
                 in_flight: Arc::new(Mutex::new(HashMap::new())),
             },
             clinic_settings: Arc::new(ExpectedSettings {
@@ -326,7 +330,12 @@ impl Pools {
             self.admission.queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(DbError::QueueFull);
         }
-        let client = match pool.get().await {
+        let waiting = std::time::Instant::now();
+        let got = pool.get().await;
+        let waited = waiting.elapsed();
+        self.admission.waits.observe(waited.as_secs_f64());
+        tracing::Span::current().record("pool_wait_ms", waited.as_secs_f64() * 1000.0);
+        let client = match got {
             Ok(client) => client,
             Err(PoolError::Timeout(_)) => {
                 self.admission.deadline.fetch_add(1, Ordering::Relaxed);
@@ -363,6 +372,11 @@ impl Pools {
             tenant_share: self.admission.tenant_share.load(Ordering::Relaxed),
             deadline: self.admission.deadline.load(Ordering::Relaxed),
         }
+    }
+
+    /// The histogram of clinic connection waits (shared, for metrics).
+    pub fn wait_histogram(&self) -> Histogram {
+        self.admission.waits.clone()
     }
 
     /// Each pool's state, by cluster and role.

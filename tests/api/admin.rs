@@ -274,6 +274,10 @@ async fn metrics_show_requests_by_route_pools_and_rejections_on_the_admin_listen
     assert!(text.contains(r#"recept_admission_rejections_total{reason="tenant_share"} 1"#));
     assert!(text.contains("recept_process_resident_bytes"));
     assert!(
+        text.contains("recept_clinic_connection_wait_seconds_count 4"),
+        "{text}"
+    );
+    assert!(
         !text.contains(&key) && !text.contains(&slug),
         "no keys or tenants in series"
     );
