@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::parse_id;
+use super::{conn, parse_id};
 use crate::db::claims::{self, Claim, ConfirmOutcome, EXPORT_COLUMNS};
 use crate::db::encounters::Encounter;
 use crate::http::body::{parse, stored, write_once};
@@ -60,10 +60,7 @@ pub async fn generate(
 ) -> Result<HttpResponse, ApiError> {
     let input: GenerateBody = parse(&body)?;
     let month = parse_month(&input.month)?;
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     write_once(&conn, None, async |tx| {
         let drafts = claims::generate(tx, month).await?;
         stored(
@@ -92,10 +89,7 @@ pub async fn list(
     query: web::Query<MonthQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let month = parse_month(&query.month)?;
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let found = claims::list(&conn, month).await?;
     Ok(HttpResponse::Ok().json(ClaimList {
         month: query.into_inner().month,
@@ -111,10 +105,7 @@ pub async fn show(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "claim")?;
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let (claim, encounters) = claims::get(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no claim {id}")))?;
@@ -129,10 +120,7 @@ pub async fn confirm(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "claim")?;
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     write_once(&conn, None, async |tx| {
         match claims::confirm(tx, id).await? {
             ConfirmOutcome::NotFound => Err(ApiError::NotFound(format!("no claim {id}"))),
@@ -153,10 +141,7 @@ pub async fn export(
     query: web::Query<MonthQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let month = parse_month(&query.month)?;
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let rows = claims::export(&conn, month).await?;
     let mut writer = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<&str> = EXPORT_COLUMNS.to_vec();

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{parse_date, parse_id, parse_limit};
+use super::{conn, parse_date, parse_id, parse_limit};
 use crate::billing::pricing::{price_lines, resolve_diagnoses, LineRequest};
 use crate::billing::{patient_charge, UNINSURED_COPAY_PERCENT};
 use crate::db::encounters::{self, Encounter, NewEncounter, VoidOutcome};
@@ -130,10 +130,7 @@ pub async fn create(
     let mut codes: Vec<&str> = lines.iter().map(|l| l.code.as_str()).collect();
     codes.extend(input.diagnoses.iter().map(String::as_str));
 
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let cache = &state.master_cache;
     write_once(&conn, idempotency, async |tx| {
         // The copy's release (locked against rollouts) and the patient's
@@ -207,10 +204,7 @@ pub async fn show(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "encounter")?;
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let encounter = encounters::get(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no encounter {id}")))?;
@@ -271,10 +265,7 @@ pub async fn list(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let found = encounters::list(&conn, patient, from, to, after, limit).await?;
     let next_cursor = (found.len() as i64 == limit)
         .then(|| found.last())
@@ -317,10 +308,7 @@ pub async fn void(
             "must be at most 500 characters",
         ));
     }
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     write_once(&conn, None, async |tx| {
         match encounters::void(tx, id, input.reason.as_deref()).await? {
             VoidOutcome::NotFound => Err(ApiError::NotFound(format!("no encounter {id}"))),
@@ -377,10 +365,7 @@ pub async fn pay(
         Method::Card => "card",
         Method::Other => "other",
     };
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     write_once(&conn, idempotency, async |tx| {
         match payments::record(tx, input.encounter_id, amount, method).await? {
             PaymentOutcome::NoEncounter => Err(ApiError::NotFound(format!(

@@ -32,10 +32,7 @@ pub async fn tenant(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
 ) -> Result<HttpResponse, ApiError> {
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let rows = conn
         .read(
             "SELECT name, current_schema(), created_at, (SELECT release FROM master_meta) \
@@ -161,10 +158,7 @@ pub async fn master_items(
         after,
         limit,
     };
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let items = master_items::search(&conn, &search).await?;
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last())
@@ -203,4 +197,15 @@ pub fn parse_limit(
 /// An object id from a path; anything that is not one is simply not found.
 pub fn parse_id(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(text).map_err(|_| ApiError::NotFound(format!("no {what} {text}")))
+}
+
+/// The request's connection in its clinic's schema, through admission.
+pub async fn conn(
+    state: &AppState,
+    tenant: &crate::tenancy::TenantCtx,
+) -> Result<crate::pools::TenantConn, ApiError> {
+    Ok(state
+        .pools
+        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .await?)
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{parse_id, parse_limit};
+use super::{conn, parse_id, parse_limit};
 use crate::db::patients::{self, NewInsurance, Patient, PatientFields, PatientSummary, Update};
 use crate::db::{decode_cursor, encode_cursor};
 use crate::http::body::{double_option, parse, stored, write_once, Idempotency};
@@ -248,10 +248,7 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     write_once(&conn, idempotency, async |tx| {
         let patient = patients::insert(tx, &fields, &insurances).await?;
         stored(StatusCode::CREATED, &patient, Some(etag(patient.version)))
@@ -267,10 +264,7 @@ pub async fn show(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "patient")?;
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let patient = patients::get(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
@@ -321,10 +315,7 @@ pub async fn search(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let found = patients::search(&conn, q.as_deref(), after, limit).await?;
     let next_cursor = (found.len() as i64 == limit)
         .then(|| found.last().map(|p| encode_cursor(&[&p.id.to_string()])))
@@ -365,10 +356,7 @@ pub async fn update(
     let id = parse_id(&id, "patient")?;
     let expected = if_match(&req)?;
     let patch: PatchPatientBody = parse(&body)?;
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     write_once(&conn, None, async |tx| {
         let current = patients::get_in(tx, id)
             .await?
@@ -423,10 +411,7 @@ pub async fn balance(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "patient")?;
-    let conn = state
-        .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
-        .await?;
+    let conn = conn(&state, &tenant).await?;
     let (billed, paid) = patients::balance(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
