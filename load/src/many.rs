@@ -11,8 +11,8 @@ use clap::Args;
 use recept::pools::Role;
 use recept::tenancy::{IssuedKey, Registry, Slug};
 
+use crate::overload::closed;
 use crate::stack::Stack;
-use crate::stats::Latencies;
 
 #[derive(Args, Clone)]
 pub struct Options {
@@ -77,12 +77,19 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         o.connections,
         started.elapsed().as_secs_f64()
     );
-    let keys = Arc::new(keys);
+    // Each tenant's key and patient, visited in a stride so that
+    // consecutive requests go to far-apart tenants.
+    let paths: Arc<Vec<(String, String)>> = Arc::new(
+        (0..o.tenants)
+            .map(|n| n * 7919 % o.tenants)
+            .map(|i| (keys[i].clone(), format!("/v1/patients/{}", patient_id(i))))
+            .collect(),
+    );
     let duration = Duration::from_secs(o.seconds);
 
     // Warm both paths, then measure recept, then pgbench.
-    recept_reads(&stack.clinic, &keys, o.connections, Duration::from_secs(3)).await;
-    let (recept_rps, latencies) = recept_reads(&stack.clinic, &keys, o.connections, duration).await;
+    closed(&stack.clinic, &paths, o.connections, Duration::from_secs(3)).await;
+    let (recept_rps, latencies) = closed(&stack.clinic, &paths, o.connections, duration).await;
     println!(
         "recept GET /v1/patients/{{id}}: {recept_rps:.0} req/s, {}",
         latencies.summary()
@@ -97,51 +104,6 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         rss_mib("self")
     );
     Ok(())
-}
-
-async fn recept_reads(
-    base: &str,
-    keys: &Arc<Vec<String>>,
-    clients: usize,
-    duration: Duration,
-) -> (f64, Latencies) {
-    let started = Instant::now();
-    let workers = (0..clients).map(|w| {
-        let http = reqwest::Client::new();
-        let keys = keys.clone();
-        let base = base.to_string();
-        tokio::spawn(async move {
-            let mut latencies = Latencies::default();
-            // A fixed stride over the tenants, different per client.
-            let mut i = w * 7919 % keys.len();
-            while started.elapsed() < duration {
-                let t = Instant::now();
-                let ok = http
-                    .get(format!("{base}/v1/patients/{}", patient_id(i)))
-                    .bearer_auth(&keys[i])
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false);
-                if ok {
-                    latencies.record(t.elapsed());
-                } else {
-                    latencies.error();
-                }
-                i = (i + 7919) % keys.len();
-            }
-            latencies
-        })
-    });
-    let mut all = Latencies::default();
-    for l in futures::future::join_all(workers)
-        .await
-        .into_iter()
-        .flatten()
-    {
-        all.merge(&l);
-    }
-    (all.count() as f64 / started.elapsed().as_secs_f64(), all)
 }
 
 /// Runs pgbench with a script of recept's own SQL for this read: BEGIN,

@@ -143,7 +143,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
 }
 
 /// Closed loop over `paths`; returns (requests per second, latencies).
-async fn closed(
+pub(crate) async fn closed(
     base: &str,
     paths: &Arc<Vec<(String, String)>>,
     clients: usize,

@@ -111,7 +111,8 @@ pub async fn list_tenants(
     }))
 }
 
-async fn find(state: &AppState, slug: &str) -> Result<TenantRecord, ApiError> {
+/// The tenant named by a path's slug; anything else is `404`.
+pub(super) async fn find(state: &AppState, slug: &str) -> Result<TenantRecord, ApiError> {
     let not_found = || ApiError::NotFound(format!("no tenant `{slug}`"));
     let slug = Slug::parse(slug).map_err(|_| not_found())?;
     let client = state.pools.control(Role::Admin).await?;

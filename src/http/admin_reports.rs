@@ -13,7 +13,7 @@ use super::clinic::parse_limit;
 use super::{AdminCaller, ApiError, AppState, FieldError};
 use crate::migrate::quote_ident;
 use crate::pools::{DbError, Role};
-use crate::tenancy::{audit, Registry, Slug, TenantStatus};
+use crate::tenancy::{audit, Registry, TenantStatus};
 
 #[derive(Serialize)]
 struct TenantStats {
@@ -33,16 +33,10 @@ pub async fn stats(
     state: web::Data<AppState>,
     slug: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no tenant `{slug}`"));
-    let parsed = Slug::parse(&slug).map_err(|_| not_found())?;
-    let control = state.pools.control(Role::Admin).await?;
-    let tenant = Registry::find(&control, &parsed)
-        .await?
-        .ok_or_else(not_found)?;
+    let tenant = super::admin::find(&state, &slug).await?;
     if tenant.status == TenantStatus::Deleted {
         return Err(ApiError::Conflict(format!("tenant `{slug}` is deleted")));
     }
-    drop(control);
     let s = quote_ident(&tenant.schema);
     let client = state.pools.get(&tenant.cluster, Role::Admin).await?;
     let row = client

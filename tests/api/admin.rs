@@ -223,13 +223,7 @@ async fn metrics_show_requests_by_route_pools_and_rejections_on_the_admin_listen
             .await
             .unwrap();
     }
-    let id: uuid::Uuid = app
-        .db()
-        .await
-        .query_one("SELECT id FROM recept.tenants WHERE slug = $1", &[&slug])
-        .await
-        .unwrap()
-        .get(0);
+    let id = app.tenant_id(&slug).await;
     let held = app
         .app_state
         .pools

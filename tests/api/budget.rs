@@ -6,7 +6,6 @@ use std::time::Duration;
 use recept::dev::{PgBinaries, PrivatePostgres};
 use recept::startup::Application;
 use reqwest::{Method, StatusCode};
-use uuid::Uuid;
 
 use crate::helpers::{
     assert_problem, cluster_dir, fresh_database, spawn_app_on, spawn_app_with, spec, test_settings,
@@ -84,13 +83,7 @@ async fn a_tenant_over_its_share_gets_429_while_another_is_served() {
     .await;
     let (noisy, noisy_key) = app.tenant_with_key("noisy").await;
     let (_, quiet_key) = app.tenant_with_key("quiet").await;
-    let noisy_id: Uuid = app
-        .db()
-        .await
-        .query_one("SELECT id FROM recept.tenants WHERE slug = $1", &[&noisy])
-        .await
-        .unwrap()
-        .get(0);
+    let noisy_id = app.tenant_id(&noisy).await;
     // The noisy clinic's one allowed request is in flight.
     let held = app
         .app_state

@@ -230,6 +230,16 @@ impl TestApp {
         (slug, key)
     }
 
+    /// The registry id of tenant `slug`.
+    pub async fn tenant_id(&self, slug: &str) -> Uuid {
+        self.db()
+            .await
+            .query_one("SELECT id FROM recept.tenants WHERE slug = $1", &[&slug])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// A direct connection to the app's database, for inspecting it.
     pub async fn db(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls)
