@@ -49,6 +49,10 @@ pub struct ServerSettings {
     /// Requests slower than this are logged as a warning naming the tenant
     /// and the route.
     pub slow_request_ms: u64,
+    /// Per-tenant request series in `/metrics` for this many tenants, the
+    /// busiest; 0 for none. Bounded so 10,000 tenants never mean 10,000
+    /// series.
+    pub tenant_metrics_top: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +162,7 @@ impl Default for ServerSettings {
             cache_memory_mb: 64,
             hosts_per_cluster: 1,
             slow_request_ms: 1_000,
+            tenant_metrics_top: 10,
         }
     }
 }

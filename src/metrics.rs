@@ -1,10 +1,13 @@
 //! Prometheus metrics, one registry per application (no global recorder, so
 //! tests run many servers side by side). Request counts and latencies are
-//! recorded as requests finish; pools, admission, the cache and the
-//! process's memory are read as snapshots on each scrape.
+//! recorded as requests finish; pools, admission, the caches and the
+//! process's memory are read as snapshots on each scrape; migration and
+//! rollout progress is read from the control schema when `/metrics` is
+//! asked for, so it shows runs made by any process (`recept migrate` too).
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -15,8 +18,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::master::MasterCache;
-use crate::pools::Pools;
+use crate::master::{MasterCache, RolloutCounts};
+use crate::migrate::MigrationStatus;
+use crate::pools::{Pools, Role};
+use crate::tenancy::KeyResolver;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -31,11 +36,49 @@ struct RouteLabels {
     route: String,
 }
 
+/// What the metrics read from.
+pub struct Sources {
+    pub pools: Arc<Pools>,
+    pub master_cache: MasterCache,
+    pub keys: KeyResolver,
+    /// `server.cache_memory_mb`, in bytes.
+    pub cache_budget_bytes: u64,
+    /// `server.tenant_metrics_top`.
+    pub tenant_top: usize,
+}
+
 /// The application's metrics.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    tenants: Arc<Mutex<TenantTally>>,
+    tenant_top: usize,
+    progress: Arc<Mutex<Progress>>,
+    pools: Arc<Pools>,
+    master_cache: MasterCache,
+    keys: KeyResolver,
+}
+
+/// Clinic requests per tenant. One small entry per tenant that made a
+/// request (bounded by the registry); only the busiest are exported.
+type TenantTally = HashMap<Arc<str>, TenantCounts>;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct TenantCounts {
+    requests: u64,
+    /// Answered `429` or `503`.
+    refused: u64,
+    seconds: f64,
+}
+
+/// Migration and rollout progress as last read from the control schema.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Whether the last read succeeded.
+    read: bool,
+    migrations: Option<MigrationStatus>,
+    rollout: Option<(String, bool, RolloutCounts)>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -44,7 +87,7 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new(pools: Arc<Pools>, cache: MasterCache, cache_budget_bytes: u64) -> Metrics {
+    pub fn new(sources: Sources) -> Metrics {
         let mut registry = Registry::with_prefix("recept");
         let requests = Family::<RequestLabels, Counter>::default();
         let durations = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -63,23 +106,43 @@ impl Metrics {
         registry.register(
             "clinic_connection_wait_seconds",
             "How long clinic requests waited for a connection",
-            pools.wait_histogram(),
+            sources.pools.wait_histogram(),
         );
+        let tenants = Arc::new(Mutex::new(TenantTally::new()));
+        let progress = Arc::new(Mutex::new(Progress::default()));
+        let pools = sources.pools.clone();
+        let master_cache = sources.master_cache.clone();
+        let keys = sources.keys.clone();
+        let tenant_top = sources.tenant_top;
         registry.register_collector(Box::new(Snapshot {
-            pools,
-            cache,
-            cache_budget_bytes,
+            tenants: tenants.clone(),
+            progress: progress.clone(),
+            sources,
         }));
         Metrics {
             registry,
             requests,
             durations,
+            tenant_top,
+            tenants,
+            progress,
+            pools,
+            master_cache,
+            keys,
         }
     }
 
     /// Records one finished request. `route` is the matched pattern (never
-    /// the raw path, so ids do not multiply series).
-    pub fn request(&self, listener: &'static str, route: &str, status: u16, elapsed: Duration) {
+    /// the raw path, so ids do not multiply series); `tenant` is the
+    /// clinic's slug when the request was bound to one.
+    pub fn request(
+        &self,
+        listener: &'static str,
+        route: &str,
+        status: u16,
+        elapsed: Duration,
+        tenant: Option<&Arc<str>>,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
                 listener,
@@ -93,6 +156,44 @@ impl Metrics {
                 route: route.to_string(),
             })
             .observe(elapsed.as_secs_f64());
+        if let (Some(tenant), true) = (tenant, self.tenant_top > 0) {
+            let mut tally = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            let counts = tally.entry(tenant.clone()).or_default();
+            counts.requests += 1;
+            counts.refused += u64::from(status == 429 || status == 503);
+            counts.seconds += elapsed.as_secs_f64();
+        }
+    }
+
+    /// Brings what a scrape reads up to date: the caches' pending
+    /// bookkeeping (so entry counts are exact), and migration and rollout
+    /// progress from the control schema (on the admin pool, so bounded by
+    /// its timeouts; on failure the last figures stay and
+    /// `recept_control_reachable` says 0).
+    pub async fn refresh(&self) {
+        self.master_cache.run_pending_tasks().await;
+        self.keys.run_pending_tasks().await;
+        let read = async {
+            let client = self.pools.control(Role::Admin).await?;
+            let migrations = crate::migrate::status(&client).await?;
+            let rollout = crate::master::latest_rollout(&client).await?;
+            Ok::<_, crate::pools::DbError>((migrations, rollout))
+        }
+        .await;
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        match read {
+            Ok((migrations, rollout)) => {
+                *progress = Progress {
+                    read: true,
+                    migrations: Some(migrations),
+                    rollout,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read migration progress for metrics");
+                progress.read = false;
+            }
+        }
     }
 
     /// The text exposition of every metric.
@@ -105,9 +206,9 @@ impl Metrics {
 
 /// What is read on each scrape.
 struct Snapshot {
-    pools: Arc<Pools>,
-    cache: MasterCache,
-    cache_budget_bytes: u64,
+    sources: Sources,
+    tenants: Arc<Mutex<TenantTally>>,
+    progress: Arc<Mutex<Progress>>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -116,84 +217,349 @@ impl fmt::Debug for Snapshot {
     }
 }
 
-fn gauge(
+type Labels<'a> = Vec<(&'a str, String)>;
+
+/// A sample's value: whole numbers print as such.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl From<u64> for Num {
+    fn from(v: u64) -> Num {
+        Num::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<usize> for Num {
+    fn from(v: usize) -> Num {
+        Num::from(v as u64)
+    }
+}
+
+impl From<i64> for Num {
+    fn from(v: i64) -> Num {
+        Num::Int(v)
+    }
+}
+
+impl From<i32> for Num {
+    fn from(v: i32) -> Num {
+        Num::Int(v.into())
+    }
+}
+
+impl From<bool> for Num {
+    fn from(v: bool) -> Num {
+        Num::Int(v.into())
+    }
+}
+
+impl From<f64> for Num {
+    fn from(v: f64) -> Num {
+        Num::Float(v)
+    }
+}
+
+/// One metric family of constant values: gauges, or counters when
+/// `counter` (then the value must only grow).
+fn family(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    values: &[(&[(&str, &str)], i64)],
+    counter: bool,
+    values: &[(Labels<'_>, Num)],
 ) -> Result<(), fmt::Error> {
-    let mut metric =
-        encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+    let kind = if counter {
+        ConstCounter::new(0u64).metric_type()
+    } else {
+        ConstGauge::new(0i64).metric_type()
+    };
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
     for (labels, value) in values {
-        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+        let family = metric.encode_family(labels)?;
+        match (*value, counter) {
+            (Num::Int(v), true) => ConstCounter::new(v.max(0) as u64).encode(family)?,
+            (Num::Float(v), true) => ConstCounter::new(v).encode(family)?,
+            (Num::Int(v), false) => ConstGauge::new(v).encode(family)?,
+            (Num::Float(v), false) => ConstGauge::new(v).encode(family)?,
+        }
     }
     Ok(())
 }
 
-impl Collector for Snapshot {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let pools = self.pools.status();
-        for (name, help, pick) in [
-            ("pool_max_size", "Connections a pool may open", 0usize),
-            ("pool_size", "Connections a pool has open", 1),
-            ("pool_in_use", "Connections in use", 2),
-            ("pool_available", "Idle connections", 3),
-            ("pool_waiting", "Requests waiting for a connection", 4),
-        ] {
-            let values: Vec<([(&str, &str); 2], i64)> = pools
-                .iter()
-                .map(|p| {
-                    let v = [p.max_size, p.size, p.in_use, p.available, p.waiting][pick];
-                    (
-                        [("cluster", p.cluster.as_str()), ("role", p.role)],
-                        v as i64,
-                    )
-                })
-                .collect();
-            let borrowed: Vec<(&[(&str, &str)], i64)> =
-                values.iter().map(|(l, v)| (&l[..], *v)).collect();
-            gauge(&mut encoder, name, help, &borrowed)?;
+fn one(value: impl Into<Num>) -> Vec<(Labels<'static>, Num)> {
+    vec![(Vec::new(), value.into())]
+}
+
+impl Snapshot {
+    fn pools(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let pools = self.sources.pools.status();
+        let labels = |p: &crate::pools::PoolStatus| {
+            vec![("cluster", p.cluster.clone()), ("role", p.role.to_string())]
+        };
+        type Pick = fn(&crate::pools::PoolStatus) -> Num;
+        let gauges: [(&str, &str, Pick); 5] = [
+            ("pool_max_size", "Connections a pool may open", |p| {
+                p.max_size.into()
+            }),
+            ("pool_size", "Connections a pool has open", |p| {
+                p.size.into()
+            }),
+            ("pool_in_use", "Connections in use", |p| p.in_use.into()),
+            ("pool_available", "Idle connections", |p| p.available.into()),
+            ("pool_waiting", "Requests waiting for a connection", |p| {
+                p.waiting.into()
+            }),
+        ];
+        for (name, help, pick) in gauges {
+            let values: Vec<_> = pools.iter().map(|p| (labels(p), pick(p))).collect();
+            family(encoder, name, help, false, &values)?;
         }
-        let stats = self.pools.admission_stats();
-        let mut rejections = encoder.encode_descriptor(
-            "admission_rejections",
-            "Clinic requests refused by admission, by reason",
-            None,
-            ConstCounter::new(0u64).metric_type(),
-        )?;
-        for (reason, value) in [
+        let counters: [(&str, &str, Pick); 5] = [
+            ("pool_connections_opened", "Connections opened", |p| {
+                p.opened.into()
+            }),
+            (
+                "pool_connections_retired",
+                "Connections retired by age or uses",
+                |p| p.retired.into(),
+            ),
+            (
+                "pool_connections_broken",
+                "Connections found closed when they came back (PostgreSQL restarted, backend killed)",
+                |p| p.broken.into(),
+            ),
+            (
+                "pool_connections_discarded",
+                "Connections taken out mid-transaction or with changed session settings",
+                |p| p.discarded.into(),
+            ),
+            (
+                "pool_timeouts",
+                "Waits for a connection that reached the pool's deadline",
+                |p| p.timeouts.into(),
+            ),
+        ];
+        for (name, help, pick) in counters {
+            let values: Vec<_> = pools.iter().map(|p| (labels(p), pick(p))).collect();
+            family(encoder, name, help, true, &values)?;
+        }
+        let stats = self.sources.pools.admission_stats();
+        let values: Vec<_> = [
             ("queue_full", stats.queue_full),
             ("deadline", stats.deadline),
             ("tenant_share", stats.tenant_share),
-        ] {
-            ConstCounter::new(value).encode(rejections.encode_family(&[("reason", reason)])?)?;
+        ]
+        .into_iter()
+        .map(|(reason, v)| (vec![("reason", reason.to_string())], v.into()))
+        .collect();
+        family(
+            encoder,
+            "admission_rejections",
+            "Clinic requests refused by admission, by reason",
+            true,
+            &values,
+        )
+    }
+
+    fn caches(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let master = self.sources.master_cache.usage();
+        let (keys, key_lookups, key_misses) = self.sources.keys.usage();
+        let gauges: [(&str, &str, u64); 5] = [
+            (
+                "master_cache_entries",
+                "Codes held in the master cache",
+                master.entries,
+            ),
+            (
+                "master_cache_bytes",
+                "Approximate bytes held in the master cache",
+                master.bytes,
+            ),
+            (
+                "cache_budget_bytes",
+                "The memory budget for caches (server.cache_memory_mb)",
+                self.sources.cache_budget_bytes,
+            ),
+            ("key_cache_entries", "API keys held in the key cache", keys),
+            (
+                "process_resident_bytes",
+                "Resident memory of this process",
+                resident_bytes(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            family(encoder, name, help, false, &one(value))?;
         }
-        let (entries, weight) = self.cache.usage();
-        gauge(
-            &mut encoder,
-            "master_cache_entries",
-            "Codes held in the master cache",
-            &[(&[], entries as i64)],
-        )?;
-        gauge(
-            &mut encoder,
-            "master_cache_bytes",
-            "Approximate bytes held in the master cache",
-            &[(&[], weight as i64)],
-        )?;
-        gauge(
-            &mut encoder,
-            "cache_budget_bytes",
-            "The memory budget for caches (server.cache_memory_mb)",
-            &[(&[], self.cache_budget_bytes as i64)],
-        )?;
-        gauge(
-            &mut encoder,
-            "process_resident_bytes",
-            "Resident memory of this process",
-            &[(&[], resident_bytes() as i64)],
-        )?;
+        let counters: [(&str, &str, u64); 4] = [
+            (
+                "master_cache_hits",
+                "Code lookups answered from the master cache",
+                master.hits,
+            ),
+            (
+                "master_cache_misses",
+                "Code lookups read from the tenant's copy",
+                master.misses,
+            ),
+            (
+                "key_lookups",
+                "API keys presented by clinic requests",
+                key_lookups,
+            ),
+            (
+                "key_cache_misses",
+                "API keys read from the registry (not cached)",
+                key_misses,
+            ),
+        ];
+        for (name, help, value) in counters {
+            family(encoder, name, help, true, &one(value))?;
+        }
         Ok(())
+    }
+
+    fn tenants(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        if self.sources.tenant_top == 0 {
+            return Ok(());
+        }
+        let mut busiest: Vec<(Arc<str>, TenantCounts)> = {
+            let tally = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            tally.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        };
+        busiest.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(&b.0)));
+        busiest.truncate(self.sources.tenant_top);
+        type Pick = fn(&TenantCounts) -> Num;
+        let counters: [(&str, &str, Pick); 3] = [
+            (
+                "tenant_requests",
+                "Clinic requests of the busiest tenants (server.tenant_metrics_top)",
+                |c| c.requests.into(),
+            ),
+            (
+                "tenant_refused",
+                "Clinic requests of the busiest tenants answered 429 or 503",
+                |c| c.refused.into(),
+            ),
+            (
+                "tenant_request_seconds",
+                "Time spent serving the busiest tenants' clinic requests",
+                |c| c.seconds.into(),
+            ),
+        ];
+        for (name, help, pick) in counters {
+            let values: Vec<_> = busiest
+                .iter()
+                .map(|(slug, c)| (vec![("tenant", slug.to_string())], pick(c)))
+                .collect();
+            family(encoder, name, help, true, &values)?;
+        }
+        Ok(())
+    }
+
+    fn progress(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        family(
+            encoder,
+            "control_reachable",
+            "Whether the last read of the control schema for these metrics succeeded",
+            false,
+            &one(progress.read),
+        )?;
+        family(
+            encoder,
+            "tenant_schema_target",
+            "The newest tenant migration this binary has",
+            false,
+            &one(crate::migrate::latest_tenant_version()),
+        )?;
+        if let Some(migrations) = &progress.migrations {
+            let versions: Vec<_> = migrations
+                .versions
+                .iter()
+                .map(|v| {
+                    (
+                        vec![("schema_version", v.version.to_string())],
+                        v.tenants.into(),
+                    )
+                })
+                .collect();
+            family(
+                encoder,
+                "tenants_by_schema_version",
+                "Tenants (not deleted) at each tenant migration",
+                false,
+                &versions,
+            )?;
+            if let Some(run) = &migrations.latest_run {
+                let pending = run.tenants - run.current - run.migrated - run.failed;
+                let states: Vec<_> = [
+                    ("migrated", run.migrated),
+                    ("current", run.current),
+                    ("failed", run.failed),
+                    ("pending", pending.max(0)),
+                ]
+                .into_iter()
+                .map(|(state, n)| (vec![("state", state.to_string())], n.into()))
+                .collect();
+                family(
+                    encoder,
+                    "migration_run_tenants",
+                    "Tenants of the latest migration run, by state",
+                    false,
+                    &states,
+                )?;
+                family(
+                    encoder,
+                    "migration_run_active",
+                    "Whether the latest migration run is still going",
+                    false,
+                    &one(run.finished_at.is_none()),
+                )?;
+            }
+        }
+        if let Some((release, finished, counts)) = &progress.rollout {
+            let states: Vec<_> = [
+                ("pending", counts.pending),
+                ("done", counts.done),
+                ("skipped", counts.skipped),
+                ("failed", counts.failed),
+            ]
+            .into_iter()
+            .map(|(state, n)| {
+                (
+                    vec![("release", release.clone()), ("state", state.to_string())],
+                    n.into(),
+                )
+            })
+            .collect();
+            family(
+                encoder,
+                "rollout_tenants",
+                "Tenants of the latest master rollout, by state",
+                false,
+                &states,
+            )?;
+            family(
+                encoder,
+                "rollout_active",
+                "Whether the latest master rollout is still going",
+                false,
+                &one(!*finished),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        self.pools(&mut encoder)?;
+        self.caches(&mut encoder)?;
+        self.tenants(&mut encoder)?;
+        self.progress(&mut encoder)
     }
 }
 

@@ -39,19 +39,23 @@ impl Application {
         prepare_control(&pools).await?;
         check_budget(&pools, &settings).await?;
 
-        let master_cache = MasterCache::new(settings.server.cache_memory_mb * 1024 * 1024);
-        let metrics = crate::metrics::Metrics::new(
-            pools.clone(),
-            master_cache.clone(),
-            settings.server.cache_memory_mb * 1024 * 1024,
+        let cache_budget_bytes = settings.server.cache_memory_mb * 1024 * 1024;
+        let master_cache = MasterCache::new(cache_budget_bytes);
+        let keys = KeyResolver::new(
+            settings.clinic.key_cache_capacity,
+            Duration::from_millis(settings.clinic.key_cache_ttl_ms),
         );
+        let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
+            pools: pools.clone(),
+            master_cache: master_cache.clone(),
+            keys: keys.clone(),
+            cache_budget_bytes,
+            tenant_top: settings.server.tenant_metrics_top,
+        });
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             pools,
-            keys: KeyResolver::new(
-                settings.clinic.key_cache_capacity,
-                Duration::from_millis(settings.clinic.key_cache_ttl_ms),
-            ),
+            keys,
             master_cache,
             metrics,
         });

@@ -155,7 +155,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
-    telemetry::init(settings.server.log_format);
+    let _telemetry = telemetry::init(settings.server.log_format);
     match cli.command {
         Command::Serve => runtime()?.block_on(serve(settings)),
         Command::Dev { state_dir, tenants } => dev::run_dev(settings, &state_dir, &tenants),

@@ -175,9 +175,12 @@ pub async fn monthly(
     }))
 }
 
-/// `GET /admin/pools`: every pool of this host.
+/// `GET /admin/pools`: every pool of this host and admission's refusals.
 pub async fn pools(_: AdminCaller, state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "pools": state.pools.status() }))
+    HttpResponse::Ok().json(serde_json::json!({
+        "pools": state.pools.status(),
+        "admission_rejections": state.pools.admission_stats(),
+    }))
 }
 
 #[derive(Deserialize)]

@@ -1,10 +1,11 @@
 //! Extractors that authenticate: a clinic's API key, the admin token.
 
 use std::future::{ready, Ready};
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -30,6 +31,11 @@ fn state(req: &HttpRequest) -> web::Data<AppState> {
         .clone()
 }
 
+/// The slug of the tenant a request was bound to, kept in the request's
+/// extensions for the request log and metrics.
+#[derive(Debug, Clone)]
+pub struct RequestTenant(pub Arc<str>);
+
 /// The tenant a clinic request is bound to, by its API key alone.
 pub struct Clinic(pub TenantCtx);
 
@@ -40,6 +46,7 @@ impl FromRequest for Clinic {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer(req);
         let state = state(req);
+        let req = req.clone();
         Box::pin(async move {
             let key = ApiKey::from_presented(&token.ok_or(ApiError::Unauthorized)?);
             let resolution =
@@ -69,6 +76,8 @@ impl FromRequest for Clinic {
                 });
             }
             tracing::Span::current().record("tenant", tenant.slug.as_str());
+            req.extensions_mut()
+                .insert(RequestTenant(tenant.slug.as_str().into()));
             Ok(Clinic(tenant))
         })
     }

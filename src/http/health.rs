@@ -24,6 +24,7 @@ pub async fn readyz(
 
 /// `GET /metrics` (admin listener only): Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.metrics.refresh().await;
     let text = state
         .metrics
         .encode()

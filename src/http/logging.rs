@@ -8,13 +8,14 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::Error;
+use actix_web::{Error, HttpMessage};
 use tracing::field::Empty;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use actix_web::web;
 
+use super::extract::RequestTenant;
 use super::{AppState, Listener};
 use crate::pools::Role;
 
@@ -62,9 +63,14 @@ pub async fn request_span(
                     Some(l) if l.0 == Role::Clinic => "clinic",
                     _ => "admin",
                 };
+                let tenant = response
+                    .request()
+                    .extensions()
+                    .get::<RequestTenant>()
+                    .map(|t| t.0.clone());
                 state
                     .metrics
-                    .request(listener, route, status.as_u16(), elapsed);
+                    .request(listener, route, status.as_u16(), elapsed, tenant.as_ref());
                 let slow = state.settings.server.slow_request_ms;
                 if elapsed.as_millis() as u64 >= slow {
                     span.in_scope(|| tracing::warn!(slow_ms = slow, "slow request"));

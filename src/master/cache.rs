@@ -5,6 +5,7 @@
 //! entries unreachable (they age out by weight).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use moka::future::Cache;
@@ -22,6 +23,19 @@ type Key = (Uuid, Arc<str>, Arc<str>);
 #[derive(Clone)]
 pub struct MasterCache {
     cache: Cache<Key, CachedItems>,
+    /// Codes found in memory and codes read from the tenant's copy.
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+}
+
+/// What the cache holds and how well it serves, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheUsage {
+    pub entries: u64,
+    /// Approximate bytes held.
+    pub bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
 }
 
 impl MasterCache {
@@ -38,6 +52,8 @@ impl MasterCache {
                     u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
                 .build(),
+            hits: Arc::default(),
+            misses: Arc::default(),
         }
     }
 
@@ -66,6 +82,9 @@ impl MasterCache {
                 None => missing.push(code),
             }
         }
+        self.hits.fetch_add(found.len() as u64, Ordering::Relaxed);
+        self.misses
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
         if missing.is_empty() {
             return Ok(found);
         }
@@ -93,8 +112,18 @@ impl MasterCache {
         Ok(found)
     }
 
-    /// Entries and their total weight (bytes), for metrics.
-    pub fn usage(&self) -> (u64, u64) {
-        (self.cache.entry_count(), self.cache.weighted_size())
+    /// Finishes the cache's pending bookkeeping, so its counts are exact.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Entries, their total weight and the hit counts, for metrics.
+    pub fn usage(&self) -> CacheUsage {
+        CacheUsage {
+            entries: self.cache.entry_count(),
+            bytes: self.cache.weighted_size(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 }

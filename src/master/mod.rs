@@ -27,8 +27,8 @@ pub use release::{
     ReleaseSummary,
 };
 pub use rollout::{
-    rollout, rollout_status, run_rollout, start_rollout, RolloutError, RolloutReport,
-    RolloutTarget, TenantRollout,
+    latest_rollout, rollout, rollout_status, run_rollout, start_rollout, RolloutCounts,
+    RolloutError, RolloutReport, RolloutTarget, TenantRollout,
 };
 
 /// What a master item is.

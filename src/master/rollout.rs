@@ -454,6 +454,34 @@ async fn apply_remote_diff(
     Ok(())
 }
 
+/// The newest rollout: its release, whether it finished, and its tenants
+/// by state (for metrics).
+pub async fn latest_rollout(
+    client: &impl GenericClient,
+) -> Result<Option<(String, bool, RolloutCounts)>, DbError> {
+    let rows = client
+        .query(
+            "SELECT r.version, r.finished_at IS NOT NULL, rt.state, count(rt.*)              FROM (SELECT * FROM recept.master_rollouts ORDER BY created_at DESC LIMIT 1) r              LEFT JOIN recept.master_rollout_tenants rt ON rt.rollout_id = r.id              GROUP BY 1, 2, 3",
+            &[],
+        )
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut counts = RolloutCounts::default();
+    for row in &rows {
+        let n = row.get::<_, i64>(3) as usize;
+        match row.get::<_, Option<&str>>(2) {
+            Some("done") => counts.done += n,
+            Some("skipped") => counts.skipped += n,
+            Some("failed") => counts.failed += n,
+            Some(_) => counts.pending += n,
+            None => {}
+        }
+    }
+    Ok(Some((first.get(0), first.get(1), counts)))
+}
+
 /// The state of rollout `id`, per tenant.
 pub async fn rollout_status(
     client: &impl GenericClient,

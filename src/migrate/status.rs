@@ -49,8 +49,15 @@ pub async fn status(client: &impl GenericClient) -> Result<MigrationStatus, DbEr
     let binary_version = super::latest_tenant_version();
     let latest_run = client
         .query_opt(
-            "SELECT id, target_version, started_at, finished_at, tenants, migrated, current, failed \
-             FROM recept.migration_runs ORDER BY started_at DESC LIMIT 1",
+            // A run still going has its progress in the ledger, one row
+            // per tenant as it finishes.
+            "SELECT r.id, r.target_version, r.started_at, r.finished_at, r.tenants, \
+             CASE WHEN r.finished_at IS NULL THEN (SELECT count(*) FROM recept.migration_ledger l \
+               WHERE l.run_id = r.id AND l.error IS NULL)::int ELSE r.migrated END, \
+             r.current, \
+             CASE WHEN r.finished_at IS NULL THEN (SELECT count(*) FROM recept.migration_ledger l \
+               WHERE l.run_id = r.id AND l.error IS NOT NULL)::int ELSE r.failed END \
+             FROM recept.migration_runs r ORDER BY r.started_at DESC LIMIT 1",
             &[],
         )
         .await?

@@ -24,6 +24,7 @@ use deadpool_postgres::{
 };
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio_postgres::NoTls;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::Settings;
@@ -53,9 +54,39 @@ impl Role {
 
 /// The pools of one cluster, one per role.
 struct ClusterPools {
-    clinic: Pool,
-    admin: Pool,
-    migration: Pool,
+    clinic: CountedPool,
+    admin: CountedPool,
+    migration: CountedPool,
+}
+
+/// A pool and what happened to its connections.
+struct CountedPool {
+    pool: Pool,
+    counts: Arc<ConnectionCounts>,
+}
+
+/// What happened to one pool's connections so far, for metrics.
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    /// Connections opened.
+    opened: AtomicU64,
+    /// Retired on return by age or uses (`clinic.connection_max_age_s`,
+    /// `clinic.connection_max_uses`).
+    retired: AtomicU64,
+    /// Found closed on return (PostgreSQL restarted, backend terminated,
+    /// network cut).
+    broken: AtomicU64,
+    /// Taken out by recept: a request ended inside a transaction, or the
+    /// session's settings had changed.
+    discarded: AtomicU64,
+    /// Requests that waited the pool's whole deadline for a connection.
+    timeouts: AtomicU64,
+}
+
+impl ConnectionCounts {
+    pub(crate) fn discarded(&self) {
+        self.discarded.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// All pools of this host, by cluster name.
@@ -141,6 +172,16 @@ pub struct PoolStatus {
     pub in_use: usize,
     /// Requests waiting for a connection.
     pub waiting: usize,
+    /// Connections opened since start.
+    pub opened: u64,
+    /// Connections retired by age or uses.
+    pub retired: u64,
+    /// Connections found closed when they came back.
+    pub broken: u64,
+    /// Connections taken out mid-transaction or with changed settings.
+    pub discarded: u64,
+    /// Waits for a connection that reached the pool's deadline.
+    pub timeouts: u64,
 }
 
 /// Why no database work could be done.
@@ -289,7 +330,7 @@ impl Pools {
         self.clusters.contains_key(name)
     }
 
-    fn pool(&self, cluster: &str, role: Role) -> Result<&Pool, DbError> {
+    fn counted(&self, cluster: &str, role: Role) -> Result<&CountedPool, DbError> {
         let pools = self
             .clusters
             .get(cluster)
@@ -305,7 +346,16 @@ impl Pools {
     /// deadline. Use it only for schema-qualified statements (the control
     /// schema) or whole-schema work; tenant work goes through [`Pools::tenant`].
     pub async fn get(&self, cluster: &str, role: Role) -> Result<Object, DbError> {
-        Ok(self.pool(cluster, role)?.get().await?)
+        let counted = self.counted(cluster, role)?;
+        match counted.pool.get().await {
+            Ok(client) => Ok(client),
+            Err(e) => {
+                if matches!(e, PoolError::Timeout(_)) {
+                    counted.counts.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// A connection of `role` to the control cluster.
@@ -325,13 +375,16 @@ impl Pools {
         schema: &str,
     ) -> Result<TenantConn, DbError> {
         let share = self.admission.enter(tenant)?;
-        let pool = self.pool(cluster, Role::Clinic)?;
+        let CountedPool { pool, counts } = self.counted(cluster, Role::Clinic)?;
         if pool.status().waiting >= self.admission.max_waiting {
             self.admission.queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(DbError::QueueFull);
         }
         let waiting = std::time::Instant::now();
-        let got = pool.get().await;
+        let got = pool
+            .get()
+            .instrument(tracing::debug_span!("db.acquire", db.system = "postgresql"))
+            .await;
         let waited = waiting.elapsed();
         self.admission.waits.observe(waited.as_secs_f64());
         tracing::Span::current().record("pool_wait_ms", waited.as_secs_f64() * 1000.0);
@@ -339,6 +392,7 @@ impl Pools {
             Ok(client) => client,
             Err(PoolError::Timeout(_)) => {
                 self.admission.deadline.fetch_add(1, Ordering::Relaxed);
+                counts.timeouts.fetch_add(1, Ordering::Relaxed);
                 return Err(DbError::Unavailable(
                     "no connection within clinic.queue_timeout_ms".into(),
                 ));
@@ -349,6 +403,7 @@ impl Pools {
             client,
             schema,
             self.clinic_settings.clone(),
+            counts.clone(),
             Some(share),
         ))
     }
@@ -361,6 +416,7 @@ impl Pools {
             client,
             schema,
             self.clinic_settings.clone(),
+            self.counted(cluster, Role::Clinic)?.counts.clone(),
             None,
         ))
     }
@@ -391,8 +447,9 @@ impl Pools {
                     (Role::Migration, &pools.migration),
                 ]
                 .into_iter()
-                .map(|(role, pool)| {
+                .map(|(role, CountedPool { pool, counts })| {
                     let status = pool.status();
+                    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
                     PoolStatus {
                         cluster: cluster.clone(),
                         role: role.application_name(),
@@ -401,6 +458,11 @@ impl Pools {
                         available: status.available,
                         in_use: status.size.saturating_sub(status.available),
                         waiting: status.waiting,
+                        opened: count(&counts.opened),
+                        retired: count(&counts.retired),
+                        broken: count(&counts.broken),
+                        discarded: count(&counts.discarded),
+                        timeouts: count(&counts.timeouts),
                     }
                 })
             })
@@ -412,9 +474,9 @@ impl Pools {
     /// Closes every pool; waiting requests fail fast.
     pub fn close(&self) {
         for pools in self.clusters.values() {
-            pools.clinic.close();
-            pools.admin.close();
-            pools.migration.close();
+            pools.clinic.pool.close();
+            pools.admin.pool.close();
+            pools.migration.pool.close();
         }
     }
 }
@@ -427,7 +489,7 @@ fn build_pool(
     lock_timeout_ms: u64,
     queue_timeout_ms: u64,
     retire: Option<(Duration, usize)>,
-) -> anyhow::Result<Pool> {
+) -> anyhow::Result<CountedPool> {
     pg.application_name(role.application_name());
     // Fixed for the life of the connection; a request cannot change them
     // for the next one because recept never runs a session-level SET.
@@ -453,24 +515,35 @@ fn build_pool(
     };
     let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method });
     let wait = Duration::from_millis(queue_timeout_ms);
-    let mut builder = Pool::builder(manager);
-    if let Some((max_age, max_uses)) = retire {
-        // Each backend caches the catalog of every schema it touched; a
-        // connection is retired after an age or a number of uses so that
-        // memory stays bounded with thousands of tenants.
-        builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
-            if metrics.age() > max_age || metrics.recycle_count >= max_uses {
+    let counts = Arc::new(ConnectionCounts::default());
+    let opened = counts.clone();
+    let returned = counts.clone();
+    let retire = retire.unwrap_or((Duration::MAX, usize::MAX));
+    let pool = Pool::builder(manager)
+        .post_create(Hook::sync_fn(move |_, _| {
+            opened.opened.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }))
+        .pre_recycle(Hook::sync_fn(move |client, metrics| {
+            let (max_age, max_uses) = retire;
+            if client.is_closed() {
+                returned.broken.fetch_add(1, Ordering::Relaxed);
+                Err(HookError::message("closed"))
+            } else if metrics.age() > max_age || metrics.recycle_count >= max_uses {
+                // Each backend caches the catalog of every schema it
+                // touched; retiring a connection after an age or a number
+                // of uses keeps memory bounded with thousands of tenants.
+                returned.retired.fetch_add(1, Ordering::Relaxed);
                 Err(HookError::message("retired"))
             } else {
                 Ok(())
             }
-        }));
-    }
-    Ok(builder
+        }))
         .max_size(size)
         .wait_timeout(Some(wait))
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .runtime(Runtime::Tokio1)
-        .build()?)
+        .build()?;
+    Ok(CountedPool { pool, counts })
 }

@@ -10,6 +10,7 @@ use futures::future::maybe_done;
 use futures::poll;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
+use tracing::Instrument;
 
 use super::DbError;
 
@@ -49,6 +50,8 @@ pub struct TenantConn {
     /// Set when the session's settings were found changed: the connection
     /// is discarded instead of returning to the pool.
     tainted: Cell<bool>,
+    /// Its pool's counts, told when the connection is discarded.
+    counts: Arc<super::ConnectionCounts>,
     /// The request's place in its tenant's share (clinic requests only);
     /// released when the connection is.
     _share: Option<super::TenantShare>,
@@ -67,6 +70,7 @@ impl TenantConn {
         client: Object,
         schema: &str,
         expected: Arc<ExpectedSettings>,
+        counts: Arc<super::ConnectionCounts>,
         share: Option<super::TenantShare>,
     ) -> TenantConn {
         TenantConn {
@@ -75,6 +79,7 @@ impl TenantConn {
             open: Cell::new(false),
             expected,
             tainted: Cell::new(false),
+            counts,
             _share: share,
         }
     }
@@ -105,6 +110,20 @@ impl TenantConn {
     /// statement is prepared on this connection (the first use on a
     /// connection prepares it inside the transaction first).
     pub async fn read(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
+        let span = tracing::debug_span!(
+            "db.read",
+            db.system = "postgresql",
+            db.statement = sql,
+            db.schema = &*self.search_path,
+        );
+        self.read_inner(sql, params).instrument(span).await
+    }
+
+    async fn read_inner(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -154,6 +173,18 @@ impl TenantConn {
     /// it returns `Ok`, rolls back otherwise. `BEGIN` and `set_config` are
     /// pipelined with `work`'s first statement.
     pub async fn write<T, E>(&self, work: impl AsyncFnOnce(&Tx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        let span = tracing::debug_span!(
+            "db.transaction",
+            db.system = "postgresql",
+            db.schema = &*self.search_path,
+        );
+        self.write_inner(work).instrument(span).await
+    }
+
+    async fn write_inner<T, E>(&self, work: impl AsyncFnOnce(&Tx) -> Result<T, E>) -> Result<T, E>
     where
         E: From<DbError>,
     {
@@ -234,6 +265,7 @@ impl Drop for TenantConn {
     fn drop(&mut self) {
         if self.tainted.get() {
             if let Some(client) = self.client.take() {
+                self.counts.discarded();
                 drop(Object::take(client));
             }
             return;
@@ -244,6 +276,7 @@ impl Drop for TenantConn {
         if let Some(client) = self.client.take() {
             // Take the connection out of the pool so no other request can
             // receive it mid-transaction; cancel whatever it runs, then close.
+            self.counts.discarded();
             let wrapper = Object::take(client);
             let cancel = wrapper.cancel_token();
             tracing::warn!("request ended inside a transaction; connection discarded");

@@ -158,7 +158,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 pub async fn spawn_app_on(settings: Settings) -> TestApp {
     // Server logs only when asked for (`RUST_LOG=info cargo test`).
     if std::env::var_os("RUST_LOG").is_some() {
-        recept::telemetry::init(recept::config::LogFormat::Pretty);
+        std::mem::forget(recept::telemetry::init(recept::config::LogFormat::Pretty));
     }
     let admin_token = settings.admin.token.clone();
     let db_url = settings.clusters["main"].url.clone();

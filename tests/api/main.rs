@@ -8,5 +8,6 @@ mod clinic_guards;
 mod helpers;
 mod master;
 mod migrations;
+mod observability;
 mod routing;
 mod tenants;
