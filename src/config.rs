@@ -39,6 +39,12 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     /// How long in-flight requests may finish after a stop signal.
     pub shutdown_timeout_s: u64,
+    /// Open the clinic listener with `SO_REUSEPORT`, so a new recept process
+    /// can bind the same port before the old one stops (rolling restarts).
+    pub reuse_port: bool,
+    /// How long a client may take to send a request's head; a slower one
+    /// gets `408` and is disconnected.
+    pub client_timeout_ms: u64,
     /// `json` for machines, `pretty` for people.
     pub log_format: LogFormat,
     /// Memory for caches (master items), in MiB.
@@ -106,6 +112,9 @@ pub struct ClinicSettings {
     pub key_cache_ttl_ms: u64,
     /// Most API keys held in the key cache.
     pub key_cache_capacity: u64,
+    /// How long an `Idempotency-Key` is remembered: a retry within it
+    /// replays the first response; after it the key may be used afresh.
+    pub idempotency_ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +167,8 @@ impl Default for ServerSettings {
             admin_workers: 1,
             body_limit_bytes: 256 * 1024,
             shutdown_timeout_s: 10,
+            reuse_port: false,
+            client_timeout_ms: 5_000,
             log_format: LogFormat::Pretty,
             cache_memory_mb: 64,
             hosts_per_cluster: 1,
@@ -189,6 +200,7 @@ impl Default for ClinicSettings {
             lock_timeout_ms: 2_000,
             key_cache_ttl_ms: 3_000,
             key_cache_capacity: 100_000,
+            idempotency_ttl_s: 24 * 60 * 60,
         }
     }
 }

@@ -60,8 +60,12 @@ impl Application {
             metrics,
         });
 
-        let clinic_listener = bind(&settings.server.clinic_listen, "server.clinic_listen")?;
-        let admin_listener = bind(&settings.server.admin_listen, "server.admin_listen")?;
+        let clinic_listener = bind(
+            &settings.server.clinic_listen,
+            "server.clinic_listen",
+            settings.server.reuse_port,
+        )?;
+        let admin_listener = bind(&settings.server.admin_listen, "server.admin_listen", false)?;
         let clinic_port = clinic_listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
 
@@ -146,8 +150,13 @@ async fn check_budget(pools: &Pools, settings: &Settings) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn bind(address: &str, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address).map_err(|e| {
+fn bind(address: &str, key: &str, reuse_port: bool) -> anyhow::Result<TcpListener> {
+    let bound = if reuse_port {
+        bind_shared(address)
+    } else {
+        TcpListener::bind(address)
+    };
+    bound.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             " (the port is already in use: stop the other process or choose another address)"
         } else {
@@ -155,6 +164,25 @@ fn bind(address: &str, key: &str) -> anyhow::Result<TcpListener> {
         };
         anyhow::anyhow!("cannot listen on {address} ({key}): {e}{hint}")
     })
+}
+
+/// A listener other processes may bind too (`SO_REUSEPORT`): the kernel
+/// spreads new connections over every process listening.
+fn bind_shared(address: &str) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }
 
 fn serve(
@@ -182,6 +210,8 @@ fn serve(
         }
     })
     .workers(workers)
+    .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms))
+    .client_disconnect_timeout(Duration::from_secs(1))
     .disable_signals()
     .shutdown_timeout(settings.server.shutdown_timeout_s)
     .listen(listener)?

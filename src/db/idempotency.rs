@@ -28,15 +28,25 @@ pub enum KeyState {
 
 /// Claims `key` for this request. A concurrent request with the same key
 /// waits here (up to the connection's `lock_timeout`) for the first to
-/// finish, then replays it.
-pub async fn claim(tx: &Tx, key: &str, route: &str, hash: &[u8]) -> Result<KeyState, DbError> {
+/// finish, then replays it. A key older than `ttl_s` is expired: claiming it
+/// starts afresh.
+pub async fn claim(
+    tx: &Tx,
+    key: &str,
+    route: &str,
+    hash: &[u8],
+    ttl_s: f64,
+) -> Result<KeyState, DbError> {
     let insert = tx
         .prepare_cached(
             "INSERT INTO idempotency_keys (key, route, request_hash) VALUES ($1, $2, $3) \
-             ON CONFLICT (key) DO NOTHING",
+             ON CONFLICT (key) DO UPDATE SET route = excluded.route, \
+               request_hash = excluded.request_hash, status = NULL, response = NULL, \
+               etag = NULL, created_at = now() \
+             WHERE idempotency_keys.created_at < now() - make_interval(secs => $4)",
         )
         .await?;
-    match tx.execute(&insert, &[&key, &route, &hash]).await {
+    match tx.execute(&insert, &[&key, &route, &hash, &ttl_s]).await {
         Ok(1) => return Ok(KeyState::Fresh),
         Ok(_) => {}
         Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
@@ -62,6 +72,19 @@ pub async fn claim(tx: &Tx, key: &str, route: &str, hash: &[u8]) -> Result<KeySt
         })),
         _ => Ok(KeyState::InProgress),
     }
+}
+
+/// Removes a few expired keys (an index range scan; usually finds none).
+/// Rows another request is reclaiming are skipped, never waited for.
+pub async fn purge_expired(tx: &Tx, ttl_s: f64) -> Result<u64, DbError> {
+    let delete = tx
+        .prepare_cached(
+            "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys \
+             WHERE created_at < now() - make_interval(secs => $1) LIMIT 100 \
+             FOR UPDATE SKIP LOCKED)",
+        )
+        .await?;
+    Ok(tx.execute(&delete, &[&ttl_s]).await?)
 }
 
 /// Stores the response to a fresh key, in the write's transaction.

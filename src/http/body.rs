@@ -1,13 +1,13 @@
 //! Request bodies and idempotency, shared by the clinic handlers that write.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::ApiError;
+use super::{ApiError, AppState};
 use crate::db::idempotency::{self, KeyState, StoredResponse};
 use crate::pools::{TenantConn, Tx};
 
@@ -45,6 +45,8 @@ pub struct Idempotency {
     key: String,
     route: &'static str,
     hash: [u8; 32],
+    /// `clinic.idempotency_ttl_s`.
+    ttl_s: f64,
 }
 
 impl Idempotency {
@@ -70,10 +72,14 @@ impl Idempotency {
         // serde_json's maps are ordered, so equal JSON hashes equally
         // whatever the key order or spacing of the request.
         let canonical = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.into()))?;
+        let ttl_s = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(86_400, |state| state.settings.clinic.idempotency_ttl_s);
         Ok(Some(Idempotency {
             key: key.to_string(),
             route,
             hash: Sha256::digest(&canonical).into(),
+            ttl_s: ttl_s as f64,
         }))
     }
 }
@@ -89,8 +95,14 @@ pub async fn write_once(
     let stored = conn
         .write(async |tx| {
             if let Some(idem) = &idempotency {
-                match idempotency::claim(tx, &idem.key, idem.route, &idem.hash).await? {
-                    KeyState::Fresh => {}
+                match idempotency::claim(tx, &idem.key, idem.route, &idem.hash, idem.ttl_s).await? {
+                    KeyState::Fresh => {
+                        // Expired keys go a few at a time, on about one
+                        // keyed write in 64, so the table stays bounded.
+                        if rand::random::<u8>() < 4 {
+                            idempotency::purge_expired(tx, idem.ttl_s).await?;
+                        }
+                    }
                     KeyState::Replay(stored) => return Ok(stored),
                     KeyState::Mismatch => {
                         return Err(ApiError::validation(

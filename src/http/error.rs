@@ -48,6 +48,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("this method is not allowed on this resource")]
     MethodNotAllowed,
+    #[error("the query string is too long (the limit is {0} bytes)")]
+    QueryTooLong(usize),
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("validation failed")]
@@ -88,6 +90,7 @@ impl ApiError {
             ApiError::PreconditionRequired => "urn:recept:problem:precondition-required",
             ApiError::PayloadTooLarge(_) => "urn:recept:problem:payload-too-large",
             ApiError::MethodNotAllowed => "urn:recept:problem:method-not-allowed",
+            ApiError::QueryTooLong(_) => "urn:recept:problem:query-too-long",
             ApiError::UnsupportedMediaType(_) => "urn:recept:problem:unsupported-media-type",
             ApiError::Validation(_) => "urn:recept:problem:validation",
             ApiError::TooManyRequests { .. } => "urn:recept:problem:too-many-requests",
@@ -108,6 +111,7 @@ impl ApiError {
             ApiError::PreconditionRequired => "Precondition required",
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::QueryTooLong(_) => "Query string too long",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::Validation(_) => "Validation failed",
             ApiError::TooManyRequests { .. } => "Too many requests",
@@ -147,6 +151,7 @@ impl ResponseError for ApiError {
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::QueryTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -212,6 +217,16 @@ impl From<DbError> for ApiError {
                 message: "the server is at capacity; retry shortly".into(),
                 retry_after_ms: 500,
             },
+            DbError::SchemaMissing(cause) => {
+                // Not the client's doing and not transient: an operator
+                // must look (the tenant's schema was dropped or damaged).
+                tracing::error!(%cause, "a tenant's schema is missing objects");
+                ApiError::Unavailable {
+                    message: "this clinic's data is unavailable; the operators have been alerted"
+                        .into(),
+                    retry_after_ms: 30_000,
+                }
+            }
             DbError::TenantBusy => ApiError::TooManyRequests {
                 message: "this clinic has too many requests in flight; retry shortly".into(),
                 retry_after_ms: 200,

@@ -19,6 +19,9 @@ use super::extract::RequestTenant;
 use super::{AppState, Listener};
 use crate::pools::Role;
 
+/// The longest query string served; longer ones get `414`.
+pub const MAX_QUERY_BYTES: usize = 2048;
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A caller's own request id is kept if it is short and plain.
@@ -49,7 +52,11 @@ pub async fn request_span(
         duration_ms = Empty,
     );
     let started = Instant::now();
-    let result = next.call(req).instrument(span.clone()).await;
+    let result = if req.query_string().len() > MAX_QUERY_BYTES {
+        Err(super::ApiError::QueryTooLong(MAX_QUERY_BYTES).into())
+    } else {
+        next.call(req).instrument(span.clone()).await
+    };
     let elapsed = started.elapsed();
     span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
     match result {

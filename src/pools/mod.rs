@@ -205,6 +205,10 @@ pub enum DbError {
     /// This tenant already has its share of connections in use.
     #[error("this clinic has too many requests in flight")]
     TenantBusy,
+    /// A table or schema a statement names does not exist: a tenant's
+    /// schema dropped or damaged under a running server.
+    #[error("missing schema or table: {0}")]
+    SchemaMissing(String),
     #[error(transparent)]
     Postgres(tokio_postgres::Error),
 }
@@ -225,6 +229,14 @@ impl From<tokio_postgres::Error> for DbError {
                     || *code == SqlState::TOO_MANY_CONNECTIONS =>
             {
                 DbError::Unavailable(e.to_string())
+            }
+            Some(code)
+                if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME =>
+            {
+                DbError::SchemaMissing(
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_string()),
+                )
             }
             None if e.is_closed() || source_is_io(&e) => DbError::Unavailable(e.to_string()),
             _ => DbError::Postgres(e),

@@ -9,5 +9,7 @@ mod helpers;
 mod master;
 mod migrations;
 mod observability;
+mod process;
+mod reliability;
 mod routing;
 mod tenants;

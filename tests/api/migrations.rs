@@ -9,6 +9,9 @@ use reqwest::{Method, StatusCode};
 
 use crate::helpers::{assert_problem, spawn_app, TestApp};
 
+/// The newest tenant migration of this binary.
+const LATEST: i32 = 4;
+
 const EXTRA: [(&str, &str); 1] = [(
     "V100__visit_room",
     "ALTER TABLE encounters ADD COLUMN room text NOT NULL DEFAULT 'main'; \
@@ -64,7 +67,7 @@ async fn a_failing_tenant_keeps_its_version_and_a_rerun_finishes_the_job() {
     assert_eq!(first.failed[0].slug, slugs[1]);
     let error = first.failed[0].error.clone().unwrap();
     assert!(error.contains("rooms"), "{error}");
-    assert_eq!(history_version(&app, &slugs[1]).await, 3);
+    assert_eq!(history_version(&app, &slugs[1]).await, LATEST);
     let column: i64 = db
         .query_one(
             "SELECT count(*) FROM information_schema.columns \
@@ -138,7 +141,7 @@ async fn a_dry_run_changes_nothing() {
         (3, 0, None)
     );
     for slug in &slugs {
-        assert_eq!(history_version(&app, slug).await, 3);
+        assert_eq!(history_version(&app, slug).await, LATEST);
     }
     let runs: i64 = app
         .db()
@@ -168,7 +171,7 @@ async fn a_failing_canary_stops_the_run_before_anyone_else() {
 
     assert!(matches!(result, Err(RunError::CanaryFailed { ref slug, .. }) if *slug == slugs[2]));
     for slug in &slugs {
-        assert_eq!(history_version(&app, slug).await, 3, "{slug}");
+        assert_eq!(history_version(&app, slug).await, LATEST, "{slug}");
     }
 }
 
@@ -181,12 +184,9 @@ async fn a_tenant_behind_the_binary_gets_503_while_others_are_served() {
     // As after deploying a binary with a migration this tenant lacks: its
     // last migration is undone and the registry knows it.
     db.batch_execute(&format!(
-        "DROP TABLE \"t_{behind}\".idempotency_keys, \"t_{behind}\".claim_encounters, \
-         \"t_{behind}\".claims, \"t_{behind}\".payments, \"t_{behind}\".encounter_diagnoses, \
-         \"t_{behind}\".encounter_lines, \"t_{behind}\".encounters, \"t_{behind}\".insurances, \
-         \"t_{behind}\".patients; \
-         DELETE FROM \"t_{behind}\".refinery_schema_history WHERE version = 3; \
-         UPDATE recept.tenants SET schema_version = 2 WHERE slug = '{behind}';"
+        "DROP INDEX \"t_{behind}\".idempotency_keys_created; \
+         DELETE FROM \"t_{behind}\".refinery_schema_history WHERE version = {LATEST}; \
+         UPDATE recept.tenants SET schema_version = {LATEST} - 1 WHERE slug = '{behind}';"
     ))
     .await
     .unwrap();
@@ -230,7 +230,7 @@ async fn a_tenant_behind_the_binary_gets_503_while_others_are_served() {
         .json()
         .await
         .unwrap();
-    assert_eq!(status["binary_version"], 3);
+    assert_eq!(status["binary_version"], LATEST);
     assert_eq!(status["behind"], serde_json::json!([]));
     assert_eq!(status["latest_run"]["migrated"], 1);
 }
@@ -240,12 +240,13 @@ async fn the_command_line_names_a_failed_tenant_and_exits_non_zero() {
     let app = spawn_app().await;
     let (broken, _) = app.tenant_with_key("broken").await;
     app.tenant_with_key("fine").await;
-    // Its history forgets V3 while V3's tables remain: re-applying conflicts.
+    // Its history forgets the last migration while what it made remains:
+    // re-applying it conflicts.
     app.db()
         .await
         .batch_execute(&format!(
-            "DELETE FROM \"t_{broken}\".refinery_schema_history WHERE version = 3; \
-             UPDATE recept.tenants SET schema_version = 2 WHERE slug = '{broken}';"
+            "DELETE FROM \"t_{broken}\".refinery_schema_history WHERE version = {LATEST}; \
+             UPDATE recept.tenants SET schema_version = {LATEST} - 1 WHERE slug = '{broken}';"
         ))
         .await
         .unwrap();
@@ -313,4 +314,9 @@ async fn a_migration_waiting_on_a_busy_table_gives_up_and_is_retried() {
         "the first attempt gave up on the lock"
     );
     assert_eq!(history_version(&app, &busy).await, 100);
+}
+
+#[test]
+fn the_tests_know_the_newest_tenant_migration() {
+    assert_eq!(recept::migrate::latest_tenant_version(), LATEST);
 }
