@@ -42,6 +42,10 @@ pub struct ServerSettings {
     /// Open the clinic listener with `SO_REUSEPORT`, so a new recept process
     /// can bind the same port before the old one stops (rolling restarts).
     pub reuse_port: bool,
+    /// After a stop signal, how long the clinic listener keeps accepting
+    /// while every response closes its connection, so that clients move to
+    /// the process that shares the port before this one stops accepting.
+    pub drain_ms: u64,
     /// How long a client may take to send a request's head; a slower one
     /// gets `408` and is disconnected.
     pub client_timeout_ms: u64,
@@ -168,6 +172,7 @@ impl Default for ServerSettings {
             body_limit_bytes: 256 * 1024,
             shutdown_timeout_s: 10,
             reuse_port: false,
+            drain_ms: 0,
             client_timeout_ms: 5_000,
             log_format: LogFormat::Pretty,
             cache_memory_mb: 64,

@@ -58,6 +58,7 @@ impl Application {
             keys,
             master_cache,
             metrics,
+            draining: Default::default(),
         });
 
         let clinic_listener = bind(
@@ -113,10 +114,26 @@ impl Application {
         let mut clinic = tokio::spawn(self.clinic);
         let mut admin = tokio::spawn(self.admin);
         tokio::select! {
-            _ = shutdown => tracing::info!("stopping: finishing in-flight requests"),
+            _ = shutdown => {
+                tracing::info!("stopping: finishing in-flight requests");
+                // Every response now closes its connection, so clients
+                // reconnect: with a shared port (server.reuse_port) to the
+                // next process. The listener keeps accepting for the drain
+                // period so no connection waits in its queue.
+                self.state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(self.state.settings.server.drain_ms)).await;
+                // Stop accepting first and let connections already accepted
+                // reach their workers, so none is dropped in the hand-off.
+                clinic_handle.pause().await;
+                admin_handle.pause().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             result = &mut clinic => tracing::error!(?result, "the clinic listener stopped"),
             result = &mut admin => tracing::error!(?result, "the admin listener stopped"),
         }
+        self.state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::join!(clinic_handle.stop(true), admin_handle.stop(true));
         for task in [clinic, admin] {
             if !task.is_finished() {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::field::Empty;
@@ -65,6 +66,7 @@ pub async fn request_span(
             let pattern = response.request().match_pattern();
             let route = pattern.as_deref().unwrap_or("unmatched");
             span.record("route", route);
+            let mut draining = false;
             if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
                 let listener = match response.request().app_data::<web::Data<Listener>>() {
                     Some(l) if l.0 == Role::Clinic => "clinic",
@@ -78,10 +80,18 @@ pub async fn request_span(
                 state
                     .metrics
                     .request(listener, route, status.as_u16(), elapsed, tenant.as_ref());
+                draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
                 let slow = state.settings.server.slow_request_ms;
                 if elapsed.as_millis() as u64 >= slow {
                     span.in_scope(|| tracing::warn!(slow_ms = slow, "slow request"));
                 }
+            }
+            if draining {
+                // Stopping: this client's next request goes to another process.
+                response
+                    .response_mut()
+                    .head_mut()
+                    .set_connection_type(ConnectionType::Close);
             }
             span.record("status", status.as_u16());
             if let Ok(value) = HeaderValue::from_str(&request_id) {

@@ -41,6 +41,9 @@ pub struct AppState {
     pub master_cache: MasterCache,
     /// This application's Prometheus registry.
     pub metrics: crate::metrics::Metrics,
+    /// Set once a stop was asked for: every response then closes its
+    /// connection, so clients move to the next process (rolling restarts).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// Which listener a route table belongs to.

@@ -493,6 +493,42 @@ impl Pools {
     }
 }
 
+/// Opens connections and drives them on one runtime, the one that built the
+/// pools, whichever actix worker asked for the connection: a worker that
+/// stops (at shutdown, or an idle one) must not take with it connections
+/// other workers are using.
+struct OnRuntime(tokio::runtime::Handle);
+
+impl deadpool_postgres::Connect for OnRuntime {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let pg_config = pg_config.clone();
+        let opened = self.0.spawn(async move {
+            let (client, connection) = pg_config.connect(NoTls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "a database connection ended");
+                }
+            });
+            Ok((client, task))
+        });
+        Box::pin(async move {
+            match opened.await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down: nothing opens again, and the
+                // pool's create timeout answers the caller.
+                Err(_) => std::future::pending().await,
+            }
+        })
+    }
+}
+
 fn build_pool(
     mut pg: tokio_postgres::Config,
     role: Role,
@@ -525,7 +561,11 @@ fn build_pool(
             role.application_name()
         )),
     };
-    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method });
+    let manager = Manager::from_connect(
+        pg,
+        OnRuntime(tokio::runtime::Handle::current()),
+        ManagerConfig { recycling_method },
+    );
     let wait = Duration::from_millis(queue_timeout_ms);
     let counts = Arc::new(ConnectionCounts::default());
     let opened = counts.clone();

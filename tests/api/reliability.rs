@@ -464,3 +464,80 @@ async fn a_tenant_schema_dropped_under_a_running_server_is_a_503_for_that_tenant
     }
     app.clinic_json(&kept_key, "/v1/tenant").await;
 }
+
+#[tokio::test]
+async fn a_rolling_restart_on_a_shared_port_drops_no_request() {
+    let app = spawn_app().await;
+    let (_, key) = app.tenant_with_key("rolling").await;
+    let port = crate::process::free_port();
+    let shared = [
+        ("RECEPT__SERVER__REUSE_PORT", "true"),
+        ("RECEPT__SERVER__DRAIN_MS", "300"),
+    ];
+    let mut old = Process::start(&app, Some(port), &shared).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let key = key.clone();
+            let http = reqwest::Client::new();
+            tokio::spawn(async move {
+                let mut answers: Vec<Result<u16, String>> = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && answers.len() < 20_000 {
+                    let sent = http
+                        .get(format!("http://127.0.0.1:{port}/v1/tenant"))
+                        .bearer_auth(&key)
+                        .send()
+                        .await;
+                    let now = chrono::Utc::now();
+                    answers.push(match sent {
+                        Ok(r) if r.status() == 200 => Ok(200),
+                        Ok(r) => Err(format!("{now:?} {} {:?}", r.status(), r.text().await)),
+                        Err(e) => Err(format!("{now:?} {e:?}")),
+                    });
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The new process binds the same port, then the old one stops.
+    let new = Process::start(&app, Some(port), &shared).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    old.signal(Signal::SIGTERM);
+    assert!(old.wait(Duration::from_secs(15)).await.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut answers = Vec::new();
+    for client in clients {
+        answers.extend(client.await.unwrap());
+    }
+    let failed: Vec<_> = answers.iter().filter(|a| **a != Ok(200)).collect();
+    if !failed.is_empty() {
+        // What each process said about it.
+        for line in old
+            .logs()
+            .lines()
+            .map(|l| format!("OLD {l}"))
+            .chain(new.logs().lines().map(|l| format!("NEW {l}")))
+        {
+            if line.contains("WARN") || line.contains("ERROR") || line.contains("worker") {
+                eprintln!("{line}");
+            }
+        }
+    }
+    assert!(answers.len() > 100, "{} requests", answers.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        new.logs().contains("request finished"),
+        "the new process served"
+    );
+}
