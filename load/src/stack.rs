@@ -65,12 +65,43 @@ impl Stack {
         );
         tweak(&mut settings);
         let admin_token = settings.admin.token.clone();
-        let app = Application::build(settings).await?;
-        let admin = format!("http://127.0.0.1:{}", app.admin_port());
-        let clinic = format!("http://127.0.0.1:{}", app.clinic_port());
-        let pools = app.state().pools.clone();
-        let cache = app.state().master_cache.clone();
-        tokio::spawn(app.run_until(std::future::pending()));
+        // recept runs on a runtime of its own, as `recept serve` does, so its
+        // connections are not driven by the load generator's threads.
+        let (started, built) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("recept".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = started.send(Err(anyhow::Error::from(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match Application::build(settings).await {
+                        Ok(app) => {
+                            let state = app.state();
+                            let _ = started.send(Ok((
+                                app.clinic_port(),
+                                app.admin_port(),
+                                state.pools.clone(),
+                                state.master_cache.clone(),
+                            )));
+                            let _ = app.run_until(std::future::pending()).await;
+                        }
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                        }
+                    }
+                });
+            })?;
+        let (clinic_port, admin_port, pools, cache) = built.await.context("recept's thread")??;
+        let admin = format!("http://127.0.0.1:{admin_port}");
+        let clinic = format!("http://127.0.0.1:{clinic_port}");
         Ok(Stack {
             clinic,
             admin,

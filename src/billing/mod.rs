@@ -47,6 +47,9 @@ pub fn patient_charge(total_points: i64, copay_percent: i64) -> i64 {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

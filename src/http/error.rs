@@ -217,6 +217,9 @@ impl From<DbError> for ApiError {
                 message: "the server is at capacity; retry shortly".into(),
                 retry_after_ms: 500,
             },
+            DbError::BadText => {
+                ApiError::BadRequest("text must not contain NUL (\\u0000) characters".into())
+            }
             DbError::SchemaMissing(cause) => {
                 // Not the client's doing and not transient: an operator
                 // must look (the tenant's schema was dropped or damaged).

@@ -205,6 +205,9 @@ pub enum DbError {
     /// This tenant already has its share of connections in use.
     #[error("this clinic has too many requests in flight")]
     TenantBusy,
+    /// Text PostgreSQL cannot store (a NUL character) reached a statement.
+    #[error("text contains a character that cannot be stored")]
+    BadText,
     /// A table or schema a statement names does not exist: a tenant's
     /// schema dropped or damaged under a running server.
     #[error("missing schema or table: {0}")]
@@ -229,6 +232,12 @@ impl From<tokio_postgres::Error> for DbError {
                     || *code == SqlState::TOO_MANY_CONNECTIONS =>
             {
                 DbError::Unavailable(e.to_string())
+            }
+            Some(code)
+                if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                    || *code == SqlState::UNTRANSLATABLE_CHARACTER =>
+            {
+                DbError::BadText
             }
             Some(code)
                 if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME =>

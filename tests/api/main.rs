@@ -6,6 +6,7 @@ mod budget;
 mod cli;
 mod clinic_guards;
 mod helpers;
+mod isolation;
 mod master;
 mod migrations;
 mod observability;

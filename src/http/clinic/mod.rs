@@ -4,6 +4,9 @@ pub mod claims;
 pub mod encounters;
 pub mod patients;
 
+#[cfg(test)]
+mod properties;
+
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -141,11 +144,17 @@ pub async fn master_items(
             }
             parsed
         });
-    if query.q.as_ref().is_some_and(|q| q.chars().count() > 100) {
-        errors.push(FieldError::new("q", "must be at most 100 characters"));
+    if !plain_text(query.q.as_deref(), 100) {
+        errors.push(FieldError::new(
+            "q",
+            "must be at most 100 characters, without control characters",
+        ));
     }
-    if query.code.as_ref().is_some_and(|c| c.len() > 20) {
-        errors.push(FieldError::new("code", "must be at most 20 characters"));
+    if !plain_text(query.code.as_deref(), 20) {
+        errors.push(FieldError::new(
+            "code",
+            "must be at most 20 characters, without control characters",
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -168,6 +177,12 @@ pub async fn master_items(
         items: items.into_iter().map(MasterItemView::from).collect(),
         next_cursor,
     }))
+}
+
+/// Whether optional search text is at most `max` characters and free of
+/// control characters (PostgreSQL cannot even hold NUL).
+pub fn plain_text(text: Option<&str>, max: usize) -> bool {
+    text.is_none_or(|t| t.chars().count() <= max && !t.chars().any(char::is_control))
 }
 
 /// A `YYYY-MM-DD` date.

@@ -309,8 +309,11 @@ pub async fn search(
         .q
         .map(|q| q.trim().to_string())
         .filter(|q| !q.is_empty());
-    if q.as_ref().is_some_and(|q| q.chars().count() > 100) {
-        errors.push(FieldError::new("q", "must be at most 100 characters"));
+    if !super::plain_text(q.as_deref(), 100) {
+        errors.push(FieldError::new(
+            "q",
+            "must be at most 100 characters, without control characters",
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
