@@ -50,6 +50,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the query string is too long (the limit is {0} bytes)")]
     QueryTooLong(usize),
+    #[error("the request headers are too large (the limit is {0} bytes)")]
+    HeadersTooLarge(usize),
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("validation failed")]
@@ -91,6 +93,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "urn:recept:problem:payload-too-large",
             ApiError::MethodNotAllowed => "urn:recept:problem:method-not-allowed",
             ApiError::QueryTooLong(_) => "urn:recept:problem:query-too-long",
+            ApiError::HeadersTooLarge(_) => "urn:recept:problem:headers-too-large",
             ApiError::UnsupportedMediaType(_) => "urn:recept:problem:unsupported-media-type",
             ApiError::Validation(_) => "urn:recept:problem:validation",
             ApiError::TooManyRequests { .. } => "urn:recept:problem:too-many-requests",
@@ -112,6 +115,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::QueryTooLong(_) => "Query string too long",
+            ApiError::HeadersTooLarge(_) => "Request headers too large",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::Validation(_) => "Validation failed",
             ApiError::TooManyRequests { .. } => "Too many requests",
@@ -152,6 +156,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::QueryTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

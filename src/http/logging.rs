@@ -23,6 +23,9 @@ use crate::pools::Role;
 /// The longest query string served; longer ones get `414`.
 pub const MAX_QUERY_BYTES: usize = 2048;
 
+/// The most header bytes (names and values) served; more get `431`.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A caller's own request id is kept if it is short and plain.
@@ -53,8 +56,15 @@ pub async fn request_span(
         duration_ms = Empty,
     );
     let started = Instant::now();
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
     let result = if req.query_string().len() > MAX_QUERY_BYTES {
         Err(super::ApiError::QueryTooLong(MAX_QUERY_BYTES).into())
+    } else if header_bytes > MAX_HEADER_BYTES {
+        Err(super::ApiError::HeadersTooLarge(MAX_HEADER_BYTES).into())
     } else {
         next.call(req).instrument(span.clone()).await
     };

@@ -37,7 +37,7 @@ use super::clinic::{self, claims, encounters, patients};
         claims::confirm,
         claims::export,
     ),
-    modifiers(&ClinicKey),
+    modifiers(&ClinicKey, &EveryRoute),
     tags(
         (name = "clinic", description = "The caller's own clinic"),
         (name = "master", description = "The clinic's copy of the master data"),
@@ -58,6 +58,56 @@ impl Modify for ClinicKey {
             "clinic_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Answers any route may give before its handler runs: a query string or
+/// headers over their limits (`414`, `431`).
+struct EveryRoute;
+
+impl Modify for EveryRoute {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let too_long = ResponseBuilder::new()
+            .description(format!(
+                "The query string is longer than {} bytes",
+                super::logging::MAX_QUERY_BYTES
+            ))
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        let headers_too_large = ResponseBuilder::new()
+            .description(format!(
+                "The request headers are larger than {} bytes",
+                super::logging::MAX_HEADER_BYTES
+            ))
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut operation.responses.responses;
+                responses.insert("414".into(), RefOr::T(too_long.clone()));
+                responses.insert("431".into(), RefOr::T(headers_too_large.clone()));
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod billing;
 mod budget;
 mod cli;
 mod clinic_guards;
+mod faults;
 mod helpers;
 mod isolation;
 mod master;

@@ -386,6 +386,15 @@ async fn oversized_queries_deep_json_long_lists_and_slow_clients_are_refused() {
         .unwrap();
     assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
 
+    // Headers past the HTTP layer's limit never reach a handler.
+    let huge = app
+        .clinic_request(Method::GET, "/v1/tenant", &key)
+        .header("x-padding", "a".repeat(32 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(huge, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+
     // A client that never finishes its request head is cut off.
     let mut slow = TcpStream::connect(app.clinic.trim_start_matches("http://"))
         .await
