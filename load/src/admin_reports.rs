@@ -2,6 +2,7 @@
 //! then beside heavy cross-tenant admin reports that each run into the admin
 //! statement timeout.
 
+use crate::out;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +46,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     })
     .await?;
     let pools = stack.pools.clone();
-    println!(
+    out!(
         "recept-load admin-reports: {} tenants x {} encounters, clinic {} req/s, admin timeout {} ms",
         o.tenants, o.encounters, o.rate, o.admin_timeout_ms
     );
@@ -95,13 +96,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .await?
         .batch_execute("ANALYZE")
         .await?;
-    println!("set-up: {:.1}s", started.elapsed().as_secs_f64());
+    out!("set-up: {:.1}s", started.elapsed().as_secs_f64());
 
     let clinics = traffic::clinics(&stack, &slugs[..20]).await?;
     let phase = Duration::from_secs(o.seconds);
     traffic::open_loop(&stack.clinic, &clinics, o.rate, Duration::from_secs(3)).await;
     let alone = traffic::open_loop(&stack.clinic, &clinics, o.rate, phase).await;
-    println!("clinic alone:          {}", alone.summary());
+    out!("clinic alone:          {}", alone.summary());
 
     let stop = Arc::new(AtomicBool::new(false));
     let reports = {
@@ -136,18 +137,24 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let beside = traffic::open_loop(&stack.clinic, &clinics, o.rate, phase).await;
     stop.store(true, Ordering::SeqCst);
     let (mut timings, other) = reports.await?;
-    println!("clinic beside reports: {}", beside.summary());
-    println!(
+    out!("clinic beside reports: {}", beside.summary());
+    crate::report::latencies("clinic alone", &alone);
+    crate::report::latencies("clinic beside reports", &beside);
+    crate::report::figure(
+        "p99 beside reports / alone",
+        beside.ms(0.99) / alone.ms(0.99).max(0.001),
+    );
+    out!(
         "p99 beside reports / alone: {:.2}",
         beside.ms(0.99) / alone.ms(0.99).max(0.001)
     );
     timings.sort_by(f64::total_cmp);
     if timings.is_empty() {
-        println!("admin reports: none timed out ({other} other answers): make the data set larger");
+        out!("admin reports: none timed out ({other} other answers): make the data set larger");
     } else {
         let limit = o.admin_timeout_ms as f64;
         let within = timings.iter().filter(|t| **t <= limit * 1.1).count();
-        println!(
+        out!(
             "admin reports: {} answered 504 after median {:.0} ms, max {:.0} ms (timeout {limit:.0} ms; {} of {} within 10%); {other} other answers",
             timings.len(),
             timings[timings.len() / 2],

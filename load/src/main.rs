@@ -1,15 +1,20 @@
-//! recept-load: benchmarks that start their own private PostgreSQL and
-//! recept, drive recept, and print figures for load/RESULTS.md.
+//! recept-load: benchmarks that drive recept over HTTP and print figures
+//! for load/RESULTS.md; each run also writes a JSON summary and an HTML
+//! report. The front-desk scenarios (`steady`, `morning-rush`, `spike`)
+//! run against a running recept or one they start; the others start their
+//! own private PostgreSQL and recept.
 //!
 //! Every run is bounded in time and count, talks only to loopback, and
 //! cleans up after itself.
 
 mod admin_reports;
+mod desk;
 mod many;
 mod master;
 mod migrate;
 mod noisy;
 mod overload;
+mod report;
 mod restart;
 mod stack;
 mod stats;
@@ -26,12 +31,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The front-desk mix at a steady rate.
+    Steady(desk::Steady),
+    /// The front-desk mix ramping from opening to the morning peak.
+    MorningRush(desk::Rush),
+    /// The front-desk mix at 10x for a minute (the push-notification case).
+    Spike(desk::Spike),
     /// Master data: tenant creation with a full-size copy, a diff rollout
     /// across many tenants beside clinic traffic, cached price lookups.
     Master(master::Options),
     /// Migrations: creating tenants, a migration across all of them, a
     /// no-op run, and a migration beside clinic traffic.
     Migrate(migrate::Options),
+    /// A tenant migration across 1,000 tenants beside clinic traffic (the
+    /// `migrate` scenario's last part on its own).
+    MigrateUnderLoad(migrate::Options),
+    /// A master rollout across 1,000 tenants beside clinic traffic (the
+    /// `master` scenario's rollout part).
+    RolloutUnderLoad(master::Options),
     /// Admin isolation: steady clinic traffic alone, then beside heavy
     /// admin reports that run into the admin statement timeout.
     AdminReports(admin_reports::Options),
@@ -50,13 +67,41 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let name = cli.command.name();
+    let result = match cli.command {
+        Command::Steady(options) => runtime.block_on(desk::steady(options)),
+        Command::MorningRush(options) => runtime.block_on(desk::morning_rush(options)),
+        Command::Spike(options) => runtime.block_on(desk::spike(options)),
         Command::Master(options) => runtime.block_on(master::run(options)),
         Command::Migrate(options) => runtime.block_on(migrate::run(options)),
+        Command::MigrateUnderLoad(options) => runtime.block_on(migrate::under_load(options)),
+        Command::RolloutUnderLoad(options) => runtime.block_on(master::rollout_under_load(options)),
         Command::AdminReports(options) => runtime.block_on(admin_reports::run(options)),
         Command::Overload(options) => runtime.block_on(overload::run(options)),
         Command::PgRestart(options) => runtime.block_on(restart::run(options)),
         Command::ManyTenants(options) => runtime.block_on(many::run(options)),
         Command::NoisyTenant(options) => runtime.block_on(noisy::run(options)),
+    };
+    result?;
+    report::finish(name)?;
+    Ok(())
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Steady(_) => "steady",
+            Command::MorningRush(_) => "morning-rush",
+            Command::Spike(_) => "spike",
+            Command::Master(_) => "master",
+            Command::Migrate(_) => "migrate",
+            Command::MigrateUnderLoad(_) => "migrate-under-load",
+            Command::RolloutUnderLoad(_) => "rollout-under-load",
+            Command::AdminReports(_) => "admin-reports",
+            Command::Overload(_) => "overload",
+            Command::PgRestart(_) => "pg-restart",
+            Command::ManyTenants(_) => "many-tenants",
+            Command::NoisyTenant(_) => "noisy-tenant",
+        }
     }
 }

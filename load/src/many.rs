@@ -2,6 +2,7 @@
 //! recept and, for PostgreSQL's own limit, through pgbench issuing the same
 //! SQL (schema selection included, pipelined) on as many connections.
 
+use crate::out;
 use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
@@ -71,7 +72,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             keys.push(key.secret);
         }
     }
-    println!(
+    out!(
         "recept-load many-tenants: {} tenants, {} connections; set-up {:.1}s",
         o.tenants,
         o.connections,
@@ -90,35 +91,153 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     // Warm both paths, then measure recept, then pgbench.
     closed(&stack.clinic, &paths, o.connections, Duration::from_secs(3)).await;
     let (recept_rps, latencies) = closed(&stack.clinic, &paths, o.connections, duration).await;
-    println!(
+    out!(
         "recept GET /v1/patients/{{id}}: {recept_rps:.0} req/s, {}",
         latencies.summary()
     );
+    crate::report::latencies("recept GET /v1/patients/{id}", &latencies);
     let backends = backend_memory(&stack.database_url).await?;
-    let pgbench_tps = pgbench(&stack, o.tenants, o.connections, o.seconds)?;
-    println!("pgbench, the same SQL pipelined: {pgbench_tps:.0} tps");
-    println!("recept / pgbench: {:.2}", recept_rps / pgbench_tps.max(1.0));
-    println!("{backends}");
-    println!(
+    let pgbench_tps = pgbench(&stack, &read_script(o.tenants), o.connections, o.seconds)?;
+    out!("pgbench, the same SQL pipelined: {pgbench_tps:.0} tps");
+    out!("recept / pgbench: {:.2}", recept_rps / pgbench_tps.max(1.0));
+    crate::report::figure("GET recept req/s", recept_rps);
+    crate::report::figure("GET pgbench tps", pgbench_tps);
+    crate::report::figure("GET recept / pgbench", recept_rps / pgbench_tps.max(1.0));
+
+    // The same for entering a five-line encounter.
+    let visits: Arc<Vec<(String, String)>> = Arc::new(
+        (0..o.tenants)
+            .map(|n| n * 7919 % o.tenants)
+            .map(|i| (keys[i].clone(), patient_id(i)))
+            .collect(),
+    );
+    post_encounters(
+        &stack.clinic,
+        &visits,
+        o.connections,
+        Duration::from_secs(3),
+    )
+    .await;
+    let (post_rps, post_latencies) =
+        post_encounters(&stack.clinic, &visits, o.connections, duration).await;
+    out!(
+        "recept POST /v1/encounters (5 lines): {post_rps:.0} req/s, {}",
+        post_latencies.summary()
+    );
+    crate::report::latencies("recept POST /v1/encounters", &post_latencies);
+    let post_tps = pgbench(&stack, &write_script(o.tenants), o.connections, o.seconds)?;
+    out!("pgbench, the same SQL (four round trips, as recept): {post_tps:.0} tps");
+    out!("recept / pgbench: {:.2}", post_rps / post_tps.max(1.0));
+    crate::report::figure("POST recept req/s", post_rps);
+    crate::report::figure("POST pgbench tps", post_tps);
+    crate::report::figure("POST recept / pgbench", post_rps / post_tps.max(1.0));
+    out!("{backends}");
+    out!(
         "recept process RSS (load generator included): {} MiB",
         rss_mib("self")
     );
     Ok(())
 }
 
-/// Runs pgbench with a script of recept's own SQL for this read: BEGIN,
-/// the tenant's schema, the patient query, COMMIT, in one pipeline.
-fn pgbench(stack: &Stack, tenants: usize, connections: usize, seconds: u64) -> anyhow::Result<f64> {
-    let query = recept::db::patients::SELECT_PATIENT.replace(
-        "$1",
-        "('00000000-0000-0000-0000-' || lpad(:t::text, 12, '0'))::uuid",
-    );
-    let script = format!(
-        "\\set t random(0, {})\n\\startpipeline\nBEGIN;\n\
-         SELECT set_config('search_path', 't_clinic_' || lpad(:t::text, 5, '0'), true);\n\
-         {query};\nCOMMIT;\n\\endpipeline\n",
+const PATIENT: &str = "('00000000-0000-0000-0000-' || lpad(:t::text, 12, '0'))::uuid";
+/// Selects the tenant's schema and checks the session, as recept does.
+const SET_PATH: &str =
+    "SELECT set_config('search_path', 't_clinic_' || lpad(:t::text, 5, '0'), true), \
+     current_setting('statement_timeout')::interval = '0'::interval \
+     AND current_setting('application_name') = 'pgbench';";
+
+/// recept's own SQL for `GET /v1/patients/{id}`: BEGIN, the tenant's
+/// schema, the patient query, COMMIT, in one pipeline.
+fn read_script(tenants: usize) -> String {
+    let query = recept::db::patients::SELECT_PATIENT.replace("$1", PATIENT);
+    format!(
+        "\\set t random(0, {})\n\\startpipeline\nBEGIN;\n{SET_PATH}\n{query};\nCOMMIT;\n\\endpipeline\n",
         tenants - 1
+    )
+}
+
+/// recept's own SQL for `POST /v1/encounters` with five lines and one
+/// diagnosis, prices already cached, in its four round trips: BEGIN, the
+/// schema, the release lock and the patient's insurance; the three inserts;
+/// reading the encounter back; COMMIT. (recept inserts the insurance id it
+/// read; the script, which cannot carry it over, inserts NULL.)
+fn write_script(tenants: usize) -> String {
+    let id = "(lpad(to_hex(:a), 8, '0') || '-0000-7000-8000-' || lpad(to_hex(:b), 8, '0') || lpad(to_hex(:c), 4, '0'))::uuid";
+    let insurance = "SELECT p.id, i.id, i.insurer_number, i.copay_rate FROM patients p \
+        LEFT JOIN LATERAL (SELECT id, insurer_number, copay_rate FROM insurances \
+        WHERE patient_id = p.id AND valid_from <= '2026-07-01'::date AND (valid_to IS NULL OR valid_to >= '2026-07-01'::date) \
+        ORDER BY valid_from DESC LIMIT 1) i ON true WHERE p.id = PATIENT FOR KEY SHARE OF p"
+        .replace("PATIENT", PATIENT);
+    let read_back = format!(
+        "{} WHERE e.id = {id}",
+        recept::db::encounters::SELECT_ENCOUNTER
     );
+    format!(
+        "\\set t random(0, {last})\n\\set a random(0, 2147483647)\n\\set b random(0, 2147483647)\n\\set c random(0, 65535)\n\
+         \\startpipeline\nBEGIN;\n{SET_PATH}\nSELECT release FROM master_meta FOR SHARE;\n{insurance};\n\\endpipeline\n\
+         \\startpipeline\n\
+         INSERT INTO encounters (id, patient_id, date, department, doctor, notes, insurance_id, insurer_number, copay_rate, total_points, charge_yen, master_release) \
+         VALUES ({id}, {PATIENT}, '2026-07-01', NULL, NULL, NULL, NULL, '06132013', 30, 487, 1460, '2026-04');\n\
+         INSERT INTO encounter_lines (encounter_id, line_no, code, kind, name, quantity, points) \
+         SELECT {id}, n, c, k, nm, q, p FROM unnest('{{1,2,3,4,5}}'::int2[], '{{112007410,120000710,620098801,620004856,160000310}}'::text[], \
+         '{{procedure,procedure,drug,drug,procedure}}'::text[], '{{再診料,処方箋料,ロキソニン錠,ムコスタ錠,血液学的検査}}'::text[], \
+         '{{1,1,14,28,1}}'::int4[], '{{73,68,14,30,21}}'::int4[]) AS u(n, c, k, nm, q, p);\n\
+         INSERT INTO encounter_diagnoses (encounter_id, position, code, name) \
+         SELECT {id}, n, c, nm FROM unnest('{{1}}'::int2[], '{{8833421}}'::text[], '{{腰痛症}}'::text[]) AS u(n, c, nm);\n\
+         \\endpipeline\n{read_back};\nCOMMIT;\n",
+        last = tenants - 1
+    )
+}
+
+/// A closed loop entering five-line encounters for `visits` (key, patient).
+async fn post_encounters(
+    base: &str,
+    visits: &Arc<Vec<(String, String)>>,
+    clients: usize,
+    duration: Duration,
+) -> (f64, crate::stats::Latencies) {
+    let started = Instant::now();
+    let workers = (0..clients).map(|w| {
+        let http = reqwest::Client::new();
+        let visits = visits.clone();
+        let base = base.to_string();
+        tokio::spawn(async move {
+            let mut latencies = crate::stats::Latencies::default();
+            let mut i = w;
+            while started.elapsed() < duration {
+                let (key, patient) = &visits[i % visits.len()];
+                let t = Instant::now();
+                let sent = http
+                    .post(format!("{base}/v1/encounters"))
+                    .bearer_auth(key)
+                    .json(&serde_json::json!({"patient_id": patient, "date": "2026-07-01", "diagnoses": ["8833421"],
+                        "items": [{"code": "112007410", "quantity": 1}, {"code": "120000710", "quantity": 1},
+                                  {"code": "620098801", "quantity": 14}, {"code": "620004856", "quantity": 28},
+                                  {"code": "160000310", "quantity": 1}]}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => latencies.record(t.elapsed()),
+                    _ => latencies.error(),
+                }
+                i += clients;
+            }
+            latencies
+        })
+    });
+    let mut all = crate::stats::Latencies::default();
+    for l in futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        all.merge(&l);
+    }
+    (all.count() as f64 / started.elapsed().as_secs_f64(), all)
+}
+
+/// Runs pgbench with `script` on as many connections for `seconds`.
+fn pgbench(stack: &Stack, script: &str, connections: usize, seconds: u64) -> anyhow::Result<f64> {
     let mut file = tempfile::NamedTempFile::new()?;
     file.write_all(script.as_bytes())?;
     let bin = recept::dev::PgBinaries::find()?.bin_dir.join("pgbench");

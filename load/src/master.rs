@@ -5,6 +5,7 @@
 //!    clinic traffic measured before (baseline) and during the rollout.
 //! 3. Price lookups per second from the master cache.
 
+use crate::out;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,7 +74,16 @@ fn releases(n: usize) -> anyhow::Result<(Vec<MasterItem>, Vec<MasterItem>)> {
     Ok((a, b))
 }
 
-pub async fn run(mut o: Options) -> anyhow::Result<()> {
+pub async fn run(o: Options) -> anyhow::Result<()> {
+    benchmark(o, true).await
+}
+
+/// Only the rollout beside clinic traffic.
+pub async fn rollout_under_load(o: Options) -> anyhow::Result<()> {
+    benchmark(o, false).await
+}
+
+async fn benchmark(mut o: Options, everything: bool) -> anyhow::Result<()> {
     let concurrency = o
         .concurrency
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -86,42 +96,50 @@ pub async fn run(mut o: Options) -> anyhow::Result<()> {
     })
     .await?;
     let pools = stack.pools.clone();
-    println!(
+    out!(
         "recept-load master: {} tenants, {} changed items, {} clients",
-        o.tenants, o.changed, o.clients
+        o.tenants,
+        o.changed,
+        o.clients
     );
 
     // 1. Tenant creation with the full-size release.
-    let full = generate_release(1, 10_000, 20_000, 25_000, date("2026-06-01"));
-    let started = Instant::now();
-    master::import_release(&pools, "full", &full).await?;
-    println!(
-        "import full-size release ({} rows): {:.2}s",
-        full.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let mut creations = Vec::new();
-    for i in 0..o.full_size_tenants {
-        let slug = Slug::parse(&format!("full_{i:03}"))?;
+    if everything {
+        let full = generate_release(1, 10_000, 20_000, 25_000, date("2026-06-01"));
         let started = Instant::now();
-        create_tenant(
-            &pools,
-            &slug,
-            "Full-size clinic",
-            "main",
-            Some("full"),
-            &Actor::operator(),
-        )
-        .await?;
-        creations.push(started.elapsed().as_secs_f64());
+        master::import_release(&pools, "full", &full).await?;
+        out!(
+            "import full-size release ({} rows): {:.2}s",
+            full.len(),
+            started.elapsed().as_secs_f64()
+        );
+        let mut creations = Vec::new();
+        for i in 0..o.full_size_tenants {
+            let slug = Slug::parse(&format!("full_{i:03}"))?;
+            let started = Instant::now();
+            create_tenant(
+                &pools,
+                &slug,
+                "Full-size clinic",
+                "main",
+                Some("full"),
+                &Actor::operator(),
+            )
+            .await?;
+            creations.push(started.elapsed().as_secs_f64());
+        }
+        creations.sort_by(f64::total_cmp);
+        out!(
+            "create tenant with full-size copy: median {:.3}s, max {:.3}s over {}",
+            creations[creations.len() / 2],
+            creations[creations.len() - 1],
+            creations.len()
+        );
+        crate::report::figure(
+            "create tenant with full-size copy, median s",
+            creations[creations.len() / 2],
+        );
     }
-    creations.sort_by(f64::total_cmp);
-    println!(
-        "create tenant with full-size copy: median {:.3}s, max {:.3}s over {}",
-        creations[creations.len() / 2],
-        creations[creations.len() - 1],
-        creations.len()
-    );
 
     // 2. Many tenants on A; B changes `changed` items.
     let (a, b) = releases(o.changed)?;
@@ -132,7 +150,7 @@ pub async fn run(mut o: Options) -> anyhow::Result<()> {
         .map(|i| Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
         .collect();
     crate::stack::create_tenants(&pools, &slugs, "bench-a", concurrency).await?;
-    println!(
+    out!(
         "create {} tenants on the sample-size release: {:.1}s",
         o.tenants,
         started.elapsed().as_secs_f64()
@@ -155,7 +173,8 @@ pub async fn run(mut o: Options) -> anyhow::Result<()> {
         crate::traffic::Phase::For(Duration::from_secs(o.baseline_seconds)),
     )
     .await;
-    println!("clinic traffic, baseline: {}", baseline.summary());
+    out!("clinic traffic, baseline: {}", baseline.summary());
+    crate::report::latencies("clinic traffic, baseline", &baseline);
 
     // Rollout with traffic beside it.
     let done = Arc::new(AtomicBool::new(false));
@@ -180,7 +199,7 @@ pub async fn run(mut o: Options) -> anyhow::Result<()> {
     let rollout_secs = started.elapsed().as_secs_f64();
     done.store(true, Ordering::SeqCst);
     let during = during.await?;
-    println!(
+    out!(
         "rollout of {} changed items to {} tenants: {:.1}s (done {}, skipped {}, failed {})",
         o.changed,
         report.tenants.len(),
@@ -189,8 +208,17 @@ pub async fn run(mut o: Options) -> anyhow::Result<()> {
         report.counts.skipped,
         report.counts.failed
     );
-    println!("clinic traffic, during rollout: {}", during.summary());
-    println!(
+    out!("clinic traffic, during rollout: {}", during.summary());
+    crate::report::latencies("clinic traffic, during rollout", &during);
+    crate::report::figure("rollout seconds", rollout_secs);
+    crate::report::figure(
+        "p99 during / baseline",
+        during.ms(0.99) / baseline.ms(0.99).max(0.001),
+    );
+    if !everything {
+        return Ok(());
+    }
+    out!(
         "p99 during / baseline: {:.2}",
         during.ms(0.99) / baseline.ms(0.99).max(0.001)
     );
@@ -219,7 +247,7 @@ pub async fn run(mut o: Options) -> anyhow::Result<()> {
             Ok((n, started.elapsed().as_secs_f64()))
         })
         .await?;
-    println!(
+    out!(
         "cached price lookups: {:.0} codes/s ({} encounters of 20 lines in {:.1}s, one task)",
         lookups as f64 / seconds,
         lookups / 20,

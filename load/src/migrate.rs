@@ -2,6 +2,7 @@
 //! column with a default plus an index) across all of them, a no-op run,
 //! and the same kind of migration beside clinic traffic.
 
+use crate::out;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,15 @@ const CONTACT: (&str, &str) = (
 );
 
 pub async fn run(o: Options) -> anyhow::Result<()> {
+    migrations(o, true).await
+}
+
+/// Only the migration beside clinic traffic (both migrations in one run).
+pub async fn under_load(o: Options) -> anyhow::Result<()> {
+    migrations(o, false).await
+}
+
+async fn migrations(o: Options, everything: bool) -> anyhow::Result<()> {
     let stack = Stack::start(|s| {
         s.clinic.pool_size = 16;
         s.admin.pool_size = 4;
@@ -48,9 +58,11 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     })
     .await?;
     let pools = stack.pools.clone();
-    println!(
+    out!(
         "recept-load migrate: {} tenants, migration concurrency {}, {} clients",
-        o.tenants, o.concurrency, o.clients
+        o.tenants,
+        o.concurrency,
+        o.clients
     );
     let sample = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -64,7 +76,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .collect();
     let started = Instant::now();
     crate::stack::create_tenants(&pools, &slugs, "2026-04", cores).await?;
-    println!(
+    out!(
         "create {} tenants (schema, 3 migrations, master copy), {} at a time: {:.1}s",
         o.tenants,
         cores,
@@ -76,21 +88,27 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         retries: 5,
         ..RunOptions::default()
     };
-    let room = MigrationSet::with_extra(&[ROOM])?;
-    let summary = migrate::run(&pools, &room, &options, |_| {}).await?;
-    println!(
-        "apply {} to {} tenants: {:.2}s ({} migrated, {} failed)",
-        ROOM.0,
-        o.tenants,
-        summary.elapsed_s,
-        summary.migrated,
-        summary.failed.len()
-    );
-    let noop = migrate::run(&pools, &room, &options, |_| {}).await?;
-    println!(
-        "no-op run over {} current tenants: {:.3}s ({} current)",
-        o.tenants, noop.elapsed_s, noop.current
-    );
+    if everything {
+        let room = MigrationSet::with_extra(&[ROOM])?;
+        let summary = migrate::run(&pools, &room, &options, |_| {}).await?;
+        out!(
+            "apply {} to {} tenants: {:.2}s ({} migrated, {} failed)",
+            ROOM.0,
+            o.tenants,
+            summary.elapsed_s,
+            summary.migrated,
+            summary.failed.len()
+        );
+        let noop = migrate::run(&pools, &room, &options, |_| {}).await?;
+        out!(
+            "no-op run over {} current tenants: {:.3}s ({} current)",
+            o.tenants,
+            noop.elapsed_s,
+            noop.current
+        );
+        crate::report::figure("migration seconds", summary.elapsed_s);
+        crate::report::figure("no-op run seconds", noop.elapsed_s);
+    }
 
     let clinics = traffic::clinics(&stack, &slugs[..20]).await?;
     traffic::run(
@@ -107,7 +125,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Phase::For(Duration::from_secs(o.baseline_seconds)),
     )
     .await;
-    println!("clinic traffic, baseline: {}", baseline.summary());
+    out!("clinic traffic, baseline: {}", baseline.summary());
+    crate::report::latencies("clinic traffic, baseline", &baseline);
     let done = Arc::new(AtomicBool::new(false));
     let during = {
         let done = done.clone();
@@ -122,7 +141,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let under_load = migrate::run(&pools, &contact, &options, |_| {}).await?;
     done.store(true, Ordering::SeqCst);
     let during = during.await?;
-    println!(
+    out!(
         "apply {} to {} tenants under clinic load: {:.2}s ({} migrated, {} failed)",
         CONTACT.0,
         o.tenants,
@@ -130,8 +149,14 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         under_load.migrated,
         under_load.failed.len()
     );
-    println!("clinic traffic, during the migration: {}", during.summary());
-    println!(
+    out!("clinic traffic, during the migration: {}", during.summary());
+    crate::report::latencies("clinic traffic, during the migration", &during);
+    crate::report::figure("migration under load seconds", under_load.elapsed_s);
+    crate::report::figure(
+        "p99 during / baseline",
+        during.ms(0.99) / baseline.ms(0.99).max(0.001),
+    );
+    out!(
         "p99 during / baseline: {:.2}",
         during.ms(0.99) / baseline.ms(0.99).max(0.001)
     );

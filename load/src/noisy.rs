@@ -1,6 +1,7 @@
 //! One noisy tenant: the other tenants' latency with one clinic at ten
 //! times its normal rate, against the same run's baseline.
 
+use crate::out;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,27 +57,34 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         open(&stack.clinic, &quiet, quiet_rate, phase),
         open(&stack.clinic, &noisy, o.rate * o.factor, phase),
     );
-    println!(
+    out!(
         "recept-load noisy-tenant: {} quiet tenants at {} req/s each, one tenant at {} then {} req/s",
         o.tenants,
         o.rate,
         o.rate,
         o.rate * o.factor
     );
-    println!("quiet tenants, baseline:       {}", baseline.ok.summary());
-    println!("quiet tenants, beside noise:   {}", beside.ok.summary());
-    println!(
+    out!("quiet tenants, baseline:       {}", baseline.ok.summary());
+    out!("quiet tenants, beside noise:   {}", beside.ok.summary());
+    crate::report::latencies("quiet tenants, baseline", &baseline.ok);
+    crate::report::latencies("quiet tenants, beside noise", &beside.ok);
+    crate::report::latencies("noisy tenant, loud", &noisy_loud.ok);
+    crate::report::figure(
+        "quiet p99 beside noise / baseline",
+        beside.ok.ms(0.99) / baseline.ok.ms(0.99).max(0.001),
+    );
+    out!(
         "quiet p99 beside noise / baseline: {:.2}",
         beside.ok.ms(0.99) / baseline.ok.ms(0.99).max(0.001)
     );
-    println!(
+    out!(
         "noisy tenant: normal {} ok; loud {} ok, {} refused (429/503), {} failed",
         noisy_normal.ok.count(),
         noisy_loud.ok.count(),
         noisy_loud.rejected.count(),
         noisy_loud.failed
     );
-    println!(
+    out!(
         "quiet tenants refused or failed: baseline {} / {}, beside noise {} / {}",
         baseline.rejected.count(),
         baseline.failed,

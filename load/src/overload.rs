@@ -2,6 +2,7 @@
 //! then an open-loop offered load at three times that capacity, with
 //! recept's PostgreSQL backends sampled throughout.
 
+use crate::out;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -77,7 +78,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     )
     .await;
     let capacity = closed(&stack.clinic, &paths, o.clients, Duration::from_secs(10)).await;
-    println!(
+    out!(
         "recept-load overload: {} tenants; capacity (closed loop, {} clients, GET /v1/patients/{{id}}): {:.0} req/s, {}",
         o.tenants,
         o.clients,
@@ -91,7 +92,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Duration::from_secs(10),
     )
     .await;
-    println!("unloaded (open loop at 0.3x): ok {}", unloaded.ok.summary());
+    out!("unloaded (open loop at 0.3x): ok {}", unloaded.ok.summary());
+    crate::report::latencies("unloaded", &unloaded.ok);
 
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample_backends(
@@ -103,35 +105,45 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     sampling.store(false, Ordering::SeqCst);
     let peaks = sampler.await??;
     let successes = loaded.ok.count() as f64 / o.seconds as f64;
-    println!(
+    out!(
         "offered {rate:.0} req/s ({}x capacity) for {} s:",
-        o.factor, o.seconds
+        o.factor,
+        o.seconds
     );
-    println!(
+    out!(
         "  successes: {successes:.0} req/s = {:.2} of capacity; {}",
         successes / capacity.0,
         loaded.ok.summary()
     );
-    println!(
+    out!(
         "  p99 of successes / unloaded p99: {:.2}",
         loaded.ok.ms(0.99) / unloaded.ok.ms(0.99).max(0.001)
     );
-    println!("  rejections (429/503): {}", loaded.rejected.summary());
-    println!(
-        "  other failures: {}, not sent (generator limit): {}",
-        loaded.failed, loaded.dropped
+    out!("  rejections (429/503): {}", loaded.rejected.summary());
+    crate::report::latencies("offered load: successes", &loaded.ok);
+    crate::report::latencies("offered load: rejections", &loaded.rejected);
+    crate::report::latencies("offered load: generator lag", &loaded.lag);
+    crate::report::figure("successes / capacity", successes / capacity.0);
+    crate::report::figure(
+        "p99 loaded / unloaded",
+        loaded.ok.ms(0.99) / unloaded.ok.ms(0.99).max(0.001),
     );
-    println!(
+    out!(
+        "  other failures: {}, not sent (generator limit): {}",
+        loaded.failed,
+        loaded.dropped
+    );
+    out!(
         "  generator lag (send after schedule): {}",
         loaded.lag.summary()
     );
-    println!(
+    out!(
         "  rejections timed from their actual send: {}",
         loaded.rejected_after_send.summary()
     );
     let mut peaks: Vec<(String, i64)> = peaks.into_iter().collect();
     peaks.sort();
-    println!(
+    out!(
         "  most PostgreSQL backends seen: {} (budget for this host: {settings_budget})",
         peaks
             .iter()

@@ -2,6 +2,7 @@
 //! started): how requests are answered while it is down, and how long after
 //! it is ready recept serves again, with no restart of recept.
 
+use crate::out;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,21 +94,22 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .map(|(at, _, _)| *at)
         .min();
     let recovered = log.iter().filter(|(at, ok, _)| *ok && *at >= ready).count();
-    println!(
+    out!(
         "recept-load pg-restart: PostgreSQL stopped at {:.1}s, ready again at {:.1}s",
         stopping.as_secs_f64(),
         ready.as_secs_f64()
     );
-    println!(
+    out!(
         "requests while it was down (all failed fast?): {}",
         outage.summary()
     );
+    crate::report::latencies("requests while PostgreSQL was down", &outage);
     match first_success {
-        Some(at) => println!(
+        Some(at) => out!(
             "first success after PostgreSQL was ready: {:.3}s later ({recovered} successes in the last 5 s)",
             at.saturating_sub(ready).as_secs_f64()
         ),
-        None => println!("no success after PostgreSQL came back"),
+        None => out!("no success after PostgreSQL came back"),
     }
     Ok(())
 }

@@ -100,6 +100,7 @@ impl Stack {
                 });
             })?;
         let (clinic_port, admin_port, pools, cache) = built.await.context("recept's thread")??;
+        crate::report::sample_backends(&database_url);
         let admin = format!("http://127.0.0.1:{admin_port}");
         let clinic = format!("http://127.0.0.1:{clinic_port}");
         Ok(Stack {
