@@ -162,7 +162,8 @@ fn read_script(tenants: usize) -> String {
 /// reading the encounter back; COMMIT. (recept inserts the insurance id it
 /// read; the script, which cannot carry it over, inserts NULL.)
 fn write_script(tenants: usize) -> String {
-    let id = "(lpad(to_hex(:a), 8, '0') || '-0000-7000-8000-' || lpad(to_hex(:b), 8, '0') || lpad(to_hex(:c), 4, '0'))::uuid";
+    let id = "(lpad(to_hex(:a::int), 8, '0') || '-0000-7000-8000-' || lpad(to_hex(:b::int), 8, '0') \
+              || lpad(to_hex(:c::int), 4, '0'))::uuid";
     let insurance = "SELECT p.id, i.id, i.insurer_number, i.copay_rate FROM patients p \
         LEFT JOIN LATERAL (SELECT id, insurer_number, copay_rate FROM insurances \
         WHERE patient_id = p.id AND valid_from <= '2026-07-01'::date AND (valid_to IS NULL OR valid_to >= '2026-07-01'::date) \
@@ -244,7 +245,9 @@ fn pgbench(stack: &Stack, script: &str, connections: usize, seconds: u64) -> any
     let port = stack.pg.as_ref().map(|p| p.port()).unwrap_or_default();
     let output = Command::new(bin)
         .args(["-n", "-M", "prepared", "-h", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-U", "recept", "-d", "recept"])
+        // (pgbench's `-d` is --debug, not the database: the database is
+        // the last argument.)
+        .args(["-p", &port.to_string(), "-U", "recept"])
         .args([
             "-c",
             &connections.to_string(),
@@ -255,6 +258,7 @@ fn pgbench(stack: &Stack, script: &str, connections: usize, seconds: u64) -> any
         ])
         .arg("-f")
         .arg(file.path())
+        .arg("recept")
         .env("PGPASSWORD", "load-test")
         // Statements are prepared before any transaction runs: give the
         // session a schema to resolve them in, as recept prepares its own
@@ -262,11 +266,13 @@ fn pgbench(stack: &Stack, script: &str, connections: usize, seconds: u64) -> any
         .env("PGOPTIONS", "-c search_path=t_clinic_00000")
         .output()?;
     let text = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last_lines: Vec<&str> = stderr.lines().rev().take(12).collect();
     anyhow::ensure!(
         output.status.success(),
         "pgbench failed: {}{}",
         text,
-        String::from_utf8_lossy(&output.stderr)
+        last_lines.into_iter().rev().collect::<Vec<_>>().join("\n")
     );
     text.lines()
         .find(|l| l.starts_with("tps = "))
