@@ -162,7 +162,8 @@ fn read_script(tenants: usize) -> String {
 /// reading the encounter back; COMMIT. (recept inserts the insurance id it
 /// read; the script, which cannot carry it over, inserts NULL.)
 fn write_script(tenants: usize) -> String {
-    let id = "(lpad(to_hex(:a::int), 8, '0') || '-0000-7000-8000-' || lpad(to_hex(:b::int), 8, '0') \
+    let id =
+        "(lpad(to_hex(:a::int), 8, '0') || '-0000-7000-8000-' || lpad(to_hex(:b::int), 8, '0') \
               || lpad(to_hex(:c::int), 4, '0'))::uuid";
     let insurance = "SELECT p.id, i.id, i.insurer_number, i.copay_rate FROM patients p \
         LEFT JOIN LATERAL (SELECT id, insurer_number, copay_rate FROM insurances \

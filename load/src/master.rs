@@ -215,13 +215,14 @@ async fn benchmark(mut o: Options, everything: bool) -> anyhow::Result<()> {
         "p99 during / baseline",
         during.ms(0.99) / baseline.ms(0.99).max(0.001),
     );
-    if !everything {
-        return Ok(());
-    }
+
     out!(
         "p99 during / baseline: {:.2}",
         during.ms(0.99) / baseline.ms(0.99).max(0.001)
     );
+    if !everything {
+        return Ok(());
+    }
 
     // 3. Cached price lookups.
     let conn = pools.schema("main", "t_clinic_00000").await?;

@@ -77,7 +77,7 @@ async fn migrations(o: Options, everything: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     crate::stack::create_tenants(&pools, &slugs, "2026-04", cores).await?;
     out!(
-        "create {} tenants (schema, 3 migrations, master copy), {} at a time: {:.1}s",
+        "create {} tenants (schema, its migrations, master copy), {} at a time: {:.1}s",
         o.tenants,
         cores,
         started.elapsed().as_secs_f64()
