@@ -86,6 +86,18 @@ pub struct ControlSettings {
     pub cluster: String,
     /// Cluster of new tenants when none is named.
     pub default_cluster: Option<String>,
+    /// How a new tenant's cluster is chosen when none is named:
+    /// `default` (control.default_cluster) or `least-loaded` (the
+    /// configured cluster holding the fewest tenants).
+    pub placement: Placement,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    #[default]
+    Default,
+    LeastLoaded,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +200,7 @@ impl Default for ControlSettings {
         Self {
             cluster: "main".into(),
             default_cluster: None,
+            placement: Placement::Default,
         }
     }
 }

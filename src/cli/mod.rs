@@ -139,6 +139,23 @@ enum TenantsCommand {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Write a consistent snapshot of one tenant's data (to standard output,
+    /// or --out FILE).
+    Export {
+        slug: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Create a tenant from an export, with exactly its rows.
+    Import {
+        file: PathBuf,
+        /// Another slug for it (default: the exported one).
+        #[arg(long = "as", value_name = "SLUG")]
+        as_slug: Option<String>,
+        /// The cluster to place it on (default: control.default_cluster).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
 }
 
 /// Runs the command line; errors are printed as one message, never a panic.

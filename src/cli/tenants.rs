@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::migrate::prepare_control;
 use crate::pools::{Pools, Role};
 use crate::tenancy::audit::Actor;
-use crate::tenancy::{create_tenant, IssuedKey, Registry, Slug};
+use crate::tenancy::{create_tenant, transfer, IssuedKey, Registry, Slug};
 
 use super::TenantsCommand;
 
@@ -32,7 +32,10 @@ pub(super) async fn tenants(settings: Settings, command: TenantsCommand) -> anyh
             if name.is_empty() || name.chars().count() > 200 {
                 bail!("--name must be 1 to 200 characters");
             }
-            let cluster = cluster.unwrap_or_else(|| settings.default_cluster().to_string());
+            let cluster = match cluster {
+                Some(cluster) => cluster,
+                None => crate::tenancy::place(&pools, &settings).await?,
+            };
             let tenant = create_tenant(
                 &pools,
                 &slug,
@@ -91,6 +94,47 @@ pub(super) async fn tenants(settings: Settings, command: TenantsCommand) -> anyh
             let key = IssuedKey::generate();
             Registry::insert_key(&client, tenant.id, &key, label.as_deref()).await?;
             println!("{}", key.secret);
+        }
+        TenantsCommand::Export { slug, out } => {
+            let parsed = Slug::parse(&slug).map_err(|e| anyhow::anyhow!("slug `{slug}`: {e}"))?;
+            let counts = match &out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    let mut writer = std::io::BufWriter::new(file);
+                    transfer::export(&pools, &parsed, &mut writer).await?
+                }
+                None => {
+                    let mut writer = std::io::BufWriter::new(std::io::stdout().lock());
+                    transfer::export(&pools, &parsed, &mut writer).await?
+                }
+            };
+            let rows: u64 = counts.iter().map(|(_, n)| n).sum();
+            eprintln!("exported {slug}: {} tables, {rows} rows", counts.len());
+        }
+        TenantsCommand::Import {
+            file,
+            as_slug,
+            cluster,
+        } => {
+            let as_slug = as_slug
+                .map(|s| Slug::parse(&s).map_err(|e| anyhow::anyhow!("--as `{s}`: {e}")))
+                .transpose()?;
+            let cluster = match cluster {
+                Some(cluster) => cluster,
+                None => crate::tenancy::place(&pools, &settings).await?,
+            };
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let mut reader = std::io::BufReader::new(input);
+            let (slug, counts) =
+                transfer::import(&pools, &mut reader, as_slug, &cluster, &Actor::operator())
+                    .await?;
+            let rows: u64 = counts.iter().map(|(_, n)| n).sum();
+            println!(
+                "imported {slug} on {cluster}: {} tables, {rows} rows",
+                counts.len()
+            );
         }
     }
     Ok(())

@@ -38,9 +38,10 @@ pub async fn create_tenant(
     if name.is_empty() || name.chars().count() > 200 {
         errors.push(FieldError::new("name", "must be 1 to 200 characters"));
     }
-    let cluster = body
-        .cluster
-        .unwrap_or_else(|| state.settings.default_cluster().to_string());
+    let cluster = match body.cluster {
+        Some(cluster) => cluster,
+        None => crate::tenancy::place(&state.pools, &state.settings).await?,
+    };
     if !state.pools.has_cluster(&cluster) {
         errors.push(FieldError::new(
             "cluster",

@@ -9,6 +9,7 @@ mod keys;
 mod provision;
 mod registry;
 mod resolver;
+pub mod transfer;
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use keys::{ApiKey, IssuedKey};
-pub use provision::{create_tenant, purge_deleted, CreateTenantError};
+pub use provision::{create_tenant, place, purge_deleted, CreateTenantError};
 pub use registry::{KeyRecord, Registry, TenantRecord};
 pub use resolver::{KeyResolver, Resolution};
 

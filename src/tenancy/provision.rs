@@ -145,6 +145,30 @@ async fn build_schema(
     Ok(())
 }
 
+/// The cluster for a new tenant when none is named, by
+/// `control.placement`: the default cluster, or the configured cluster with
+/// the fewest tenants (ties by name).
+pub async fn place(pools: &Pools, settings: &crate::config::Settings) -> Result<String, DbError> {
+    if settings.control.placement == crate::config::Placement::Default {
+        return Ok(settings.default_cluster().to_string());
+    }
+    let control = pools.control(Role::Admin).await?;
+    let counts: std::collections::HashMap<String, i64> = control
+        .query(
+            "SELECT cluster, count(*) FROM recept.tenants WHERE status <> 'deleted' GROUP BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut clusters: Vec<&String> = settings.clusters.keys().collect();
+    clusters.sort_by_key(|c| (counts.get(*c).copied().unwrap_or(0), *c));
+    Ok(clusters
+        .first()
+        .map_or_else(|| settings.default_cluster().to_string(), |c| c.to_string()))
+}
+
 /// Drops the schemas of tenants deleted more than `grace_days` ago and marks
 /// them purged. Returns their slugs.
 pub async fn purge_deleted(

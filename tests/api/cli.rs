@@ -153,3 +153,32 @@ async fn a_tenant_created_on_the_command_line_is_served() {
     assert_eq!(seen["name"], "CLI Clinic");
     assert_eq!(seen["schema"], "t_cli_clinic");
 }
+
+#[tokio::test]
+async fn a_tenant_exported_on_the_command_line_is_imported_under_another_slug() {
+    let db_url = fresh_database().await;
+    let env = [
+        ("RECEPT__CLUSTERS__MAIN__URL", db_url.as_str()),
+        ("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123"),
+    ];
+    let created = recept(
+        &["tenants", "create", "cli_source", "--name", "Source"],
+        &env,
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cli_source.export");
+    let file = file.to_str().unwrap();
+
+    let exported = recept(&["tenants", "export", "cli_source", "--out", file], &env);
+    let imported = recept(&["tenants", "import", file, "--as", "cli_copy"], &env);
+    let again = recept(&["tenants", "import", file, "--as", "cli_copy"], &env);
+    let missing = recept(&["tenants", "export", "cli_nobody"], &env);
+
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert!(stderr(&exported).contains("exported cli_source"));
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert!(String::from_utf8_lossy(&imported.stdout).contains("imported cli_copy on main"));
+    assert_refused(&again, "already exists");
+    assert_refused(&missing, "no tenant `cli_nobody`");
+}

@@ -15,3 +15,4 @@ mod process;
 mod reliability;
 mod routing;
 mod tenants;
+mod transfer;
