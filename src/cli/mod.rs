@@ -146,6 +146,13 @@ enum TenantsCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Move a tenant to another cluster: its requests get 503 while its
+    /// data is copied and verified; the old copy is kept until purge.
+    Move {
+        slug: String,
+        #[arg(long)]
+        to: String,
+    },
     /// Create a tenant from an export, with exactly its rows.
     Import {
         file: PathBuf,

@@ -112,6 +112,24 @@ pub(super) async fn tenants(settings: Settings, command: TenantsCommand) -> anyh
             let rows: u64 = counts.iter().map(|(_, n)| n).sum();
             eprintln!("exported {slug}: {} tables, {rows} rows", counts.len());
         }
+        TenantsCommand::Move { slug, to } => {
+            let parsed = Slug::parse(&slug).map_err(|e| anyhow::anyhow!("slug `{slug}`: {e}"))?;
+            // Every serving host re-reads the tenant within its key cache's
+            // lifetime: wait that long before copying.
+            let settle = std::time::Duration::from_millis(settings.clinic.key_cache_ttl_ms + 500);
+            let report =
+                transfer::move_tenant(&pools, &parsed, &to, settle, &Actor::operator()).await?;
+            let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
+            println!(
+                "moved {slug} from {} to {}: {} tables, {rows} rows verified; answered 503 for {:.1} s; \
+                 the old copy {} stays until `recept tenants purge`",
+                report.from,
+                report.to,
+                report.tables.len(),
+                report.paused.as_secs_f64(),
+                report.old_copy
+            );
+        }
         TenantsCommand::Import {
             file,
             as_slug,

@@ -69,6 +69,12 @@ impl FromRequest for Clinic {
                 }
                 TenantStatus::Deleted => return Err(ApiError::Unauthorized),
             }
+            if tenant.moving {
+                return Err(ApiError::Unavailable {
+                    message: "this clinic's data is being moved; retry shortly".into(),
+                    retry_after_ms: 1_000,
+                });
+            }
             if tenant.schema_version < crate::migrate::latest_tenant_version() {
                 return Err(ApiError::Unavailable {
                     message: "this clinic's data is being upgraded; retry shortly".into(),

@@ -103,6 +103,9 @@ pub struct TenantCtx {
     /// The newest tenant migration its schema holds; a tenant behind this
     /// binary is not served until a migration run brings it up.
     pub schema_version: i32,
+    /// A move to another cluster is copying its data: not served until the
+    /// move ends.
+    pub moving: bool,
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ pub async fn create_tenant(
 
 /// Inside the caller's transaction: the schema, its migrations, the
 /// clinic's profile row and its master copy.
-async fn build_schema(
+pub(super) async fn build_schema(
     tx: &Transaction<'_>,
     pools: &Pools,
     cluster: &str,
@@ -209,6 +209,40 @@ pub async fn purge_deleted(
         audit::record(&tx, actor, "tenant.purge", Some(&slug), None).await?;
         tx.commit().await?;
         purged.push(slug);
+    }
+    // Copies left behind by moves to another cluster.
+    let moved = {
+        let control = pools.control(Role::Admin).await?;
+        control
+            .query(
+                "SELECT cluster, schema_name FROM recept.moved_copies \
+                 WHERE dropped_at IS NULL AND moved_at < now() - make_interval(days => $1) \
+                 ORDER BY moved_at",
+                &[&grace_days],
+            )
+            .await?
+    };
+    for row in moved {
+        let (cluster, schema): (String, String) = (row.get(0), row.get(1));
+        if !pools.has_cluster(&cluster) {
+            continue;
+        }
+        let client = pools.get(&cluster, Role::Admin).await?;
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(&schema)
+            ))
+            .await?;
+        let control = pools.control(Role::Admin).await?;
+        control
+            .execute(
+                "UPDATE recept.moved_copies SET dropped_at = now() \
+                 WHERE cluster = $1 AND schema_name = $2",
+                &[&cluster, &schema],
+            )
+            .await?;
+        purged.push(format!("{schema} (moved copy on {cluster})"));
     }
     Ok(purged)
 }

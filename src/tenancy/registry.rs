@@ -208,7 +208,8 @@ impl Registry {
     ) -> Result<Option<TenantCtx>, DbError> {
         let statement = client
             .prepare_cached(
-                "SELECT t.id, t.slug, t.cluster, t.schema_name, t.status, t.schema_version \
+                "SELECT t.id, t.slug, t.cluster, t.schema_name, t.status, t.schema_version, \
+                 t.moving_to IS NOT NULL \
                  FROM recept.api_keys k JOIN recept.tenants t ON t.id = k.tenant_id \
                  WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
             )
@@ -228,6 +229,7 @@ impl Registry {
             status: TenantStatus::parse(&status)
                 .ok_or_else(|| corrupt(format!("bad status `{status}`")))?,
             schema_version: row.get(5),
+            moving: row.get(6),
         }))
     }
 }

@@ -228,3 +228,132 @@ async fn least_loaded_placement_spreads_tenants_and_one_server_serves_both_clust
         assert_eq!(response.unwrap().status(), StatusCode::OK);
     }
 }
+
+/// Schemas left behind by moves of `slug` on the main cluster.
+async fn old_copies(app: &TestApp, slug: &str) -> i64 {
+    app.db()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1",
+            &[&format!("t_{slug}_moved_%")],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_tenant_moved_under_light_load_loses_and_doubles_nothing_and_answers_only_503_meanwhile()
+{
+    let main = fresh_database().await;
+    let second = fresh_database().await;
+    let mut settings = test_settings(&main);
+    settings.clusters.insert(
+        "second".into(),
+        recept::config::ClusterSettings {
+            url: second.clone(),
+        },
+    );
+    settings.clinic.key_cache_ttl_ms = 300;
+    let app = spawn_app_on(settings).await;
+    app.import_release("2026-04", &sample_release("2026-04"))
+        .await;
+    let (slug, key) = app.tenant_on_release("mover", "2026-04").await;
+    let (_, bystander) = app.tenant_on_release("stayer", "2026-04").await;
+    let patient = created(&app, &key, "/v1/patients", json!({"name": "移動 一郎", "birth_date": "1970-01-01", "sex": "male",
+        "insurances": [{"insurer_number": "06132013", "copay_rate": 30, "valid_from": "2020-01-01"}]})).await;
+
+    // A front desk entering visits (retrying 503s with the same key) and
+    // another clinic reading, while the move runs.
+    let desk = async {
+        let mut statuses = std::collections::BTreeMap::new();
+        for visit in 0..40 {
+            loop {
+                let answer = app
+                    .clinic_request(Method::POST, "/v1/encounters", &key)
+                    .header("idempotency-key", format!("move-{visit}"))
+                    .json(&json!({"patient_id": patient["id"], "date": "2026-05-20",
+                                  "items": [{"code": "111000110", "quantity": 1}]}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                *statuses.entry(answer.as_u16()).or_insert(0) += 1;
+                if answer != StatusCode::SERVICE_UNAVAILABLE {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        }
+        statuses
+    };
+    let neighbour = async {
+        let mut failures = 0;
+        for _ in 0..40 {
+            let status = app
+                .clinic_request(Method::GET, "/v1/tenant", &bystander)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            failures += usize::from(status != StatusCode::OK);
+            tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        }
+        failures
+    };
+    let pools = app.app_state.pools.clone();
+    let mover = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        transfer::move_tenant(
+            &pools,
+            &Slug::parse(&slug).unwrap(),
+            "second",
+            std::time::Duration::from_millis(800),
+            &Actor::operator(),
+        )
+        .await
+    };
+    let (statuses, neighbour_failures, moved) = tokio::join!(desk, neighbour, mover);
+    let moved = moved.unwrap();
+
+    assert_eq!(moved.to, "second");
+    assert!(
+        statuses.keys().all(|s| *s == 201 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.get(&503).copied().unwrap_or(0) > 0,
+        "the move overlapped the writes: {statuses:?}"
+    );
+    assert_eq!(statuses[&201], 40, "{statuses:?}");
+    assert_eq!(neighbour_failures, 0, "other clinics are not touched");
+    let (client, connection) = tokio_postgres::connect(&second, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let visits: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM \"t_{slug}\".encounters"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(visits, 40, "every visit exactly once, on the new cluster");
+    let shown: Value = app
+        .admin_request(Method::GET, &format!("/admin/tenants/{slug}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["cluster"], "second");
+    // The old copy stays until purge, then goes.
+    assert_eq!(old_copies(&app, &slug).await, 1);
+    recept::tenancy::purge_deleted(&pools, 0, &Actor::operator())
+        .await
+        .unwrap();
+    assert_eq!(old_copies(&app, &slug).await, 0);
+}
