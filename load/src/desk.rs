@@ -288,6 +288,24 @@ impl Desk {
         }
     }
 
+    /// Sends the `n`th request and reads its answer: the route and the
+    /// status (none when no answer came).
+    async fn send(&self, n: u64) -> (&'static str, Option<u16>) {
+        let (route, request) = self.request(n);
+        let Ok(answer) = request.timeout(Duration::from_secs(30)).send().await else {
+            return (route, None);
+        };
+        let status = answer.status().as_u16();
+        if route == "POST /v1/encounters" && status == 201 {
+            if let Ok(body) = answer.json::<Value>().await {
+                self.entered(n, &body);
+            }
+        } else {
+            let _ = answer.bytes().await;
+        }
+        (route, Some(status))
+    }
+
     /// Remembers encounters the mix entered so later requests pay them.
     fn entered(&self, n: u64, body: &Value) {
         let clinic = &self.clinics[(mix(n) % self.clinics.len() as u64) as usize];
@@ -517,25 +535,8 @@ pub async fn open_loop(desk: &Arc<Desk>, seconds: f64, rate: impl Fn(f64) -> f64
             let desk = desk.clone();
             let outcome = outcome.clone();
             tasks.push(tokio::spawn(async move {
-                let (route, request) = desk.request(n);
-                let answer = request.timeout(Duration::from_secs(30)).send().await;
-                let (status, body) = match answer {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let body = if route == "POST /v1/encounters" && status == 201 {
-                            r.json::<Value>().await.ok()
-                        } else {
-                            let _ = r.bytes().await;
-                            None
-                        };
-                        (Some(status), body)
-                    }
-                    Err(_) => (None, None),
-                };
+                let (route, status) = desk.send(n).await;
                 let elapsed = scheduled.elapsed();
-                if let Some(body) = &body {
-                    desk.entered(n, body);
-                }
                 drop(permit);
                 let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());
                 o.lag.record(lag);
@@ -562,24 +563,7 @@ pub async fn closed_loop(desk: &Arc<Desk>, clients: usize, seconds: f64) -> Outc
                 while tokio::time::Instant::now() < deadline {
                     let n = next_request();
                     let started = tokio::time::Instant::now();
-                    let (route, request) = desk.request(n);
-                    let answer = request.timeout(Duration::from_secs(30)).send().await;
-                    let (status, body) = match answer {
-                        Ok(r) => {
-                            let status = r.status().as_u16();
-                            let body = if route == "POST /v1/encounters" && status == 201 {
-                                r.json::<Value>().await.ok()
-                            } else {
-                                let _ = r.bytes().await;
-                                None
-                            };
-                            (Some(status), body)
-                        }
-                        Err(_) => (None, None),
-                    };
-                    if let Some(body) = &body {
-                        desk.entered(n, body);
-                    }
+                    let (route, status) = desk.send(n).await;
                     outcome.lock().unwrap_or_else(|e| e.into_inner()).add(
                         route,
                         status,

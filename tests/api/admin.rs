@@ -7,12 +7,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, sample_release, spawn_app, spawn_app_with, TestApp};
 
-async fn admin_json(app: &TestApp, path: &str) -> Value {
-    let response = app.admin_request(Method::GET, path).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{path}");
-    response.json().await.unwrap()
-}
-
 /// A clinic on the sample release with one insured patient and `visits`
 /// encounters in May 2026.
 async fn busy_clinic(app: &TestApp, prefix: &str, visits: usize) -> (String, String) {
@@ -56,7 +50,7 @@ async fn the_audit_log_records_who_created_suspended_and_revoked() {
     .await
     .unwrap();
 
-    let log = admin_json(&app, "/admin/audit").await;
+    let log = app.admin_json("/admin/audit").await;
     let entries = log["entries"].as_array().unwrap();
     let actions: Vec<&str> = entries
         .iter()
@@ -77,10 +71,12 @@ async fn the_audit_log_records_who_created_suspended_and_revoked() {
     assert_eq!(entries[0]["actor"], "admin");
     assert_eq!(entries[0]["remote_addr"], "127.0.0.1");
     assert_eq!(entries[0]["detail"]["key_id"], key_id.as_str());
-    let page = admin_json(&app, "/admin/audit?limit=2").await;
+    let page = app.admin_json("/admin/audit?limit=2").await;
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
     let before = page["next_before"].as_i64().unwrap();
-    let rest = admin_json(&app, &format!("/admin/audit?before={before}")).await;
+    let rest = app
+        .admin_json(&format!("/admin/audit?before={before}"))
+        .await;
     assert_eq!(rest["entries"].as_array().unwrap().len(), 3);
 }
 
@@ -101,7 +97,7 @@ async fn a_deleted_tenant_loses_access_at_once_and_is_purged_after_its_grace() {
         .await
         .unwrap();
     assert_problem(refused, StatusCode::UNAUTHORIZED).await;
-    let shown = admin_json(&app, &format!("/admin/tenants/{slug}")).await;
+    let shown = app.admin_json(&format!("/admin/tenants/{slug}")).await;
     assert_eq!(shown["status"], "deleted");
 
     let pools = &app.app_state.pools;
@@ -134,7 +130,9 @@ async fn the_monthly_report_covers_every_tenant_page_by_page() {
     let (first, _) = busy_clinic(&app, "rep_a", 3).await;
     let (second, _) = busy_clinic(&app, "rep_b", 2).await;
 
-    let page = admin_json(&app, "/admin/reports/monthly?month=2026-05&limit=1").await;
+    let page = app
+        .admin_json("/admin/reports/monthly?month=2026-05&limit=1")
+        .await;
     assert_eq!(page["tenants"].as_array().unwrap().len(), 1);
     assert_eq!(page["tenants"][0]["slug"], first.as_str());
     assert_eq!(page["tenants"][0]["encounters"], 3);
@@ -142,14 +140,16 @@ async fn the_monthly_report_covers_every_tenant_page_by_page() {
     // 73 points at 10% = 73 yen → 70 yen, three times.
     assert_eq!(page["tenants"][0]["charge_yen"], 210);
     let after = page["next_after"].as_str().unwrap();
-    let rest = admin_json(
-        &app,
-        &format!("/admin/reports/monthly?month=2026-05&after={after}"),
-    )
-    .await;
+    let rest = app
+        .admin_json(&format!(
+            "/admin/reports/monthly?month=2026-05&after={after}"
+        ))
+        .await;
     assert_eq!(rest["tenants"][0]["slug"], second.as_str());
     assert_eq!(rest["tenants"][0]["encounters"], 2);
-    let stats = admin_json(&app, &format!("/admin/tenants/{first}/stats")).await;
+    let stats = app
+        .admin_json(&format!("/admin/tenants/{first}/stats"))
+        .await;
     assert_eq!(
         (stats["patients"].as_i64(), stats["encounters"].as_i64()),
         (Some(1), Some(3))
@@ -201,7 +201,7 @@ async fn a_report_past_the_admin_timeout_is_cancelled_with_504_and_clinics_go_on
 async fn pools_are_listed_per_cluster_and_role() {
     let app = spawn_app().await;
 
-    let pools = admin_json(&app, "/admin/pools").await;
+    let pools = app.admin_json("/admin/pools").await;
 
     let roles: Vec<&str> = pools["pools"]
         .as_array()

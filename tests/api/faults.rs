@@ -69,16 +69,7 @@ async fn postgresql_restarted_during_writes_loses_and_doubles_nothing() {
     app.import_release("2026-04", &sample_release("2026-04"))
         .await;
     let (slug, key) = app.tenant_on_release("restarted", "2026-04").await;
-    let patient: Value = app
-        .clinic_request(Method::POST, "/v1/patients", &key)
-        .json(&json!({"name": "鈴木 次郎", "birth_date": "1970-07-07", "sex": "male",
-                      "insurances": [{"insurer_number": "06132013", "copay_rate": 30, "valid_from": "2020-01-01"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let patient = json!({"id": app.insured_patient(&key, "鈴木 次郎").await});
 
     // Four clinics' front desks enter visits and take payments while
     // PostgreSQL stops and starts again under them.
@@ -198,20 +189,14 @@ async fn a_statement_past_the_clinic_limit_is_a_504_and_the_connection_is_reused
     })
     .await;
     let (slug, key) = app.tenant_with_key("timed").await;
-    let mut db = app.db().await;
-    let lock = db.transaction().await.unwrap();
-    lock.batch_execute(&format!(
-        "LOCK TABLE \"t_{slug}\".patients IN ACCESS EXCLUSIVE MODE"
-    ))
-    .await
-    .unwrap();
+    let lock = app.lock_table(&slug, "patients").await;
 
     let slow = app
         .clinic_request(Method::GET, "/v1/patients", &key)
         .send()
         .await
         .unwrap();
-    lock.rollback().await.unwrap();
+    lock.batch_execute("ROLLBACK").await.unwrap();
 
     let problem = assert_problem(slow, StatusCode::GATEWAY_TIMEOUT).await;
     assert!(problem["detail"].as_str().is_some());

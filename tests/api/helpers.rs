@@ -318,3 +318,60 @@ impl TestApp {
         response.json().await.unwrap()
     }
 }
+
+impl TestApp {
+    /// A patient of the clinic of `key`, insured at 30% since 2020: its id.
+    pub async fn insured_patient(&self, key: &str, name: &str) -> String {
+        let response = self
+            .clinic_request(Method::POST, "/v1/patients", key)
+            .json(
+                &json!({"name": name, "birth_date": "1970-01-01", "sex": "male",
+                          "insurances": [{"insurer_number": "06132013", "copay_rate": 30,
+                                          "valid_from": "2020-01-01"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// GET an admin path and return its JSON, asserting 200.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        let response = self.admin_request(Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// Locks `table` of tenant `slug` against everything until the returned
+    /// connection commits (`COMMIT`) or is dropped: requests touching it
+    /// wait, as behind a slow transaction.
+    pub async fn lock_table(&self, slug: &str, table: &str) -> tokio_postgres::Client {
+        let db = self.db().await;
+        db.batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"t_{slug}\".\"{table}\" IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+        db
+    }
+}
+
+/// A server whose tenants may live on two clusters, `main` (which holds
+/// the control schema) and `second`: the server and both databases' URLs.
+pub async fn spawn_app_on_two_clusters(
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, String, String) {
+    let main = fresh_database().await;
+    let second = fresh_database().await;
+    let mut settings = test_settings(&main);
+    settings.clusters.insert(
+        "second".into(),
+        ClusterSettings {
+            url: second.clone(),
+        },
+    );
+    tweak(&mut settings);
+    (spawn_app_on(settings).await, main, second)
+}

@@ -102,7 +102,7 @@ async fn a_tenant_copies_its_release_and_a_rollout_applies_changes_additions_and
 
     let before = app.clinic_json(&key, "/v1/tenant").await;
     assert_eq!(before["master_release"], "2026-04");
-    let patient = insured_patient(&app, &key).await;
+    let patient = app.insured_patient(&key, "中村 明").await;
     // Release A: 10.10 yen × 30 = 303 yen → 1 + ceil(288 / 10) = 30 points.
     let (status, on_a) = enter(&app, &key, &patient, "2026-07-01", "620098801", 30).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -169,21 +169,6 @@ async fn a_tenant_copies_its_release_and_a_rollout_applies_changes_additions_and
         .await
         .unwrap();
     assert_eq!(renamed["name"], "ＣＲＰ定量");
-}
-
-/// A patient of the clinic, with 30% insurance.
-async fn insured_patient(app: &TestApp, key: &str) -> String {
-    let body: Value = app
-        .clinic_request(Method::POST, "/v1/patients", key)
-        .json(&json!({"name": "中村 明", "birth_date": "1980-08-08", "sex": "male",
-                      "insurances": [{"insurer_number": "06132013", "copay_rate": 30, "valid_from": "2020-01-01"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["id"].as_str().unwrap().to_string()
 }
 
 /// Enters an encounter and returns (status, body).
@@ -317,8 +302,8 @@ async fn two_tenants_on_different_releases_see_different_prices_at_the_same_time
     for (older, price) in futures::future::join_all(requests).await {
         assert_eq!(price, if older { "10.10" } else { "9.80" });
     }
-    let old_patient = insured_patient(&app, &old_key).await;
-    let new_patient = insured_patient(&app, &new_key).await;
+    let old_patient = app.insured_patient(&old_key, "中村 明").await;
+    let new_patient = app.insured_patient(&new_key, "中村 明").await;
     let (old_priced, new_priced) = tokio::join!(
         enter(&app, &old_key, &old_patient, "2026-07-01", "620098801", 30),
         enter(&app, &new_key, &new_patient, "2026-07-01", "620098801", 30),
@@ -394,14 +379,7 @@ async fn master_item_search_pages_and_validates() {
 
 #[tokio::test]
 async fn a_tenant_on_another_cluster_gets_its_copy_rollouts_and_migrations_by_copy() {
-    let control = crate::helpers::fresh_database().await;
-    let other = crate::helpers::fresh_database().await;
-    let mut settings = crate::helpers::test_settings(&control);
-    settings.clusters.insert(
-        "second".into(),
-        recept::config::ClusterSettings { url: other.clone() },
-    );
-    let app = crate::helpers::spawn_app_on(settings).await;
+    let (app, _, other) = crate::helpers::spawn_app_on_two_clusters(|_| {}).await;
     app.import_release("2026-04", &sample_release("2026-04"))
         .await;
     app.import_release("2026-06", &sample_release("2026-06"))

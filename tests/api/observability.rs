@@ -150,13 +150,7 @@ async fn every_documented_series_is_exported_with_plausible_values_under_traffic
 
     // Two slow requests: the tenant's patients are locked, so both hold a
     // connection (the whole clinic pool) until the lock goes.
-    let mut locker = app.db().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.batch_execute(&format!(
-        "LOCK TABLE \"t_{slow}\".patients IN ACCESS EXCLUSIVE MODE"
-    ))
-    .await
-    .unwrap();
+    let lock = app.lock_table(&slow, "patients").await;
     let slow_requests: Vec<_> = (0..2)
         .map(|_| {
             let request = app.clinic_request(
@@ -200,7 +194,7 @@ async fn every_documented_series_is_exported_with_plausible_values_under_traffic
     for response in refused {
         assert_eq!(response.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
     }
-    lock.commit().await.unwrap();
+    lock.batch_execute("COMMIT").await.unwrap();
     for request in slow_requests {
         assert_eq!(request.await.unwrap().unwrap().status(), StatusCode::OK);
     }

@@ -18,17 +18,8 @@ async fn clinic_with_patient(app: &TestApp) -> (String, String, String) {
     app.import_release("2026-04", &sample_release("2026-04"))
         .await;
     let (slug, key) = app.tenant_on_release("faults", "2026-04").await;
-    let patient: Value = app
-        .clinic_request(Method::POST, "/v1/patients", &key)
-        .json(&json!({"name": "佐藤 一郎", "birth_date": "1960-01-01", "sex": "male",
-                      "insurances": [{"insurer_number": "06132013", "copay_rate": 30, "valid_from": "2020-01-01"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (slug, key, patient["id"].as_str().unwrap().to_string())
+    let patient = app.insured_patient(&key, "佐藤 一郎").await;
+    (slug, key, patient)
 }
 
 fn visit(patient: &str) -> Value {
@@ -239,13 +230,7 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
     let (slug, key) = app.tenant_with_key("graceful").await;
     let mut server =
         Process::start(&app, None, &[("RECEPT__CLINIC__LOCK_TIMEOUT_MS", "20000")]).await;
-    let mut db = app.db().await;
-    let lock = db.transaction().await.unwrap();
-    lock.batch_execute(&format!(
-        "LOCK TABLE \"t_{slug}\".patients IN ACCESS EXCLUSIVE MODE"
-    ))
-    .await
-    .unwrap();
+    let lock = app.lock_table(&slug, "patients").await;
     let in_flight = tokio::spawn(
         app.http
             .get(format!("{}/v1/patients", server.clinic))
@@ -266,7 +251,7 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
         }
     }
     assert!(refused, "new connections are refused once stopping");
-    lock.commit().await.unwrap();
+    lock.batch_execute("COMMIT").await.unwrap();
 
     assert_eq!(in_flight.await.unwrap().unwrap().status(), StatusCode::OK);
     assert!(server.wait(Duration::from_secs(15)).await.success());
@@ -413,13 +398,7 @@ async fn oversized_queries_deep_json_long_lists_and_slow_clients_are_refused() {
 async fn a_backend_killed_mid_request_is_a_quick_503_and_the_retry_is_served_once() {
     let app = spawn_app_with(|s| s.clinic.lock_timeout_ms = 20_000).await;
     let (slug, key, patient) = clinic_with_patient(&app).await;
-    let mut db = app.db().await;
-    let lock = db.transaction().await.unwrap();
-    lock.batch_execute(&format!(
-        "LOCK TABLE \"t_{slug}\".encounter_lines IN ACCESS EXCLUSIVE MODE"
-    ))
-    .await
-    .unwrap();
+    let lock = app.lock_table(&slug, "encounter_lines").await;
     let write = tokio::spawn(
         app.clinic_request(Method::POST, "/v1/encounters", &key)
             .header("idempotency-key", "killed")
@@ -434,7 +413,7 @@ async fn a_backend_killed_mid_request_is_a_quick_503_and_the_retry_is_served_onc
         .await
         .unwrap();
     let answered = write.await.unwrap().unwrap();
-    lock.rollback().await.unwrap();
+    lock.batch_execute("ROLLBACK").await.unwrap();
 
     assert_problem(answered, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_consistent(&app, &slug).await;

@@ -6,9 +6,7 @@ use recept::tenancy::{transfer, Slug};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    fresh_database, sample_release, spawn_app_on, test_settings, unique_slug, TestApp,
-};
+use crate::helpers::{sample_release, spawn_app_on_two_clusters, unique_slug, TestApp};
 
 async fn created(app: &TestApp, key: &str, path: &str, body: Value) -> Value {
     let response = app
@@ -62,14 +60,7 @@ async fn digests(url: &str, schema: &str) -> Vec<(String, i64, String)> {
 
 #[tokio::test]
 async fn an_export_imported_on_another_cluster_reproduces_the_tenant_exactly() {
-    let control = fresh_database().await;
-    let other = fresh_database().await;
-    let mut settings = test_settings(&control);
-    settings.clusters.insert(
-        "second".into(),
-        recept::config::ClusterSettings { url: other.clone() },
-    );
-    let app = spawn_app_on(settings).await;
+    let (app, control, other) = spawn_app_on_two_clusters(|_| {}).await;
     app.import_release("2026-04", &sample_release("2026-04"))
         .await;
     let (slug, key) = app.tenant_on_release("exported", "2026-04").await;
@@ -191,28 +182,15 @@ async fn a_damaged_export_creates_nothing() {
 
 #[tokio::test]
 async fn least_loaded_placement_spreads_tenants_and_one_server_serves_both_clusters() {
-    let mut settings = test_settings(&fresh_database().await);
-    settings.clusters.insert(
-        "second".into(),
-        recept::config::ClusterSettings {
-            url: fresh_database().await,
-        },
-    );
-    settings.control.placement = recept::config::Placement::LeastLoaded;
-    let app = spawn_app_on(settings).await;
+    let (app, _, _) =
+        spawn_app_on_two_clusters(|s| s.control.placement = recept::config::Placement::LeastLoaded)
+            .await;
 
     let mut placed = Vec::new();
     let mut keys = Vec::new();
     for _ in 0..4 {
         let (slug, key) = app.tenant_with_key("placed").await;
-        let shown: Value = app
-            .admin_request(Method::GET, &format!("/admin/tenants/{slug}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let shown = app.admin_json(&format!("/admin/tenants/{slug}")).await;
         placed.push(shown["cluster"].as_str().unwrap().to_string());
         keys.push(key);
     }
@@ -245,23 +223,12 @@ async fn old_copies(app: &TestApp, slug: &str) -> i64 {
 #[tokio::test]
 async fn a_tenant_moved_under_light_load_loses_and_doubles_nothing_and_answers_only_503_meanwhile()
 {
-    let main = fresh_database().await;
-    let second = fresh_database().await;
-    let mut settings = test_settings(&main);
-    settings.clusters.insert(
-        "second".into(),
-        recept::config::ClusterSettings {
-            url: second.clone(),
-        },
-    );
-    settings.clinic.key_cache_ttl_ms = 300;
-    let app = spawn_app_on(settings).await;
+    let (app, _, second) = spawn_app_on_two_clusters(|s| s.clinic.key_cache_ttl_ms = 300).await;
     app.import_release("2026-04", &sample_release("2026-04"))
         .await;
     let (slug, key) = app.tenant_on_release("mover", "2026-04").await;
     let (_, bystander) = app.tenant_on_release("stayer", "2026-04").await;
-    let patient = created(&app, &key, "/v1/patients", json!({"name": "移動 一郎", "birth_date": "1970-01-01", "sex": "male",
-        "insurances": [{"insurer_number": "06132013", "copay_rate": 30, "valid_from": "2020-01-01"}]})).await;
+    let patient = json!({"id": app.insured_patient(&key, "移動 一郎").await});
 
     // A front desk entering visits (retrying 503s with the same key) and
     // another clinic reading, while the move runs.
@@ -341,14 +308,7 @@ async fn a_tenant_moved_under_light_load_loses_and_doubles_nothing_and_answers_o
         .unwrap()
         .get(0);
     assert_eq!(visits, 40, "every visit exactly once, on the new cluster");
-    let shown: Value = app
-        .admin_request(Method::GET, &format!("/admin/tenants/{slug}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = app.admin_json(&format!("/admin/tenants/{slug}")).await;
     assert_eq!(shown["cluster"], "second");
     // The old copy stays until purge, then goes.
     assert_eq!(old_copies(&app, &slug).await, 1);
