@@ -12,16 +12,18 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// The shared cluster: reachable for the whole run, stopped at exit.
+/// A shared cluster: reachable for the whole run, stopped at exit.
 struct SharedCluster {
     port: u16,
     password: String,
 }
 
-static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
-static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
-/// Stopped and removed at exit by `stop_shared_cluster`.
-static RUNNING: Mutex<Option<PrivatePostgres>> = Mutex::new(None);
+/// Two shared clusters: most tests use the first; tests of tenants on
+/// several clusters use the second as a separate PostgreSQL server.
+static CLUSTERS: [OnceLock<SharedCluster>; 2] = [OnceLock::new(), OnceLock::new()];
+/// Stopped, and their data removed, at exit by `stop_shared_clusters`.
+static RUNNING: Mutex<Vec<(PrivatePostgres, PathBuf)>> = Mutex::new(Vec::new());
+static AT_EXIT: std::sync::Once = std::sync::Once::new();
 
 /// A data directory the unprivileged `postgres` user can use when the tests
 /// run as root.
@@ -54,21 +56,22 @@ pub fn spec(dir: &std::path::Path, password: &str) -> ClusterSpec {
     }
 }
 
-fn shared_cluster() -> &'static SharedCluster {
-    CLUSTER.get_or_init(|| {
+fn shared_cluster(index: usize) -> &'static SharedCluster {
+    CLUSTERS[index].get_or_init(|| {
         let (tx, rx) = mpsc::channel();
         // The cluster is started by a thread that lives until the process
         // exits; the kernel stops PostgreSQL when that thread goes.
         std::thread::spawn(move || {
             let dir = cluster_dir("recept-test-");
-            let _ = DATA_DIR.set(dir.clone());
             let password = Uuid::new_v4().simple().to_string();
             let bins = PgBinaries::find().expect("PostgreSQL server binaries");
             let pg = PrivatePostgres::start(&bins, &spec(&dir, &password)).expect("test cluster");
             tx.send((pg.port(), password)).unwrap();
-            *RUNNING.lock().unwrap() = Some(pg);
+            RUNNING.lock().unwrap().push((pg, dir));
             // SAFETY: registers a plain function to run at process exit.
-            unsafe { nix::libc::atexit(stop_shared_cluster) };
+            AT_EXIT.call_once(|| unsafe {
+                nix::libc::atexit(stop_shared_clusters);
+            });
             loop {
                 std::thread::park();
             }
@@ -78,11 +81,13 @@ fn shared_cluster() -> &'static SharedCluster {
     })
 }
 
-extern "C" fn stop_shared_cluster() {
-    if let Some(pg) = RUNNING.lock().ok().and_then(|mut running| running.take()) {
+extern "C" fn stop_shared_clusters() {
+    let running = RUNNING
+        .lock()
+        .map(|mut running| std::mem::take(&mut *running))
+        .unwrap_or_default();
+    for (pg, dir) in running {
         let _ = pg.stop();
-    }
-    if let Some(dir) = DATA_DIR.get() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
@@ -91,9 +96,14 @@ pub fn url(port: u16, password: &str, database: &str) -> String {
     format!("postgres://recept:{password}@127.0.0.1:{port}/{database}")
 }
 
-/// A new, empty database in the shared cluster.
+/// A new, empty database in the first shared cluster.
 pub async fn fresh_database() -> String {
-    let cluster = shared_cluster();
+    fresh_database_in(0).await
+}
+
+/// A new, empty database in shared cluster `index` (0 or 1).
+async fn fresh_database_in(index: usize) -> String {
+    let cluster = shared_cluster(index);
     let name = format!("test_{}", Uuid::new_v4().simple());
     let (client, connection) = tokio_postgres::connect(
         &url(cluster.port, &cluster.password, "postgres"),
