@@ -14,6 +14,7 @@ mod master;
 mod migrate;
 mod noisy;
 mod overload;
+mod pin;
 mod report;
 mod restart;
 mod stack;
@@ -25,6 +26,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "recept-load", about = "Benchmarks for recept")]
 struct Cli {
+    /// Run the load generator on the last CPU and recept with its
+    /// PostgreSQL on the others, so they do not take each other's time.
+    #[arg(long, global = true)]
+    pin: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +69,10 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.pin {
+        // Before the runtime exists, so its threads inherit the mask.
+        pin::generator()?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

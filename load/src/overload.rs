@@ -27,6 +27,12 @@ pub struct Options {
     factor: f64,
     #[arg(long, default_value_t = 15)]
     seconds: u64,
+    /// `clinic.max_waiting` (default: recept's).
+    #[arg(long)]
+    max_waiting: Option<usize>,
+    /// `clinic.queue_timeout_ms` (default: recept's).
+    #[arg(long)]
+    queue_timeout_ms: Option<u64>,
 }
 
 /// What an open-loop phase saw.
@@ -47,6 +53,12 @@ pub(crate) struct Outcome {
 pub async fn run(o: Options) -> anyhow::Result<()> {
     let stack = Stack::start(|s| {
         s.server.workers = 2;
+        if let Some(n) = o.max_waiting {
+            s.clinic.max_waiting = n;
+        }
+        if let Some(ms) = o.queue_timeout_ms {
+            s.clinic.queue_timeout_ms = ms;
+        }
     })
     .await?;
     let settings_budget = 16 + 4 + 2;

@@ -51,6 +51,7 @@ impl Stack {
             },
         )
         .context("starting PostgreSQL")?;
+        crate::pin::postgres(pg.data_dir())?;
         recept::dev::ensure_database(&pg, "recept").await?;
         let database_url = pg.url("recept");
         let mut settings = Settings::default();
@@ -71,6 +72,10 @@ impl Stack {
         std::thread::Builder::new()
             .name("recept".into())
             .spawn(move || {
+                if let Err(e) = crate::pin::recept_thread() {
+                    let _ = started.send(Err(e));
+                    return;
+                }
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
@@ -138,6 +143,9 @@ impl Stack {
                 port: Some(port),
             },
         )?);
+        if let Some(pg) = &self.pg {
+            crate::pin::postgres(pg.data_dir())?;
+        }
         Ok(())
     }
 }
