@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 use crate::master::{MasterCache, RolloutCounts};
 use crate::migrate::MigrationStatus;
 use crate::pools::{Pools, Role};
-use crate::tenancy::KeyResolver;
+use crate::tenancy::{KeyResolver, Slug};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -52,17 +52,20 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    tenants: Arc<Mutex<TenantTally>>,
-    tenant_top: usize,
-    progress: Arc<Mutex<Progress>>,
-    pools: Arc<Pools>,
-    master_cache: MasterCache,
-    keys: KeyResolver,
+    /// Also read by the scrape-time collector.
+    shared: Arc<Shared>,
+}
+
+/// What requests record and scrapes read.
+struct Shared {
+    sources: Sources,
+    tenants: Mutex<TenantTally>,
+    progress: Mutex<Progress>,
 }
 
 /// Clinic requests per tenant. One small entry per tenant that made a
 /// request (bounded by the registry); only the busiest are exported.
-type TenantTally = HashMap<Arc<str>, TenantCounts>;
+type TenantTally = HashMap<Slug, TenantCounts>;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct TenantCounts {
@@ -108,27 +111,17 @@ impl Metrics {
             "How long clinic requests waited for a connection",
             sources.pools.wait_histogram(),
         );
-        let tenants = Arc::new(Mutex::new(TenantTally::new()));
-        let progress = Arc::new(Mutex::new(Progress::default()));
-        let pools = sources.pools.clone();
-        let master_cache = sources.master_cache.clone();
-        let keys = sources.keys.clone();
-        let tenant_top = sources.tenant_top;
-        registry.register_collector(Box::new(Snapshot {
-            tenants: tenants.clone(),
-            progress: progress.clone(),
+        let shared = Arc::new(Shared {
             sources,
-        }));
+            tenants: Mutex::new(TenantTally::new()),
+            progress: Mutex::new(Progress::default()),
+        });
+        registry.register_collector(Box::new(Snapshot(shared.clone())));
         Metrics {
             registry,
             requests,
             durations,
-            tenant_top,
-            tenants,
-            progress,
-            pools,
-            master_cache,
-            keys,
+            shared,
         }
     }
 
@@ -141,7 +134,7 @@ impl Metrics {
         route: &str,
         status: u16,
         elapsed: Duration,
-        tenant: Option<&Arc<str>>,
+        tenant: Option<&Slug>,
     ) {
         self.requests
             .get_or_create(&RequestLabels {
@@ -156,8 +149,12 @@ impl Metrics {
                 route: route.to_string(),
             })
             .observe(elapsed.as_secs_f64());
-        if let (Some(tenant), true) = (tenant, self.tenant_top > 0) {
-            let mut tally = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(tenant), true) = (tenant, self.shared.sources.tenant_top > 0) {
+            let mut tally = self
+                .shared
+                .tenants
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let counts = tally.entry(tenant.clone()).or_default();
             counts.requests += 1;
             counts.refused += u64::from(status == 429 || status == 503);
@@ -171,16 +168,21 @@ impl Metrics {
     /// its timeouts; on failure the last figures stay and
     /// `recept_control_reachable` says 0).
     pub async fn refresh(&self) {
-        self.master_cache.run_pending_tasks().await;
-        self.keys.run_pending_tasks().await;
+        let sources = &self.shared.sources;
+        sources.master_cache.run_pending_tasks().await;
+        sources.keys.run_pending_tasks().await;
         let read = async {
-            let client = self.pools.control(Role::Admin).await?;
+            let client = sources.pools.control(Role::Admin).await?;
             let migrations = crate::migrate::status(&client).await?;
             let rollout = crate::master::latest_rollout(&client).await?;
             Ok::<_, crate::pools::DbError>((migrations, rollout))
         }
         .await;
-        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        let mut progress = self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match read {
             Ok((migrations, rollout)) => {
                 *progress = Progress {
@@ -205,11 +207,7 @@ impl Metrics {
 }
 
 /// What is read on each scrape.
-struct Snapshot {
-    sources: Sources,
-    tenants: Arc<Mutex<TenantTally>>,
-    progress: Arc<Mutex<Progress>>,
-}
+struct Snapshot(Arc<Shared>);
 
 impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -295,7 +293,7 @@ fn one(value: impl Into<Num>) -> Vec<(Labels<'static>, Num)> {
 
 impl Snapshot {
     fn pools(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
-        let pools = self.sources.pools.status();
+        let pools = self.0.sources.pools.status();
         let labels = |p: &crate::pools::PoolStatus| {
             vec![("cluster", p.cluster.clone()), ("role", p.role.to_string())]
         };
@@ -346,7 +344,7 @@ impl Snapshot {
             let values: Vec<_> = pools.iter().map(|p| (labels(p), pick(p))).collect();
             family(encoder, name, help, true, &values)?;
         }
-        let stats = self.sources.pools.admission_stats();
+        let stats = self.0.sources.pools.admission_stats();
         let values: Vec<_> = [
             ("queue_full", stats.queue_full),
             ("deadline", stats.deadline),
@@ -365,8 +363,8 @@ impl Snapshot {
     }
 
     fn caches(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
-        let master = self.sources.master_cache.usage();
-        let (keys, key_lookups, key_misses) = self.sources.keys.usage();
+        let master = self.0.sources.master_cache.usage();
+        let (keys, key_lookups, key_misses) = self.0.sources.keys.usage();
         let gauges: [(&str, &str, u64); 5] = [
             (
                 "master_cache_entries",
@@ -381,7 +379,7 @@ impl Snapshot {
             (
                 "cache_budget_bytes",
                 "The memory budget for caches (server.cache_memory_mb)",
-                self.sources.cache_budget_bytes,
+                self.0.sources.cache_budget_bytes,
             ),
             ("key_cache_entries", "API keys held in the key cache", keys),
             (
@@ -422,15 +420,19 @@ impl Snapshot {
     }
 
     fn tenants(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
-        if self.sources.tenant_top == 0 {
+        if self.0.sources.tenant_top == 0 {
             return Ok(());
         }
-        let mut busiest: Vec<(Arc<str>, TenantCounts)> = {
-            let tally = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut busiest: Vec<(Slug, TenantCounts)> = {
+            let tally = self.0.tenants.lock().unwrap_or_else(|e| e.into_inner());
             tally.iter().map(|(k, v)| (k.clone(), *v)).collect()
         };
-        busiest.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(&b.0)));
-        busiest.truncate(self.sources.tenant_top);
+        busiest.sort_by(|a, b| {
+            b.1.requests
+                .cmp(&a.1.requests)
+                .then(a.0.as_str().cmp(b.0.as_str()))
+        });
+        busiest.truncate(self.0.sources.tenant_top);
         type Pick = fn(&TenantCounts) -> Num;
         let counters: [(&str, &str, Pick); 3] = [
             (
@@ -460,7 +462,7 @@ impl Snapshot {
     }
 
     fn progress(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
-        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        let progress = self.0.progress.lock().unwrap_or_else(|e| e.into_inner());
         family(
             encoder,
             "control_reachable",

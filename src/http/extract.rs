@@ -1,7 +1,6 @@
 //! Extractors that authenticate: a clinic's API key, the admin token.
 
 use std::future::{ready, Ready};
-use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -13,7 +12,7 @@ use subtle::ConstantTimeEq;
 use super::{ApiError, AppState};
 use crate::pools::DbError;
 use crate::tenancy::audit::Actor;
-use crate::tenancy::{ApiKey, Resolution, TenantCtx, TenantStatus};
+use crate::tenancy::{ApiKey, Resolution, Slug, TenantCtx, TenantStatus};
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -34,7 +33,7 @@ fn state(req: &HttpRequest) -> web::Data<AppState> {
 /// The slug of the tenant a request was bound to, kept in the request's
 /// extensions for the request log and metrics.
 #[derive(Debug, Clone)]
-pub struct RequestTenant(pub Arc<str>);
+pub struct RequestTenant(pub Slug);
 
 /// The tenant a clinic request is bound to, by its API key alone.
 pub struct Clinic(pub TenantCtx);
@@ -83,7 +82,7 @@ impl FromRequest for Clinic {
             }
             tracing::Span::current().record("tenant", tenant.slug.as_str());
             req.extensions_mut()
-                .insert(RequestTenant(tenant.slug.as_str().into()));
+                .insert(RequestTenant(tenant.slug.clone()));
             Ok(Clinic(tenant))
         })
     }
