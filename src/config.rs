@@ -109,6 +109,13 @@ pub struct ClinicSettings {
     pub statement_timeout_ms: u64,
     /// Longest a clinic request waits for a connection before `503`.
     pub queue_timeout_ms: u64,
+    /// A wait queue that has not been empty for this long is a standing
+    /// queue: the cluster is overloaded, not meeting a burst.
+    pub standing_queue_ms: u64,
+    /// Longest a clinic request waits for a connection while the queue is
+    /// standing. Short, so that under overload the requests served are
+    /// served promptly and the rest are refused at once (CoDel's idea).
+    pub overload_queue_timeout_ms: u64,
     /// The most clinic requests that may wait for a connection of one
     /// cluster; past it a request is refused with 503 at once.
     pub max_waiting: usize,
@@ -211,6 +218,8 @@ impl Default for ClinicSettings {
             pool_size: 16,
             statement_timeout_ms: 5_000,
             queue_timeout_ms: 200,
+            standing_queue_ms: 100,
+            overload_queue_timeout_ms: 5,
             max_waiting: 64,
             tenant_max_in_flight: 8,
             connection_max_age_s: 600,
@@ -332,6 +341,18 @@ impl Settings {
         )?;
         at_least("clinic.queue_timeout_ms", self.clinic.queue_timeout_ms, 1)?;
         at_least("admin.queue_timeout_ms", self.admin.queue_timeout_ms, 1)?;
+        at_least("clinic.standing_queue_ms", self.clinic.standing_queue_ms, 1)?;
+        at_least(
+            "clinic.overload_queue_timeout_ms",
+            self.clinic.overload_queue_timeout_ms,
+            1,
+        )?;
+        if self.clinic.overload_queue_timeout_ms > self.clinic.queue_timeout_ms {
+            return Err(invalid(
+                "clinic.overload_queue_timeout_ms",
+                "must be at most clinic.queue_timeout_ms: it is the shorter wait used under overload",
+            ));
+        }
         at_least(
             "clinic.key_cache_capacity",
             self.clinic.key_cache_capacity,

@@ -52,6 +52,9 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Clinic requests refused before routing because every clinic pool
+    /// was overloaded (one series of `requests`, held to count cheaply).
+    shed: Counter,
     /// Also read by the scrape-time collector.
     shared: Arc<Shared>,
 }
@@ -89,6 +92,9 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
+/// The `route` label of clinic requests refused before routing.
+pub const SHED_ROUTE: &str = "(refused: overloaded)";
+
 impl Metrics {
     pub fn new(sources: Sources) -> Metrics {
         let mut registry = Registry::with_prefix("recept");
@@ -117,12 +123,26 @@ impl Metrics {
             progress: Mutex::new(Progress::default()),
         });
         registry.register_collector(Box::new(Snapshot(shared.clone())));
+        let shed = requests
+            .get_or_create(&RequestLabels {
+                listener: "clinic",
+                route: SHED_ROUTE.into(),
+                status: "503".into(),
+            })
+            .clone();
         Metrics {
             registry,
             requests,
             durations,
+            shed,
             shared,
         }
+    }
+
+    /// Records a clinic request refused before routing (see
+    /// [`crate::pools::Pools::clinic_refuses_all`]).
+    pub fn shed(&self) {
+        self.shed.inc();
     }
 
     /// Records one finished request. `route` is the matched pattern (never
@@ -298,7 +318,7 @@ impl Snapshot {
             vec![("cluster", p.cluster.clone()), ("role", p.role.to_string())]
         };
         type Pick = fn(&crate::pools::PoolStatus) -> Num;
-        let gauges: [(&str, &str, Pick); 5] = [
+        let gauges: [(&str, &str, Pick); 6] = [
             ("pool_max_size", "Connections a pool may open", |p| {
                 p.max_size.into()
             }),
@@ -310,6 +330,11 @@ impl Snapshot {
             ("pool_waiting", "Requests waiting for a connection", |p| {
                 p.waiting.into()
             }),
+            (
+                "pool_overloaded",
+                "1 while the pool is overloaded: its queue stood, so waits are cut short",
+                |p| p.overloaded.into(),
+            ),
         ];
         for (name, help, pick) in gauges {
             let values: Vec<_> = pools.iter().map(|p| (labels(p), pick(p))).collect();

@@ -218,6 +218,7 @@ fn serve(
             .configure(|cfg| http::extractor_configs(cfg, body_limit))
             .wrap(ErrorHandlers::new().default_handler(http::error::ensure_problem))
             .wrap(from_fn(http::request_span))
+            .wrap(from_fn(http::shed))
             .default_service(web::to(http::not_found));
         match role {
             Role::Clinic => app.configure(http::clinic_routes),

@@ -19,9 +19,10 @@ pub struct Options {
     /// Tenants the traffic is spread over.
     #[arg(long, default_value_t = 20)]
     tenants: usize,
-    /// Closed-loop clients measuring capacity.
-    #[arg(long, default_value_t = 32)]
-    clients: usize,
+    /// Closed-loop clients measuring capacity (default: twice the pool, so
+    /// the pool is always busy without a standing queue).
+    #[arg(long)]
+    clients: Option<usize>,
     /// Offered load as a multiple of the measured capacity.
     #[arg(long, default_value_t = 3.0)]
     factor: f64,
@@ -33,6 +34,15 @@ pub struct Options {
     /// `clinic.queue_timeout_ms` (default: recept's).
     #[arg(long)]
     queue_timeout_ms: Option<u64>,
+    /// `server.workers`: one, for the one core recept and PostgreSQL share
+    /// under `--pin` on a two-core machine.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// `clinic.pool_size`: four connections keep one core's PostgreSQL busy
+    /// without queueing inside it (recept's default, 16, is for a host of
+    /// its own in front of a larger database).
+    #[arg(long, default_value_t = 4)]
+    pool_size: usize,
 }
 
 /// What an open-loop phase saw.
@@ -51,17 +61,19 @@ pub(crate) struct Outcome {
 }
 
 pub async fn run(o: Options) -> anyhow::Result<()> {
+    let clients = o.clients.unwrap_or(2 * o.pool_size);
     let stack = Stack::start(|s| {
-        s.server.workers = 2;
+        s.server.workers = o.workers;
         if let Some(n) = o.max_waiting {
             s.clinic.max_waiting = n;
         }
         if let Some(ms) = o.queue_timeout_ms {
             s.clinic.queue_timeout_ms = ms;
         }
+        s.clinic.pool_size = o.pool_size;
     })
     .await?;
-    let settings_budget = 16 + 4 + 2;
+    let settings_budget = o.pool_size + 4 + 2;
     let pools = stack.pools.clone();
     let sample = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -85,15 +97,15 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     traffic::run(
         &stack.clinic,
         &clinics,
-        o.clients,
+        clients,
         Phase::For(Duration::from_secs(3)),
     )
     .await;
-    let capacity = closed(&stack.clinic, &paths, o.clients, Duration::from_secs(10)).await;
+    let capacity = closed(&stack.clinic, &paths, clients, Duration::from_secs(10)).await;
     out!(
         "recept-load overload: {} tenants; capacity (closed loop, {} clients, GET /v1/patients/{{id}}): {:.0} req/s, {}",
         o.tenants,
-        o.clients,
+        clients,
         capacity.0,
         capacity.1.summary()
     );
@@ -113,7 +125,18 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         sampling.clone(),
     ));
     let rate = capacity.0 * o.factor;
+    let route = [r#"route="/v1/patients/{id}""#];
+    let durations = "recept_http_request_duration_seconds_bucket{";
+    let waits = "recept_clinic_connection_wait_seconds_bucket{";
+    let before = (
+        scrape_buckets(&stack, durations, &route).await?,
+        scrape_buckets(&stack, waits, &[]).await?,
+    );
     let loaded = open(&stack.clinic, &paths, rate, Duration::from_secs(o.seconds)).await;
+    let after = (
+        scrape_buckets(&stack, durations, &route).await?,
+        scrape_buckets(&stack, waits, &[]).await?,
+    );
     sampling.store(false, Ordering::SeqCst);
     let peaks = sampler.await??;
     let successes = loaded.ok.count() as f64 / o.seconds as f64;
@@ -132,6 +155,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         loaded.ok.ms(0.99) / unloaded.ok.ms(0.99).max(0.001)
     );
     out!("  rejections (429/503): {}", loaded.rejected.summary());
+    out!(
+        "  inside recept (its own histograms, bucket bounds): request p50 <= {:.1} ms, p99 <= {:.1} ms; connection wait p50 <= {:.1} ms, p99 <= {:.1} ms",
+        quantile_between(&before.0, &after.0, 0.5),
+        quantile_between(&before.0, &after.0, 0.99),
+        quantile_between(&before.1, &after.1, 0.5),
+        quantile_between(&before.1, &after.1, 0.99),
+    );
     crate::report::latencies("offered load: successes", &loaded.ok);
     crate::report::latencies("offered load: rejections", &loaded.rejected);
     crate::report::latencies("offered load: generator lag", &loaded.lag);
@@ -247,18 +277,18 @@ pub(crate) async fn open(
                 .map(|r| r.status().as_u16())
                 .unwrap_or(0);
             drop(permit);
-            (status, scheduled.elapsed(), lag)
+            (status, scheduled.elapsed(), lag, scheduled.into_std())
         }));
     }
-    for (status, elapsed, lag) in futures::future::join_all(tasks).await.into_iter().flatten() {
-        outcome.lag.record(lag);
+    for (status, elapsed, lag, at) in futures::future::join_all(tasks).await.into_iter().flatten() {
+        outcome.lag.record_at(lag, at);
         match status {
-            200..=299 => outcome.ok.record(elapsed),
+            200..=299 => outcome.ok.record_at(elapsed, at),
             429 | 503 => {
-                outcome.rejected.record(elapsed);
+                outcome.rejected.record_at(elapsed, at);
                 outcome
                     .rejected_after_send
-                    .record(elapsed.saturating_sub(lag));
+                    .record_at(elapsed.saturating_sub(lag), at);
             }
             _ => outcome.failed += 1,
         }
@@ -290,4 +320,60 @@ async fn sample_backends(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(peaks)
+}
+
+/// Cumulative bucket counts of one histogram in recept's `/metrics`, by
+/// upper bound in seconds: `series` names it with its labels, e.g.
+/// `recept_clinic_connection_wait_seconds_bucket{`.
+pub(crate) async fn scrape_buckets(
+    stack: &Stack,
+    series: &str,
+    labels: &[&str],
+) -> anyhow::Result<Vec<(f64, f64)>> {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", stack.admin))
+        .bearer_auth(&stack.admin_token)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut buckets = Vec::new();
+    for line in text.lines() {
+        if !line.starts_with(series) || !labels.iter().all(|l| line.contains(l)) {
+            continue;
+        }
+        let (Some(le), Some(count)) = (
+            line.split("le=\"").nth(1).and_then(|r| r.split('"').next()),
+            line.rsplit(' ').next(),
+        ) else {
+            continue;
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
+        buckets.push((bound, count.parse()?));
+    }
+    Ok(buckets)
+}
+
+/// The bucket bound (in milliseconds) below which `q` of the observations
+/// made between two scrapes fall.
+pub(crate) fn quantile_between(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(bound, n)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| b == bound)
+                .map_or(0.0, |(_, n)| *n);
+            (*bound, n - earlier)
+        })
+        .collect();
+    let total = counts.last().map_or(0.0, |(_, n)| *n);
+    counts
+        .iter()
+        .find(|(_, n)| *n >= total * q)
+        .map_or(f64::NAN, |(bound, _)| bound * 1000.0)
 }

@@ -83,7 +83,11 @@ impl Default for Latencies {
 
 impl Latencies {
     fn second(&mut self) -> &mut Second {
-        let now = origin().elapsed().as_secs() as usize;
+        self.second_of(Instant::now())
+    }
+
+    fn second_of(&mut self, at: Instant) -> &mut Second {
+        let now = at.saturating_duration_since(origin()).as_secs() as usize;
         if self.seconds.len() <= now {
             self.seconds.resize(now + 1, Second::default());
         }
@@ -91,9 +95,15 @@ impl Latencies {
     }
 
     pub fn record(&mut self, elapsed: Duration) {
+        self.record_at(elapsed, Instant::now());
+    }
+
+    /// Records a latency in the second of `at` (for requests recorded
+    /// after the run, at the time they were sent).
+    pub fn record_at(&mut self, elapsed: Duration, at: Instant) {
         let micros = (elapsed.as_micros() as u64).clamp(1, 60_000_000);
         let _ = self.histogram.record(micros);
-        let second = self.second();
+        let second = self.second_of(at);
         second.count += 1;
         second.buckets[second_bucket(micros)] += 1;
     }

@@ -16,6 +16,7 @@ mod extract;
 mod health;
 mod logging;
 pub mod openapi;
+mod shed;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use crate::tenancy::KeyResolver;
 pub use error::{ApiError, FieldError};
 pub use extract::{AdminCaller, Clinic};
 pub use logging::request_span;
+pub use shed::shed;
 
 /// What every handler can reach. One per application, never global, so
 /// tests run many servers side by side.

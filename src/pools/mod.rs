@@ -15,12 +15,13 @@ pub mod budget;
 mod tenant_conn;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    Status, Timeouts,
 };
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio_postgres::NoTls;
@@ -63,6 +64,75 @@ struct ClusterPools {
 struct CountedPool {
     pool: Pool,
     counts: Arc<ConnectionCounts>,
+    queue: QueueState,
+}
+
+/// Whether a pool is overloaded, told apart from a burst the way CoDel does
+/// for packet queues: a burst drains within moments, overload leaves a
+/// standing queue. A pool becomes overloaded when its queue fills up
+/// (`clinic.max_waiting`) or has not emptied for `clinic.standing_queue_ms`,
+/// and stays so until no request has been refused for as long.
+struct QueueState {
+    epoch: Instant,
+    /// Milliseconds from `epoch` to the last moment nobody waited.
+    last_empty_ms: AtomicU64,
+    /// Milliseconds from `epoch` to the last refusal (or to the start of
+    /// overload).
+    last_refusal_ms: AtomicU64,
+    overloaded: AtomicBool,
+}
+
+impl QueueState {
+    fn new() -> QueueState {
+        QueueState {
+            epoch: Instant::now(),
+            last_empty_ms: AtomicU64::new(0),
+            last_refusal_ms: AtomicU64::new(0),
+            overloaded: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Notes the queue's length now (`full` when it is at its limit) and
+    /// says whether the pool is overloaded.
+    fn observe(&self, waiting: usize, full: bool, standing_after: u64) -> bool {
+        let now = self.now_ms();
+        if waiting == 0 {
+            self.last_empty_ms.store(now, Ordering::Relaxed);
+        }
+        let since = |at: &AtomicU64| now.saturating_sub(at.load(Ordering::Relaxed));
+        if self.overloaded.load(Ordering::Relaxed) {
+            if since(&self.last_refusal_ms) < standing_after {
+                return true;
+            }
+            // Nobody refused for a while: the load is back within capacity.
+            self.overloaded.store(false, Ordering::Relaxed);
+            self.last_empty_ms.store(now, Ordering::Relaxed);
+            return false;
+        }
+        if full || (waiting > 0 && since(&self.last_empty_ms) >= standing_after) {
+            self.last_refusal_ms.store(now, Ordering::Relaxed);
+            self.overloaded.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    fn refused(&self) {
+        self.last_refusal_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether the pool is overloaded, as the next request would find it.
+    fn is_overloaded(&self, standing_after: u64) -> bool {
+        self.overloaded.load(Ordering::Relaxed)
+            && self
+                .now_ms()
+                .saturating_sub(self.last_refusal_ms.load(Ordering::Relaxed))
+                < standing_after
+    }
 }
 
 /// What happened to one pool's connections so far, for metrics.
@@ -103,6 +173,11 @@ pub struct Pools {
 struct Admission {
     max_waiting: usize,
     tenant_max_in_flight: usize,
+    /// The wait for a connection: `queue_timeout_ms`, or the overload
+    /// wait once the queue has stood for `standing_queue_ms`.
+    wait: Timeouts,
+    overload_wait: Timeouts,
+    standing_after_ms: u64,
     /// Refusals so far, by reason, for metrics.
     queue_full: AtomicU64,
     tenant_share: AtomicU64,
@@ -115,6 +190,21 @@ struct Admission {
 }
 
 impl Admission {
+    /// How many may wait for a pool and for how long, given its state now:
+    /// `clinic.max_waiting` for `clinic.queue_timeout_ms`, or, while the
+    /// pool is overloaded (see [`QueueState`]), one waiter per connection
+    /// for `clinic.overload_queue_timeout_ms`. Under overload a long wait
+    /// only makes the answer late, whichever it is, and waiters past one
+    /// per connection would mostly be refused anyway.
+    fn limits(&self, queue: &QueueState, status: &Status) -> (usize, &Timeouts) {
+        let full = status.waiting >= self.max_waiting;
+        if queue.observe(status.waiting, full, self.standing_after_ms) {
+            (self.max_waiting.min(status.max_size), &self.overload_wait)
+        } else {
+            (self.max_waiting, &self.wait)
+        }
+    }
+
     fn enter(&self, tenant: Uuid) -> Result<TenantShare, DbError> {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let count = in_flight.entry(tenant).or_insert(0);
@@ -172,6 +262,11 @@ pub struct PoolStatus {
     pub in_use: usize,
     /// Requests waiting for a connection.
     pub waiting: usize,
+    /// Whether the pool is overloaded: its queue stood for
+    /// `clinic.standing_queue_ms`, so waits are cut to
+    /// `clinic.overload_queue_timeout_ms` until nobody is refused for as
+    /// long (clinic pools only).
+    pub overloaded: bool,
     /// Connections opened since start.
     pub opened: u64,
     /// Connections retired by age or uses.
@@ -328,6 +423,9 @@ impl Pools {
             admission: Admission {
                 max_waiting: settings.clinic.max_waiting,
                 tenant_max_in_flight: settings.clinic.tenant_max_in_flight,
+                wait: connection_timeouts(settings.clinic.queue_timeout_ms),
+                overload_wait: connection_timeouts(settings.clinic.overload_queue_timeout_ms),
+                standing_after_ms: settings.clinic.standing_queue_ms,
                 queue_full: AtomicU64::new(0),
                 tenant_share: AtomicU64::new(0),
                 deadline: AtomicU64::new(0),
@@ -396,14 +494,21 @@ impl Pools {
         schema: &str,
     ) -> Result<TenantConn, DbError> {
         let share = self.admission.enter(tenant)?;
-        let CountedPool { pool, counts } = self.counted(cluster, Role::Clinic)?;
-        if pool.status().waiting >= self.admission.max_waiting {
+        let CountedPool {
+            pool,
+            counts,
+            queue,
+        } = self.counted(cluster, Role::Clinic)?;
+        let status = pool.status();
+        let (limit, timeouts) = self.admission.limits(queue, &status);
+        if status.waiting >= limit {
+            queue.refused();
             self.admission.queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(DbError::QueueFull);
         }
         let waiting = std::time::Instant::now();
         let got = pool
-            .get()
+            .timeout_get(timeouts)
             .instrument(tracing::debug_span!("db.acquire", db.system = "postgresql"))
             .await;
         let waited = waiting.elapsed();
@@ -412,11 +517,10 @@ impl Pools {
         let client = match got {
             Ok(client) => client,
             Err(PoolError::Timeout(_)) => {
+                queue.refused();
                 self.admission.deadline.fetch_add(1, Ordering::Relaxed);
                 counts.timeouts.fetch_add(1, Ordering::Relaxed);
-                return Err(DbError::Unavailable(
-                    "no connection within clinic.queue_timeout_ms".into(),
-                ));
+                return Err(DbError::QueueFull);
             }
             Err(e) => return Err(e.into()),
         };
@@ -427,6 +531,26 @@ impl Pools {
             counts.clone(),
             Some(share),
         ))
+    }
+
+    /// Whether a clinic request would now be refused at once whatever its
+    /// tenant: on every cluster the clinic queue stands and is full. The
+    /// HTTP layer asks before doing any work for a request, so that under
+    /// overload refusing costs as little as possible. A refusal here is
+    /// counted as `queue_full`.
+    pub fn clinic_refuses_all(&self) -> bool {
+        let full = self.clusters.values().all(|pools| {
+            let status = pools.clinic.pool.status();
+            let (limit, _) = self.admission.limits(&pools.clinic.queue, &status);
+            status.waiting >= limit
+        });
+        if full {
+            for pools in self.clusters.values() {
+                pools.clinic.queue.refused();
+            }
+            self.admission.queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+        full
     }
 
     /// A clinic connection in `schema` without admission, for operators'
@@ -468,24 +592,35 @@ impl Pools {
                     (Role::Migration, &pools.migration),
                 ]
                 .into_iter()
-                .map(|(role, CountedPool { pool, counts })| {
-                    let status = pool.status();
-                    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
-                    PoolStatus {
-                        cluster: cluster.clone(),
-                        role: role.application_name(),
-                        max_size: status.max_size,
-                        size: status.size,
-                        available: status.available,
-                        in_use: status.size.saturating_sub(status.available),
-                        waiting: status.waiting,
-                        opened: count(&counts.opened),
-                        retired: count(&counts.retired),
-                        broken: count(&counts.broken),
-                        discarded: count(&counts.discarded),
-                        timeouts: count(&counts.timeouts),
-                    }
-                })
+                .map(
+                    |(
+                        role,
+                        CountedPool {
+                            pool,
+                            counts,
+                            queue,
+                        },
+                    )| {
+                        let status = pool.status();
+                        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                        PoolStatus {
+                            cluster: cluster.clone(),
+                            role: role.application_name(),
+                            max_size: status.max_size,
+                            size: status.size,
+                            available: status.available,
+                            in_use: status.size.saturating_sub(status.available),
+                            waiting: status.waiting,
+                            overloaded: role == Role::Clinic
+                                && queue.is_overloaded(self.admission.standing_after_ms),
+                            opened: count(&counts.opened),
+                            retired: count(&counts.retired),
+                            broken: count(&counts.broken),
+                            discarded: count(&counts.discarded),
+                            timeouts: count(&counts.timeouts),
+                        }
+                    },
+                )
             })
             .collect();
         all.sort_by(|a, b| (&a.cluster, a.role).cmp(&(&b.cluster, b.role)));
@@ -538,6 +673,16 @@ impl deadpool_postgres::Connect for OnRuntime {
     }
 }
 
+/// A pool's timeouts: `wait_ms` for a free connection, a few seconds to
+/// open or check one.
+fn connection_timeouts(wait_ms: u64) -> Timeouts {
+    Timeouts {
+        wait: Some(Duration::from_millis(wait_ms)),
+        create: Some(Duration::from_secs(5)),
+        recycle: Some(Duration::from_secs(5)),
+    }
+}
+
 fn build_pool(
     mut pg: tokio_postgres::Config,
     role: Role,
@@ -575,7 +720,6 @@ fn build_pool(
         OnRuntime(tokio::runtime::Handle::current()),
         ManagerConfig { recycling_method },
     );
-    let wait = Duration::from_millis(queue_timeout_ms);
     let counts = Arc::new(ConnectionCounts::default());
     let opened = counts.clone();
     let returned = counts.clone();
@@ -601,10 +745,12 @@ fn build_pool(
             }
         }))
         .max_size(size)
-        .wait_timeout(Some(wait))
-        .create_timeout(Some(Duration::from_secs(5)))
-        .recycle_timeout(Some(Duration::from_secs(5)))
+        .timeouts(connection_timeouts(queue_timeout_ms))
         .runtime(Runtime::Tokio1)
         .build()?;
-    Ok(CountedPool { pool, counts })
+    Ok(CountedPool {
+        pool,
+        counts,
+        queue: QueueState::new(),
+    })
 }

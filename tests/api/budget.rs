@@ -74,6 +74,129 @@ async fn with_every_connection_busy_requests_are_refused_within_their_deadline()
     assert_eq!(after.status(), StatusCode::OK);
 }
 
+/// The clinic pool's entry in `GET /admin/pools`.
+async fn clinic_pool(app: &crate::helpers::TestApp) -> serde_json::Value {
+    let pools = app.admin_json("/admin/pools").await;
+    pools["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "recept-clinic")
+        .unwrap()
+        .clone()
+}
+
+/// Polls the clinic pool until `done` holds (at most ten seconds).
+async fn until_clinic_pool(
+    app: &crate::helpers::TestApp,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..200 {
+        let pool = clinic_pool(app).await;
+        if done(&pool) {
+            return pool;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the clinic pool never reached the expected state");
+}
+
+#[tokio::test]
+async fn a_standing_queue_cuts_new_waits_short_and_refuses_the_excess_before_any_work() {
+    let app = spawn_app_with(|s| {
+        s.clinic.pool_size = 2;
+        s.clinic.max_waiting = 8;
+        s.clinic.queue_timeout_ms = 30_000;
+        s.clinic.standing_queue_ms = 100;
+        s.clinic.overload_queue_timeout_ms = 20;
+    })
+    .await;
+    let (slug, key) = app.tenant_with_key("standing").await;
+    let schema = format!("t_{slug}");
+    let pools = app.app_state.pools.clone();
+    // The key is resolved and cached while connections are free.
+    let patients = app.clinic_request(Method::GET, "/v1/patients", &key);
+    assert_eq!(patients.send().await.unwrap().status(), StatusCode::OK);
+
+    // Both connections held; one request waits behind them, with the
+    // long deadline of a queue that has just formed.
+    let held = (
+        pools.schema("main", &schema).await.unwrap(),
+        pools.schema("main", &schema).await.unwrap(),
+    );
+    let first = tokio::spawn(app.clinic_request(Method::GET, "/v1/patients", &key).send());
+    until_clinic_pool(&app, |p| p["waiting"] == 1).await;
+    assert_eq!(clinic_pool(&app).await["overloaded"], false);
+
+    // The queue stands: the next request waits only the short overload
+    // deadline and is refused, while the first keeps waiting.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = app
+        .clinic_request(Method::GET, "/v1/patients", &key)
+        .send()
+        .await
+        .unwrap();
+    assert!(second.headers().contains_key("retry-after"));
+    assert_problem(second, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        !first.is_finished(),
+        "the first request keeps its own deadline"
+    );
+    assert_eq!(clinic_pool(&app).await["overloaded"], true);
+
+    // One more waiter fills the overload queue (one per connection): now
+    // requests are refused before routing or key lookup, so even a wrong
+    // key gets 503, while the health probes still answer.
+    let third = tokio::spawn({
+        let pools = pools.clone();
+        let schema = schema.clone();
+        async move { pools.schema("main", &schema).await.map(drop) }
+    });
+    until_clinic_pool(&app, |p| p["waiting"] == 2).await;
+    let wrong_key = app
+        .clinic_request(Method::GET, "/v1/patients", "rk_not_a_key")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(wrong_key, StatusCode::SERVICE_UNAVAILABLE).await;
+    let shed = app
+        .clinic_request(Method::GET, "/v1/tenant", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let problem = assert_problem(shed, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(problem["type"], "urn:recept:problem:unavailable");
+    let health = app.http.get(format!("{}/healthz", app.clinic)).send().await;
+    assert_eq!(health.unwrap().status(), StatusCode::OK);
+    let metrics = app
+        .admin_request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused_before_routing = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("recept_http_requests_total{")
+                && l.contains(r#"route="(refused: overloaded)""#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert_eq!(refused_before_routing, Some(2.0), "{metrics}");
+
+    // Work already admitted finishes; once nobody has been refused for a
+    // while the pool is no longer overloaded and requests are served.
+    drop(held);
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    third.await.unwrap().unwrap();
+    until_clinic_pool(&app, |p| p["overloaded"] == false).await;
+    let after = app.clinic_request(Method::GET, "/v1/patients", &key);
+    assert_eq!(after.send().await.unwrap().status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_tenant_over_its_share_gets_429_while_another_is_served() {
     let app = spawn_app_with(|s| {

@@ -131,6 +131,7 @@ pub fn test_settings(db_url: &str) -> Settings {
     settings.clinic.tenant_max_in_flight = 256;
     settings.clinic.max_waiting = 256;
     settings.clinic.queue_timeout_ms = 5_000;
+    settings.clinic.standing_queue_ms = 5_000;
     settings.admin.pool_size = 2;
     settings.admin.token = format!("admin-{}", Uuid::new_v4().simple());
     settings.clusters.insert(

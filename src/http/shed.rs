@@ -1,0 +1,75 @@
+//! Load shedding: while every clinic pool is overloaded, a clinic request
+//! is refused before any work is done for it (no key lookup, no routing, no
+//! request log), so that refusing the excess costs as little as possible of
+//! the CPU the admitted requests need.
+
+use std::sync::atomic::Ordering;
+use std::sync::LazyLock;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::ConnectionType;
+use actix_web::middleware::Next;
+use actix_web::web::{self, Bytes};
+use actix_web::{Error, HttpResponse, ResponseError};
+
+use super::{ApiError, AppState, Listener};
+use crate::pools::{DbError, Role};
+
+/// The answer to a shed request: the same problem, status and headers as a
+/// request refused by admission for a full queue, serialized once.
+static REFUSAL: LazyLock<(Vec<(header::HeaderName, HeaderValue)>, Bytes)> = LazyLock::new(|| {
+    let response = ApiError::from(DbError::QueueFull).error_response();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let body = response
+        .into_body()
+        .try_into_bytes()
+        .unwrap_or_else(|_| Bytes::new());
+    (headers, body)
+});
+
+/// Whether `path` needs a clinic connection: the API, not its documents or
+/// the health probes (those stay answerable under overload).
+fn uses_the_pool(path: &str) -> bool {
+    path.starts_with("/v1/") && path != "/v1/openapi.json" && path != "/v1/docs"
+}
+
+pub async fn shed<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, Error> {
+    let refuse = match (
+        req.app_data::<web::Data<AppState>>(),
+        req.app_data::<web::Data<Listener>>(),
+    ) {
+        (Some(state), Some(listener)) if listener.0 == Role::Clinic => {
+            uses_the_pool(req.path()) && state.pools.clinic_refuses_all()
+        }
+        _ => false,
+    };
+    if !refuse {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("checked above")
+        .clone();
+    state.metrics.shed();
+    let (headers, body) = &*REFUSAL;
+    let mut response = HttpResponse::ServiceUnavailable();
+    for (name, value) in headers {
+        response.insert_header((name.clone(), value.clone()));
+    }
+    let mut response = response.body(body.clone());
+    if state.draining.load(Ordering::Relaxed) {
+        response
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
+    Ok(req.into_response(response).map_into_right_body())
+}
