@@ -167,13 +167,14 @@ async fn check_budget(pools: &Pools, settings: &Settings) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// How many connections the kernel holds for a listener before recept
+/// accepts them (actix-web's own default). Under a burst of new connections
+/// a short queue drops SYNs, and each dropped one costs its client a
+/// second before it tries again.
+const BACKLOG: u32 = 1024;
+
 fn bind(address: &str, key: &str, reuse_port: bool) -> anyhow::Result<TcpListener> {
-    let bound = if reuse_port {
-        bind_shared(address)
-    } else {
-        TcpListener::bind(address)
-    };
-    bound.map_err(|e| {
+    listen(address, reuse_port).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             " (the port is already in use: stop the other process or choose another address)"
         } else {
@@ -183,9 +184,10 @@ fn bind(address: &str, key: &str, reuse_port: bool) -> anyhow::Result<TcpListene
     })
 }
 
-/// A listener other processes may bind too (`SO_REUSEPORT`): the kernel
-/// spreads new connections over every process listening.
-fn bind_shared(address: &str) -> std::io::Result<TcpListener> {
+/// A listener with a backlog of [`BACKLOG`]; with `reuse_port`, one other
+/// processes may bind too (`SO_REUSEPORT`): the kernel spreads new
+/// connections over every process listening.
+fn listen(address: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
     use std::net::ToSocketAddrs;
     let addr = address
         .to_socket_addrs()?
@@ -197,9 +199,9 @@ fn bind_shared(address: &str) -> std::io::Result<TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
+    socket.set_reuseport(reuse_port)?;
     socket.bind(addr)?;
-    socket.listen(1024)?.into_std()
+    socket.listen(BACKLOG)?.into_std()
 }
 
 fn serve(
