@@ -16,6 +16,7 @@ use recept::tenancy::audit::Actor;
 use recept::tenancy::{create_tenant, Slug};
 
 use crate::stack::Stack;
+use crate::stats::Latencies;
 use crate::traffic;
 
 #[derive(Args, Clone)]
@@ -29,9 +30,13 @@ pub struct Options {
     /// Clinic requests per second (open loop).
     #[arg(long, default_value_t = 400)]
     rate: u32,
-    /// Length of each phase.
-    #[arg(long, default_value_t = 30)]
+    /// Length of each window; windows alone and beside reports alternate,
+    /// so that drift in the machine's speed falls on both alike.
+    #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Pairs of windows (alone, then beside reports).
+    #[arg(long, default_value_t = 6)]
+    rounds: u32,
     /// The admin statement timeout the reports run into.
     #[arg(long, default_value_t = 200)]
     admin_timeout_ms: u64,
@@ -99,44 +104,32 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     out!("set-up: {:.1}s", started.elapsed().as_secs_f64());
 
     let clinics = traffic::clinics(&stack, &slugs[..20]).await?;
-    let phase = Duration::from_secs(o.seconds);
+    let window = Duration::from_secs(o.seconds);
     traffic::open_loop(&stack.clinic, &clinics, o.rate, Duration::from_secs(3)).await;
-    let alone = traffic::open_loop(&stack.clinic, &clinics, o.rate, phase).await;
-    out!("clinic alone:          {}", alone.summary());
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let reports = {
-        let stop = stop.clone();
-        let admin = stack.admin.clone();
-        let token = stack.admin_token.clone();
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut timings = Vec::new();
-            let mut other = 0;
-            let deadline = Instant::now() + Duration::from_secs(600);
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let t = Instant::now();
-                let status = http
-                    .get(format!(
-                        "{admin}/admin/reports/monthly?month=2026-05&limit=500"
-                    ))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0);
-                if status == 504 {
-                    timings.push(t.elapsed().as_secs_f64() * 1000.0);
-                } else {
-                    other += 1;
-                }
-            }
-            (timings, other)
-        })
-    };
-    let beside = traffic::open_loop(&stack.clinic, &clinics, o.rate, phase).await;
-    stop.store(true, Ordering::SeqCst);
-    let (mut timings, other) = reports.await?;
+    let mut alone = Latencies::default();
+    let mut beside = Latencies::default();
+    let mut timings = Vec::new();
+    let mut other = 0;
+    for _ in 0..o.rounds {
+        alone.merge(&traffic::open_loop(&stack.clinic, &clinics, o.rate, window).await);
+        let stop = Arc::new(AtomicBool::new(false));
+        let reports = tokio::spawn(reports_until(
+            stack.admin.clone(),
+            stack.admin_token.clone(),
+            stop.clone(),
+        ));
+        beside.merge(&traffic::open_loop(&stack.clinic, &clinics, o.rate, window).await);
+        stop.store(true, Ordering::SeqCst);
+        let (more, others) = reports.await?;
+        timings.extend(more);
+        other += others;
+    }
+    out!(
+        "clinic alone ({} windows of {} s): {}",
+        o.rounds,
+        o.seconds,
+        alone.summary()
+    );
     out!("clinic beside reports: {}", beside.summary());
     crate::report::latencies("clinic alone", &alone);
     crate::report::latencies("clinic beside reports", &beside);
@@ -164,4 +157,30 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs `GET /admin/reports/monthly` back to back until `stop`; returns the
+/// times of those answered `504` (ms) and how many were answered otherwise.
+async fn reports_until(admin: String, token: String, stop: Arc<AtomicBool>) -> (Vec<f64>, u32) {
+    let http = reqwest::Client::new();
+    let mut timings = Vec::new();
+    let mut other = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let t = Instant::now();
+        let status = http
+            .get(format!(
+                "{admin}/admin/reports/monthly?month=2026-05&limit=500"
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if status == 504 {
+            timings.push(t.elapsed().as_secs_f64() * 1000.0);
+        } else {
+            other += 1;
+        }
+    }
+    (timings, other)
 }
