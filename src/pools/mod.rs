@@ -71,8 +71,11 @@ struct CountedPool {
 /// for packet queues: a burst drains within moments, overload leaves a
 /// standing queue. A pool becomes overloaded when its queue fills up
 /// (`clinic.max_waiting`) or has not emptied for `clinic.standing_queue_ms`,
-/// and stays so until no request has been refused for as long.
+/// and stays so until no request has been refused for as long. Both
+/// changes are logged, so saturation is never silent.
 struct QueueState {
+    /// The cluster, for the log.
+    cluster: String,
     epoch: Instant,
     /// Milliseconds from `epoch` to the last moment nobody waited.
     last_empty_ms: AtomicU64,
@@ -80,15 +83,19 @@ struct QueueState {
     /// overload).
     last_refusal_ms: AtomicU64,
     overloaded: AtomicBool,
+    /// Requests refused since the pool became overloaded.
+    refusals: AtomicU64,
 }
 
 impl QueueState {
     fn new() -> QueueState {
         QueueState {
+            cluster: String::new(),
             epoch: Instant::now(),
             last_empty_ms: AtomicU64::new(0),
             last_refusal_ms: AtomicU64::new(0),
             overloaded: AtomicBool::new(false),
+            refusals: AtomicU64::new(0),
         }
     }
 
@@ -109,13 +116,26 @@ impl QueueState {
                 return true;
             }
             // Nobody refused for a while: the load is back within capacity.
-            self.overloaded.store(false, Ordering::Relaxed);
             self.last_empty_ms.store(now, Ordering::Relaxed);
+            if self.overloaded.swap(false, Ordering::Relaxed) {
+                tracing::info!(
+                    cluster = %self.cluster,
+                    refused = self.refusals.swap(0, Ordering::Relaxed),
+                    "clinic pool no longer overloaded"
+                );
+            }
             return false;
         }
         if full || (waiting > 0 && since(&self.last_empty_ms) >= standing_after) {
             self.last_refusal_ms.store(now, Ordering::Relaxed);
-            self.overloaded.store(true, Ordering::Relaxed);
+            if !self.overloaded.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    cluster = %self.cluster,
+                    waiting,
+                    queue_full = full,
+                    "clinic pool overloaded: waits cut short, excess requests refused"
+                );
+            }
             return true;
         }
         false
@@ -123,6 +143,7 @@ impl QueueState {
 
     fn refused(&self) {
         self.last_refusal_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the pool is overloaded, as the next request would find it.
@@ -377,7 +398,7 @@ impl Pools {
         let mut clusters = HashMap::new();
         for (name, cluster) in &settings.clusters {
             let pg: tokio_postgres::Config = cluster.url.parse()?;
-            let clinic = build_pool(
+            let mut clinic = build_pool(
                 pg.clone(),
                 Role::Clinic,
                 settings.clinic.pool_size,
@@ -389,6 +410,7 @@ impl Pools {
                     settings.clinic.connection_max_uses,
                 )),
             )?;
+            clinic.queue.cluster = name.clone();
             let admin = build_pool(
                 pg.clone(),
                 Role::Admin,
@@ -753,4 +775,68 @@ fn build_pool(
         counts,
         queue: QueueState::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::QueueState;
+
+    /// Log lines written while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Capture(writer.clone()))
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = out.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_burst_is_not_overload_a_standing_or_full_queue_is_and_both_changes_are_logged() {
+        let mut queue = QueueState::new();
+        queue.cluster = "main".into();
+        let standing = 30;
+        let log = logged(|| {
+            // A burst: the queue forms and drains before it stands.
+            assert!(!queue.observe(3, false, standing));
+            assert!(!queue.observe(0, false, standing));
+            assert!(!queue.observe(2, false, standing));
+            // It stays: overload.
+            std::thread::sleep(Duration::from_millis(standing + 10));
+            assert!(queue.observe(1, false, standing));
+            assert!(queue.is_overloaded(standing));
+            queue.refused();
+            queue.refused();
+            // Nobody refused for a while: over, whatever the queue says now.
+            std::thread::sleep(Duration::from_millis(standing + 10));
+            assert!(!queue.is_overloaded(standing));
+            assert!(!queue.observe(1, false, standing));
+            // A full queue is overload at once.
+            assert!(queue.observe(8, true, standing));
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 3, "{log}");
+        assert!(lines[0].contains("WARN") && lines[0].contains("clinic pool overloaded"));
+        assert!(lines[0].contains("cluster=main"), "{log}");
+        assert!(lines[1].contains("no longer overloaded") && lines[1].contains("refused=2"));
+        assert!(lines[2].contains("queue_full=true"), "{log}");
+    }
 }
