@@ -169,23 +169,11 @@ async fn a_standing_queue_cuts_new_waits_short_and_refuses_the_excess_before_any
     assert_eq!(problem["type"], "urn:recept:problem:unavailable");
     let health = app.http.get(format!("{}/healthz", app.clinic)).send().await;
     assert_eq!(health.unwrap().status(), StatusCode::OK);
-    let metrics = app
-        .admin_request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let refused_before_routing = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("recept_http_requests_total{")
-                && l.contains(r#"route="(refused: overloaded)""#)
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<f64>().ok());
-    assert_eq!(refused_before_routing, Some(2.0), "{metrics}");
+    let refused_before_routing = crate::observability::scrape(&app).await.value(
+        "recept_http_requests_total",
+        &[r#"route="(refused: overloaded)""#],
+    );
+    assert_eq!(refused_before_routing, 2.0);
 
     // Work already admitted finishes; once nobody has been refused for a
     // while the pool is no longer overloaded and requests are served.

@@ -13,7 +13,7 @@ use yaml_rust2::YamlLoader;
 use crate::helpers::{sample_release, spawn_app, spawn_app_with, TestApp};
 
 /// One scrape: sample name → (labels as printed, value).
-struct Scrape {
+pub(crate) struct Scrape {
     samples: BTreeMap<String, Vec<(String, f64)>>,
     /// Families by `# TYPE` line: name → type.
     families: BTreeMap<String, String>,
@@ -47,7 +47,7 @@ impl Scrape {
     }
 
     /// The value of `name` whose labels include every one of `labels`.
-    fn value(&self, name: &str, labels: &[&str]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[&str]) -> f64 {
         let found: Vec<f64> = self
             .samples
             .get(name)
@@ -79,7 +79,7 @@ impl Scrape {
     }
 }
 
-async fn scrape(app: &TestApp) -> Scrape {
+pub(crate) async fn scrape(app: &TestApp) -> Scrape {
     let response = app
         .http
         .get(format!("{}/metrics", app.admin))
