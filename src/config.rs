@@ -109,12 +109,16 @@ pub struct ClinicSettings {
     pub statement_timeout_ms: u64,
     /// Longest a clinic request waits for a connection before `503`.
     pub queue_timeout_ms: u64,
-    /// A wait queue that has not been empty for this long is a standing
-    /// queue: the cluster is overloaded, not meeting a burst.
+    /// The interval over which a queue is judged: when every clinic
+    /// request served during it waited at least `overload_queue_timeout_ms`
+    /// (or none was served while some waited), the queue is standing and
+    /// the cluster overloaded, not merely busy. Overload ends once nobody
+    /// was refused for as long.
     pub standing_queue_ms: u64,
-    /// Longest a clinic request waits for a connection while the queue is
-    /// standing. Short, so that under overload the requests served are
-    /// served promptly and the rest are refused at once (CoDel's idea).
+    /// Longest a clinic request waits for a connection while the cluster is
+    /// overloaded (one waiter per connection). Short, so that the requests
+    /// served are served promptly and the rest are refused at once (CoDel's
+    /// idea); also the wait that makes a queue standing.
     pub overload_queue_timeout_ms: u64,
     /// The most clinic requests that may wait for a connection of one
     /// cluster; past it a request is refused with 503 at once.

@@ -67,18 +67,23 @@ struct CountedPool {
     queue: QueueState,
 }
 
-/// Whether a pool is overloaded, told apart from a burst the way CoDel does
-/// for packet queues: a burst drains within moments, overload leaves a
-/// standing queue. A pool becomes overloaded when its queue fills up
-/// (`clinic.max_waiting`) or has not emptied for `clinic.standing_queue_ms`,
-/// and stays so until no request has been refused for as long. Both
+/// Whether a pool is overloaded, told apart from a busy pool the way CoDel
+/// does for packet queues: a queue whose waits are short, or that drains
+/// now and then, is doing its job; one in which every request served over
+/// an interval (`clinic.standing_queue_ms`) waited at least
+/// `clinic.overload_queue_timeout_ms`, or that fills up
+/// (`clinic.max_waiting`), is a standing queue: the pool is overloaded.
+/// It stays so until no request has been refused for an interval. Both
 /// changes are logged, so saturation is never silent.
 struct QueueState {
     /// The cluster, for the log.
     cluster: String,
     epoch: Instant,
-    /// Milliseconds from `epoch` to the last moment nobody waited.
-    last_empty_ms: AtomicU64,
+    /// When the current interval began, in milliseconds from `epoch`.
+    interval_start_ms: AtomicU64,
+    /// The shortest wait of a request served in the current interval, in
+    /// microseconds (`u64::MAX`: none served yet).
+    interval_min_wait_us: AtomicU64,
     /// Milliseconds from `epoch` to the last refusal (or to the start of
     /// overload).
     last_refusal_ms: AtomicU64,
@@ -92,7 +97,8 @@ impl QueueState {
         QueueState {
             cluster: String::new(),
             epoch: Instant::now(),
-            last_empty_ms: AtomicU64::new(0),
+            interval_start_ms: AtomicU64::new(0),
+            interval_min_wait_us: AtomicU64::new(u64::MAX),
             last_refusal_ms: AtomicU64::new(0),
             overloaded: AtomicBool::new(false),
             refusals: AtomicU64::new(0),
@@ -103,20 +109,25 @@ impl QueueState {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Notes how long a request that got a connection waited for it.
+    fn served(&self, waited: Duration) {
+        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.interval_min_wait_us
+            .fetch_min(micros, Ordering::Relaxed);
+    }
+
     /// Notes the queue's length now (`full` when it is at its limit) and
-    /// says whether the pool is overloaded.
-    fn observe(&self, waiting: usize, full: bool, standing_after: u64) -> bool {
+    /// says whether the pool is overloaded; `limits` are the interval and
+    /// the wait that make a queue standing.
+    fn observe(&self, waiting: usize, full: bool, limits: &Standing) -> bool {
         let now = self.now_ms();
-        if waiting == 0 {
-            self.last_empty_ms.store(now, Ordering::Relaxed);
-        }
         let since = |at: &AtomicU64| now.saturating_sub(at.load(Ordering::Relaxed));
         if self.overloaded.load(Ordering::Relaxed) {
-            if since(&self.last_refusal_ms) < standing_after {
+            if since(&self.last_refusal_ms) < limits.interval_ms {
                 return true;
             }
             // Nobody refused for a while: the load is back within capacity.
-            self.last_empty_ms.store(now, Ordering::Relaxed);
+            self.restart_interval(now);
             if self.overloaded.swap(false, Ordering::Relaxed) {
                 tracing::info!(
                     cluster = %self.cluster,
@@ -126,7 +137,15 @@ impl QueueState {
             }
             return false;
         }
-        if full || (waiting > 0 && since(&self.last_empty_ms) >= standing_after) {
+        let mut standing = false;
+        if since(&self.interval_start_ms) >= limits.interval_ms {
+            // The interval is over: did every request served in it wait
+            // long (or was none served while some waited)?
+            let min_wait = self.interval_min_wait_us.load(Ordering::Relaxed);
+            standing = waiting > 0 && min_wait >= limits.wait_us;
+            self.restart_interval(now);
+        }
+        if full || standing {
             self.last_refusal_ms.store(now, Ordering::Relaxed);
             if !self.overloaded.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -141,19 +160,32 @@ impl QueueState {
         false
     }
 
+    fn restart_interval(&self, now: u64) {
+        self.interval_start_ms.store(now, Ordering::Relaxed);
+        self.interval_min_wait_us.store(u64::MAX, Ordering::Relaxed);
+    }
+
     fn refused(&self) {
         self.last_refusal_ms.store(self.now_ms(), Ordering::Relaxed);
         self.refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the pool is overloaded, as the next request would find it.
-    fn is_overloaded(&self, standing_after: u64) -> bool {
+    fn is_overloaded(&self, interval_ms: u64) -> bool {
         self.overloaded.load(Ordering::Relaxed)
             && self
                 .now_ms()
                 .saturating_sub(self.last_refusal_ms.load(Ordering::Relaxed))
-                < standing_after
+                < interval_ms
     }
+}
+
+/// What makes a queue standing: over `interval_ms`, no request served
+/// waited less than `wait_us`.
+#[derive(Debug, Clone, Copy)]
+struct Standing {
+    interval_ms: u64,
+    wait_us: u64,
 }
 
 /// What happened to one pool's connections so far, for metrics.
@@ -198,7 +230,7 @@ struct Admission {
     /// wait once the queue has stood for `standing_queue_ms`.
     wait: Timeouts,
     overload_wait: Timeouts,
-    standing_after_ms: u64,
+    standing: Standing,
     /// Refusals so far, by reason, for metrics.
     queue_full: AtomicU64,
     tenant_share: AtomicU64,
@@ -219,7 +251,7 @@ impl Admission {
     /// per connection would mostly be refused anyway.
     fn limits(&self, queue: &QueueState, status: &Status) -> (usize, &Timeouts) {
         let full = status.waiting >= self.max_waiting;
-        if queue.observe(status.waiting, full, self.standing_after_ms) {
+        if queue.observe(status.waiting, full, &self.standing) {
             (self.max_waiting.min(status.max_size), &self.overload_wait)
         } else {
             (self.max_waiting, &self.wait)
@@ -447,7 +479,10 @@ impl Pools {
                 tenant_max_in_flight: settings.clinic.tenant_max_in_flight,
                 wait: connection_timeouts(settings.clinic.queue_timeout_ms),
                 overload_wait: connection_timeouts(settings.clinic.overload_queue_timeout_ms),
-                standing_after_ms: settings.clinic.standing_queue_ms,
+                standing: Standing {
+                    interval_ms: settings.clinic.standing_queue_ms,
+                    wait_us: settings.clinic.overload_queue_timeout_ms * 1000,
+                },
                 queue_full: AtomicU64::new(0),
                 tenant_share: AtomicU64::new(0),
                 deadline: AtomicU64::new(0),
@@ -535,6 +570,9 @@ impl Pools {
             .await;
         let waited = waiting.elapsed();
         self.admission.waits.observe(waited.as_secs_f64());
+        if got.is_ok() {
+            queue.served(waited);
+        }
         tracing::Span::current().record("pool_wait_ms", waited.as_secs_f64() * 1000.0);
         let client = match got {
             Ok(client) => client,
@@ -634,7 +672,7 @@ impl Pools {
                             in_use: status.size.saturating_sub(status.available),
                             waiting: status.waiting,
                             overloaded: role == Role::Clinic
-                                && queue.is_overloaded(self.admission.standing_after_ms),
+                                && queue.is_overloaded(self.admission.standing.interval_ms),
                             opened: count(&counts.opened),
                             retired: count(&counts.retired),
                             broken: count(&counts.broken),
@@ -782,7 +820,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::QueueState;
+    use super::{QueueState, Standing};
 
     /// Log lines written while `f` runs.
     fn logged(f: impl FnOnce()) -> String {
@@ -810,27 +848,34 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_is_not_overload_a_standing_or_full_queue_is_and_both_changes_are_logged() {
+    fn a_busy_queue_is_not_overload_a_standing_or_full_queue_is_and_both_changes_are_logged() {
         let mut queue = QueueState::new();
         queue.cluster = "main".into();
-        let standing = 30;
+        let limits = Standing {
+            interval_ms: 30,
+            wait_us: 5_000,
+        };
+        let interval = Duration::from_millis(limits.interval_ms + 10);
         let log = logged(|| {
-            // A burst: the queue forms and drains before it stands.
-            assert!(!queue.observe(3, false, standing));
-            assert!(!queue.observe(0, false, standing));
-            assert!(!queue.observe(2, false, standing));
-            // It stays: overload.
-            std::thread::sleep(Duration::from_millis(standing + 10));
-            assert!(queue.observe(1, false, standing));
-            assert!(queue.is_overloaded(standing));
+            // Requests wait, but some only briefly: a busy pool.
+            queue.served(Duration::from_millis(20));
+            queue.served(Duration::from_micros(300));
+            std::thread::sleep(interval);
+            assert!(!queue.observe(3, false, &limits));
+            // An interval in which every request served waited long.
+            queue.served(Duration::from_millis(8));
+            queue.served(Duration::from_millis(12));
+            std::thread::sleep(interval);
+            assert!(queue.observe(1, false, &limits));
+            assert!(queue.is_overloaded(limits.interval_ms));
             queue.refused();
             queue.refused();
             // Nobody refused for a while: over, whatever the queue says now.
-            std::thread::sleep(Duration::from_millis(standing + 10));
-            assert!(!queue.is_overloaded(standing));
-            assert!(!queue.observe(1, false, standing));
+            std::thread::sleep(interval);
+            assert!(!queue.is_overloaded(limits.interval_ms));
+            assert!(!queue.observe(1, false, &limits));
             // A full queue is overload at once.
-            assert!(queue.observe(8, true, standing));
+            assert!(queue.observe(8, true, &limits));
         });
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines.len(), 3, "{log}");
