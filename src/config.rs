@@ -502,6 +502,20 @@ mod tests {
     }
 
     #[test]
+    fn an_overload_wait_longer_than_the_normal_wait_is_named() {
+        let mut s = valid();
+        s.clinic.queue_timeout_ms = 50;
+        s.clinic.overload_queue_timeout_ms = 100;
+        let message = s.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("clinic.overload_queue_timeout_ms"),
+            "{message}"
+        );
+        s.clinic.overload_queue_timeout_ms = 50;
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
     fn a_short_admin_token_is_refused() {
         let mut s = valid();
         s.admin.token = "short".into();

@@ -162,6 +162,12 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         quantile_between(&before.1, &after.1, 0.5),
         quantile_between(&before.1, &after.1, 0.99),
     );
+    out!(
+        "  requests recept itself took longer than 256 ms over: {} (of those the client saw: successes {}, rejections {})",
+        above_between(&before.0, &after.0, 0.256),
+        loaded.ok.above_ms(256.0),
+        loaded.rejected.above_ms(256.0),
+    );
     crate::report::latencies("offered load: successes", &loaded.ok);
     crate::report::latencies("offered load: rejections", &loaded.rejected);
     crate::report::latencies("offered load: generator lag", &loaded.lag);
@@ -376,4 +382,18 @@ pub(crate) fn quantile_between(before: &[(f64, f64)], after: &[(f64, f64)], q: f
         .iter()
         .find(|(_, n)| *n >= total * q)
         .map_or(f64::NAN, |(bound, _)| bound * 1000.0)
+}
+
+/// How many observations between two scrapes fell above `seconds` (a
+/// bucket bound).
+pub(crate) fn above_between(before: &[(f64, f64)], after: &[(f64, f64)], seconds: f64) -> f64 {
+    let at = |buckets: &[(f64, f64)], bound: f64| {
+        buckets
+            .iter()
+            .find(|(b, _)| (*b - bound).abs() < 1e-9 || b.is_infinite() && bound.is_infinite())
+            .map_or(0.0, |(_, n)| *n)
+    };
+    let total = at(after, f64::INFINITY) - at(before, f64::INFINITY);
+    let below = at(after, seconds) - at(before, seconds);
+    total - below
 }

@@ -137,6 +137,16 @@ impl Latencies {
         self.histogram.value_at_quantile(q) as f64 / 1000.0
     }
 
+    /// How many recorded latencies exceed `ms`.
+    pub fn above_ms(&self, ms: f64) -> u64 {
+        let micros = (ms * 1000.0) as u64;
+        self.histogram
+            .iter_recorded()
+            .filter(|v| v.value_iterated_to() > micros)
+            .map(|v| v.count_at_value())
+            .sum()
+    }
+
     pub fn max_ms(&self) -> f64 {
         self.histogram.max() as f64 / 1000.0
     }
