@@ -163,8 +163,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         quantile_between(&before.1, &after.1, 0.99),
     );
     out!(
-        "  requests recept itself took longer than 256 ms over: {} (of those the client saw: successes {}, rejections {})",
+        "  requests recept itself took longer than 256 ms over: {}, of which waited that long for a connection: {} (of those the client saw: successes {}, rejections {})",
         above_between(&before.0, &after.0, 0.256),
+        above_between(&before.1, &after.1, 0.2048),
         loaded.ok.above_ms(256.0),
         loaded.rejected.above_ms(256.0),
     );
