@@ -43,22 +43,27 @@ pub async fn shed<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, Error> {
-    let refuse = match (
+    let refusal = match (
         req.app_data::<web::Data<AppState>>(),
         req.app_data::<web::Data<Listener>>(),
     ) {
-        (Some(state), Some(listener)) if listener.0 == Role::Clinic => {
-            uses_the_pool(req.path()) && state.pools.clinic_refuses_all()
+        (Some(state), Some(listener))
+            if listener.0 == Role::Clinic
+                && uses_the_pool(req.path())
+                && state.pools.clinic_refuses_all() =>
+        {
+            Some(refusal(state))
         }
-        _ => false,
+        _ => None,
     };
-    if !refuse {
-        return Ok(next.call(req).await?.map_into_left_body());
+    match refusal {
+        None => Ok(next.call(req).await?.map_into_left_body()),
+        Some(response) => Ok(req.into_response(response).map_into_right_body()),
     }
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .expect("checked above")
-        .clone();
+}
+
+/// The refusal, counted, closing the connection when the server is stopping.
+fn refusal(state: &AppState) -> HttpResponse {
     state.metrics.shed();
     let (headers, body) = &*REFUSAL;
     let mut response = HttpResponse::ServiceUnavailable();
@@ -71,5 +76,5 @@ pub async fn shed<B: MessageBody + 'static>(
             .head_mut()
             .set_connection_type(ConnectionType::Close);
     }
-    Ok(req.into_response(response).map_into_right_body())
+    response
 }
