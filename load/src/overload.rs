@@ -1,6 +1,7 @@
 //! The overload benchmark: recept's capacity for a single-patient read,
-//! then an open-loop offered load at three times that capacity, with
-//! recept's PostgreSQL backends sampled throughout.
+//! its unloaded latency, and an open-loop offered load at three times that
+//! capacity, in alternating rounds, with recept's PostgreSQL backends
+//! sampled throughout.
 
 use crate::out;
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::stack::Stack;
-use crate::stats::Latencies;
+use crate::stats::{self, Latencies};
 use crate::traffic::{self, Phase};
 
 #[derive(Args, Clone)]
@@ -26,8 +27,15 @@ pub struct Options {
     /// Offered load as a multiple of the measured capacity.
     #[arg(long, default_value_t = 3.0)]
     factor: f64,
-    #[arg(long, default_value_t = 15)]
+    /// Length of each round's offered load.
+    #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Length of each round's capacity and unloaded windows.
+    #[arg(long, default_value_t = 3)]
+    window_seconds: u64,
+    /// Rounds of capacity, unloaded and offered load, one after another.
+    #[arg(long, default_value_t = 6)]
+    rounds: usize,
     /// `clinic.max_waiting` (default: recept's).
     #[arg(long)]
     max_waiting: Option<usize>,
@@ -58,6 +66,17 @@ pub(crate) struct Outcome {
     pub lag: Latencies,
     /// Rejections timed from when they were actually sent.
     pub rejected_after_send: Latencies,
+}
+
+impl Outcome {
+    fn merge(&mut self, other: &Outcome) {
+        self.ok.merge(&other.ok);
+        self.rejected.merge(&other.rejected);
+        self.failed += other.failed;
+        self.dropped += other.dropped;
+        self.lag.merge(&other.lag);
+        self.rejected_after_send.merge(&other.rejected_after_send);
+    }
 }
 
 pub async fn run(o: Options) -> anyhow::Result<()> {
@@ -92,8 +111,6 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             .map(|(key, patient)| (key.clone(), format!("/v1/patients/{patient}")))
             .collect(),
     );
-
-    // Capacity: closed loop, warmed up.
     traffic::run(
         &stack.clinic,
         &clinics,
@@ -101,82 +118,121 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Phase::For(Duration::from_secs(3)),
     )
     .await;
-    let capacity = closed(&stack.clinic, &paths, clients, Duration::from_secs(10)).await;
     out!(
-        "recept-load overload: {} tenants; capacity (closed loop, {} clients, GET /v1/patients/{{id}}): {:.0} req/s, {}",
+        "recept-load overload: {} tenants, {} rounds of capacity (closed loop, {clients} clients, {} s), unloaded (open loop at 0.3x, {} s) and offered load ({}x, {} s), GET /v1/patients/{{id}}",
         o.tenants,
-        clients,
-        capacity.0,
-        capacity.1.summary()
+        o.rounds,
+        o.window_seconds,
+        o.window_seconds,
+        o.factor,
+        o.seconds
     );
-    let unloaded = open(
-        &stack.clinic,
-        &paths,
-        capacity.0 * 0.3,
-        Duration::from_secs(10),
-    )
-    .await;
-    out!("unloaded (open loop at 0.3x): ok {}", unloaded.ok.summary());
-    crate::report::latencies("unloaded", &unloaded.ok);
 
+    // The host's speed drifts by tens of percent over a minute: each round
+    // measures capacity and the unloaded latency just before its offered
+    // load, and the figures compare sums over the rounds, so a slow spell
+    // weighs on both sides of each ratio.
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample_backends(
         stack.database_url.clone(),
         sampling.clone(),
     ));
-    let rate = capacity.0 * o.factor;
     let route = [r#"route="/v1/patients/{id}""#];
     let durations = "recept_http_request_duration_seconds_bucket{";
     let waits = "recept_clinic_connection_wait_seconds_bucket{";
-    let before = (
-        scrape_buckets(&stack, durations, &route).await?,
-        scrape_buckets(&stack, waits, &[]).await?,
-    );
-    let loaded = open(&stack.clinic, &paths, rate, Duration::from_secs(o.seconds)).await;
-    let after = (
-        scrape_buckets(&stack, durations, &route).await?,
-        scrape_buckets(&stack, waits, &[]).await?,
-    );
+    let window = Duration::from_secs(o.window_seconds);
+    let (mut capacity_sum, mut successes_sum) = (0.0, 0.0);
+    let mut unloaded = Latencies::default();
+    let mut loaded = Outcome::default();
+    let mut inside = (Vec::new(), Vec::new());
+    let mut stolen = Vec::new();
+    for round in 1..=o.rounds {
+        let ticks = stats::cpu_ticks();
+        let capacity = closed(&stack.clinic, &paths, clients, window).await;
+        let quiet = open(&stack.clinic, &paths, capacity.0 * 0.3, window).await;
+        let rate = capacity.0 * o.factor;
+        let before = (
+            scrape_buckets(&stack, durations, &route).await?,
+            scrape_buckets(&stack, waits, &[]).await?,
+        );
+        let busy = open(&stack.clinic, &paths, rate, Duration::from_secs(o.seconds)).await;
+        add_between(
+            &mut inside.0,
+            &before.0,
+            &scrape_buckets(&stack, durations, &route).await?,
+        );
+        add_between(
+            &mut inside.1,
+            &before.1,
+            &scrape_buckets(&stack, waits, &[]).await?,
+        );
+        let successes = busy.ok.count() as f64 / o.seconds as f64;
+        let steal = stats::steal_percent(ticks, stats::cpu_ticks());
+        stolen.extend(steal);
+        out!(
+            "round {round}: {}capacity {:.0} req/s (p99 {:.2} ms), unloaded p99 {:.2} ms; offered {rate:.0} req/s: successes {successes:.0} req/s = {:.2} of capacity, p99 {:.2} ms = {:.2}x unloaded, rejections {} (max {:.2} ms), other failures {}",
+            steal.map_or(String::new(), |s| format!("CPU time stolen by the host {s:.0}%; ")),
+            capacity.0,
+            capacity.1.ms(0.99),
+            quiet.ok.ms(0.99),
+            successes / capacity.0,
+            busy.ok.ms(0.99),
+            busy.ok.ms(0.99) / quiet.ok.ms(0.99).max(0.001),
+            busy.rejected.count(),
+            busy.rejected.max_ms(),
+            busy.failed
+        );
+        capacity_sum += capacity.0;
+        successes_sum += successes;
+        unloaded.merge(&quiet.ok);
+        loaded.merge(&busy);
+    }
     sampling.store(false, Ordering::SeqCst);
     let peaks = sampler.await??;
-    let successes = loaded.ok.count() as f64 / o.seconds as f64;
+    let rounds = o.rounds as f64;
+    out!("over all rounds:");
+    if !stolen.is_empty() {
+        out!(
+            "  CPU time stolen by the host: {:.0}% to {:.0}% per round",
+            stolen.iter().copied().fold(f64::INFINITY, f64::min),
+            stolen.iter().copied().fold(0.0, f64::max)
+        );
+    }
     out!(
-        "offered {rate:.0} req/s ({}x capacity) for {} s:",
-        o.factor,
-        o.seconds
+        "  capacity: {:.0} req/s on average; unloaded: {}",
+        capacity_sum / rounds,
+        unloaded.summary()
     );
     out!(
-        "  successes: {successes:.0} req/s = {:.2} of capacity; {}",
-        successes / capacity.0,
+        "  successes: {:.0} req/s = {:.2} of capacity; {}",
+        successes_sum / rounds,
+        successes_sum / capacity_sum,
         loaded.ok.summary()
     );
-    out!(
-        "  p99 of successes / unloaded p99: {:.2}",
-        loaded.ok.ms(0.99) / unloaded.ok.ms(0.99).max(0.001)
-    );
+    let p99_ratio = loaded.ok.ms(0.99) / unloaded.ms(0.99).max(0.001);
+    out!("  p99 of successes / unloaded p99: {p99_ratio:.2}");
     out!("  rejections (429/503): {}", loaded.rejected.summary());
+    let zero = Vec::new();
     out!(
         "  inside recept (its own histograms, bucket bounds): request p50 <= {:.1} ms, p99 <= {:.1} ms; connection wait p50 <= {:.1} ms, p99 <= {:.1} ms",
-        quantile_between(&before.0, &after.0, 0.5),
-        quantile_between(&before.0, &after.0, 0.99),
-        quantile_between(&before.1, &after.1, 0.5),
-        quantile_between(&before.1, &after.1, 0.99),
+        quantile_between(&zero, &inside.0, 0.5),
+        quantile_between(&zero, &inside.0, 0.99),
+        quantile_between(&zero, &inside.1, 0.5),
+        quantile_between(&zero, &inside.1, 0.99),
     );
     out!(
         "  requests recept itself took longer than 256 ms over: {}, of which waited that long for a connection: {} (of those the client saw: successes {}, rejections {})",
-        above_between(&before.0, &after.0, 0.256),
-        above_between(&before.1, &after.1, 0.2048),
+        above_between(&zero, &inside.0, 0.256),
+        above_between(&zero, &inside.1, 0.2048),
         loaded.ok.above_ms(256.0),
         loaded.rejected.above_ms(256.0),
     );
+    crate::report::latencies("unloaded", &unloaded);
     crate::report::latencies("offered load: successes", &loaded.ok);
     crate::report::latencies("offered load: rejections", &loaded.rejected);
     crate::report::latencies("offered load: generator lag", &loaded.lag);
-    crate::report::figure("successes / capacity", successes / capacity.0);
-    crate::report::figure(
-        "p99 loaded / unloaded",
-        loaded.ok.ms(0.99) / unloaded.ok.ms(0.99).max(0.001),
-    );
+    crate::report::figure("successes / capacity", successes_sum / capacity_sum);
+    crate::report::figure("p99 loaded / unloaded", p99_ratio);
     out!(
         "  other failures: {}, not sent (generator limit): {}",
         loaded.failed,
@@ -383,6 +439,21 @@ pub(crate) fn quantile_between(before: &[(f64, f64)], after: &[(f64, f64)], q: f
         .iter()
         .find(|(_, n)| *n >= total * q)
         .map_or(f64::NAN, |(bound, _)| bound * 1000.0)
+}
+
+/// Adds to `sum` the observations made between two scrapes, bucket by
+/// bucket (cumulative counts, as scraped).
+fn add_between(sum: &mut Vec<(f64, f64)>, before: &[(f64, f64)], after: &[(f64, f64)]) {
+    for (bound, n) in after {
+        let earlier = before
+            .iter()
+            .find(|(b, _)| b == bound)
+            .map_or(0.0, |(_, n)| *n);
+        match sum.iter_mut().find(|(b, _)| b == bound) {
+            Some((_, total)) => *total += n - earlier,
+            None => sum.push((*bound, n - earlier)),
+        }
+    }
 }
 
 /// How many observations between two scrapes fell above `seconds` (a
