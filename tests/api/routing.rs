@@ -254,6 +254,57 @@ async fn a_key_revoked_on_another_host_stops_working_within_the_cache_lifetime()
 }
 
 #[tokio::test]
+async fn a_key_in_use_is_read_again_in_the_background_never_on_the_request_path() {
+    let app = spawn_app_with(|s| {
+        s.clinic.key_cache_ttl_ms = 4_000;
+        s.clinic.statement_timeout_ms = 1_000;
+    })
+    .await;
+    let (_, key) = app.tenant_with_key("refreshed").await;
+    let start = tokio::time::Instant::now();
+    own_tenant(&app, &key).await;
+    let registry_locked = || async {
+        let db = app.db().await;
+        db.batch_execute("BEGIN; LOCK TABLE recept.api_keys IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        db
+    };
+
+    // Past half the entry's lifetime, with the registry unreadable: the
+    // request is answered from the entry and the key is read again behind
+    // it (a read on the request path would wait for the lock and time out).
+    tokio::time::sleep_until(start + Duration::from_millis(2_300)).await;
+    let lock = registry_locked().await;
+    own_tenant(&app, &key).await;
+    lock.batch_execute("ROLLBACK").await.unwrap();
+
+    // Past the first entry's lifetime, the registry locked again: the
+    // entry read in the background answers.
+    tokio::time::sleep_until(start + Duration::from_millis(4_500)).await;
+    let lock = registry_locked().await;
+    own_tenant(&app, &key).await;
+    lock.batch_execute("ROLLBACK").await.unwrap();
+
+    // A lifetime without a fresh read ends the entry: the next request
+    // reads the registry itself, and a registry that cannot answer is a
+    // 503 or 504, never a stale answer.
+    tokio::time::sleep_until(start + Duration::from_millis(11_000)).await;
+    let lock = registry_locked().await;
+    let status = app
+        .clinic_request(Method::GET, "/v1/tenant", &key)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    assert!(
+        status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::GATEWAY_TIMEOUT,
+        "{status}"
+    );
+}
+
+#[tokio::test]
 async fn a_suspended_tenant_is_forbidden_until_resumed() {
     let app = spawn_app().await;
     let (slug, key) = app.tenant_with_key("paused").await;
