@@ -1,5 +1,6 @@
 //! One noisy tenant: the other tenants' latency with one clinic at ten
-//! times its normal rate, against the same run's baseline.
+//! times its normal rate, against the same run's baseline, in alternating
+//! windows so that the host's drift weighs on both sides.
 
 use crate::out;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::overload::open;
+use crate::overload::{open, Outcome};
 use crate::stack::Stack;
 
 #[derive(Args, Clone)]
@@ -21,8 +22,12 @@ pub struct Options {
     /// The noisy tenant's rate as a multiple of the normal one.
     #[arg(long, default_value_t = 10.0)]
     factor: f64,
-    #[arg(long, default_value_t = 20)]
+    /// Length of each window (baseline, then beside the noise).
+    #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Pairs of windows, baseline then beside the noise.
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
 }
 
 pub async fn run(o: Options) -> anyhow::Result<()> {
@@ -49,20 +54,32 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let phase = Duration::from_secs(o.seconds);
 
     open(&stack.clinic, &quiet, quiet_rate, Duration::from_secs(3)).await;
-    let (baseline, noisy_normal) = tokio::join!(
-        open(&stack.clinic, &quiet, quiet_rate, phase),
-        open(&stack.clinic, &noisy, o.rate, phase),
-    );
-    let (beside, noisy_loud) = tokio::join!(
-        open(&stack.clinic, &quiet, quiet_rate, phase),
-        open(&stack.clinic, &noisy, o.rate * o.factor, phase),
-    );
+    let mut baseline = Outcome::default();
+    let mut beside = Outcome::default();
+    let mut noisy_normal = Outcome::default();
+    let mut noisy_loud = Outcome::default();
+    for _ in 0..o.rounds {
+        let (quiet_alone, normal) = tokio::join!(
+            open(&stack.clinic, &quiet, quiet_rate, phase),
+            open(&stack.clinic, &noisy, o.rate, phase),
+        );
+        let (quiet_beside, loud) = tokio::join!(
+            open(&stack.clinic, &quiet, quiet_rate, phase),
+            open(&stack.clinic, &noisy, o.rate * o.factor, phase),
+        );
+        baseline.merge(&quiet_alone);
+        noisy_normal.merge(&normal);
+        beside.merge(&quiet_beside);
+        noisy_loud.merge(&loud);
+    }
     out!(
-        "recept-load noisy-tenant: {} quiet tenants at {} req/s each, one tenant at {} then {} req/s",
+        "recept-load noisy-tenant: {} quiet tenants at {} req/s each, one tenant at {} then {} req/s, {} rounds of {} s each",
         o.tenants,
         o.rate,
         o.rate,
-        o.rate * o.factor
+        o.rate * o.factor,
+        o.rounds,
+        o.seconds
     );
     out!("quiet tenants, baseline:       {}", baseline.ok.summary());
     out!("quiet tenants, beside noise:   {}", beside.ok.summary());

@@ -69,7 +69,7 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    fn merge(&mut self, other: &Outcome) {
+    pub(crate) fn merge(&mut self, other: &Outcome) {
         self.ok.merge(&other.ok);
         self.rejected.merge(&other.rejected);
         self.failed += other.failed;
