@@ -14,6 +14,7 @@ use recept::tenancy::{IssuedKey, Registry, Slug};
 
 use crate::overload::closed;
 use crate::stack::Stack;
+use crate::stats::Latencies;
 
 #[derive(Args, Clone)]
 pub struct Options {
@@ -22,8 +23,13 @@ pub struct Options {
     /// Clients (recept) and connections (pgbench); recept's clinic pool too.
     #[arg(long, default_value_t = 16)]
     connections: usize,
-    #[arg(long, default_value_t = 15)]
+    /// Length of each window, recept's or pgbench's.
+    #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Rounds of a recept window then a pgbench window, so that the host's
+    /// drift weighs on both sides of each ratio.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
 }
 
 fn patient_id(i: usize) -> String {
@@ -88,17 +94,33 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     );
     let duration = Duration::from_secs(o.seconds);
 
-    // Warm both paths, then measure recept, then pgbench.
-    closed(&stack.clinic, &paths, o.connections, Duration::from_secs(3)).await;
-    let (recept_rps, latencies) = closed(&stack.clinic, &paths, o.connections, duration).await;
+    // Warm recept's path (each connection's catalog cache meets every
+    // tenant's schema; pgbench's connections start cold in each window, as
+    // a fresh server's would), then alternate recept and pgbench windows.
+    closed(&stack.clinic, &paths, o.connections, Duration::from_secs(10)).await;
+    let mut latencies = Latencies::default();
+    let (mut recept_sum, mut pgbench_sum) = (0.0, 0.0);
+    for round in 1..=o.rounds {
+        let (rps, window) = closed(&stack.clinic, &paths, o.connections, duration).await;
+        let tps = pgbench(&stack, &read_script(o.tenants), o.connections, o.seconds)?;
+        out!(
+            "GET round {round}: recept {rps:.0} req/s (p99 {:.2} ms), pgbench {tps:.0} tps: {:.2}",
+            window.ms(0.99),
+            rps / tps.max(1.0)
+        );
+        latencies.merge(&window);
+        recept_sum += rps;
+        pgbench_sum += tps;
+    }
+    let rounds = o.rounds as f64;
+    let (recept_rps, pgbench_tps) = (recept_sum / rounds, pgbench_sum / rounds);
     out!(
-        "recept GET /v1/patients/{{id}}: {recept_rps:.0} req/s, {}",
+        "recept GET /v1/patients/{{id}}: {recept_rps:.0} req/s on average, {}",
         latencies.summary()
     );
     crate::report::latencies("recept GET /v1/patients/{id}", &latencies);
     let backends = backend_memory(&stack.database_url).await?;
-    let pgbench_tps = pgbench(&stack, &read_script(o.tenants), o.connections, o.seconds)?;
-    out!("pgbench, the same SQL pipelined: {pgbench_tps:.0} tps");
+    out!("pgbench, the same SQL pipelined: {pgbench_tps:.0} tps on average");
     out!("recept / pgbench: {:.2}", recept_rps / pgbench_tps.max(1.0));
     crate::report::figure("GET recept req/s", recept_rps);
     crate::report::figure("GET pgbench tps", pgbench_tps);
@@ -118,15 +140,27 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Duration::from_secs(3),
     )
     .await;
-    let (post_rps, post_latencies) =
-        post_encounters(&stack.clinic, &visits, o.connections, duration).await;
+    let mut post_latencies = Latencies::default();
+    let (mut recept_sum, mut pgbench_sum) = (0.0, 0.0);
+    for round in 1..=o.rounds {
+        let (rps, window) = post_encounters(&stack.clinic, &visits, o.connections, duration).await;
+        let tps = pgbench(&stack, &write_script(o.tenants), o.connections, o.seconds)?;
+        out!(
+            "POST round {round}: recept {rps:.0} req/s (p99 {:.2} ms), pgbench {tps:.0} tps: {:.2}",
+            window.ms(0.99),
+            rps / tps.max(1.0)
+        );
+        post_latencies.merge(&window);
+        recept_sum += rps;
+        pgbench_sum += tps;
+    }
+    let (post_rps, post_tps) = (recept_sum / rounds, pgbench_sum / rounds);
     out!(
-        "recept POST /v1/encounters (5 lines): {post_rps:.0} req/s, {}",
+        "recept POST /v1/encounters (5 lines): {post_rps:.0} req/s on average, {}",
         post_latencies.summary()
     );
     crate::report::latencies("recept POST /v1/encounters", &post_latencies);
-    let post_tps = pgbench(&stack, &write_script(o.tenants), o.connections, o.seconds)?;
-    out!("pgbench, the same SQL (four round trips, as recept): {post_tps:.0} tps");
+    out!("pgbench, the same SQL (four round trips, as recept): {post_tps:.0} tps on average");
     out!("recept / pgbench: {:.2}", post_rps / post_tps.max(1.0));
     crate::report::figure("POST recept req/s", post_rps);
     crate::report::figure("POST pgbench tps", post_tps);
