@@ -97,7 +97,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     // Warm recept's path (each connection's catalog cache meets every
     // tenant's schema; pgbench's connections start cold in each window, as
     // a fresh server's would), then alternate recept and pgbench windows.
-    closed(&stack.clinic, &paths, o.connections, Duration::from_secs(10)).await;
+    closed(
+        &stack.clinic,
+        &paths,
+        o.connections,
+        Duration::from_secs(10),
+    )
+    .await;
     let mut latencies = Latencies::default();
     let (mut recept_sum, mut pgbench_sum) = (0.0, 0.0);
     for round in 1..=o.rounds {
