@@ -28,8 +28,8 @@ pub struct Options {
     seconds: u64,
     /// Rounds of a recept window then a pgbench window, so that the host's
     /// drift weighs on both sides of each ratio.
-    #[arg(long, default_value_t = 2)]
-    rounds: usize,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
 }
 
 fn patient_id(i: usize) -> String {
@@ -104,22 +104,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Duration::from_secs(10),
     )
     .await;
-    let mut latencies = Latencies::default();
-    let (mut recept_sum, mut pgbench_sum) = (0.0, 0.0);
-    for round in 1..=o.rounds {
-        let (rps, window) = closed(&stack.clinic, &paths, o.connections, duration).await;
-        let tps = pgbench(&stack, &read_script(o.tenants), o.connections, o.seconds)?;
-        out!(
-            "GET round {round}: recept {rps:.0} req/s (p99 {:.2} ms), pgbench {tps:.0} tps: {:.2}",
-            window.ms(0.99),
-            rps / tps.max(1.0)
-        );
-        latencies.merge(&window);
-        recept_sum += rps;
-        pgbench_sum += tps;
-    }
-    let rounds = o.rounds as f64;
-    let (recept_rps, pgbench_tps) = (recept_sum / rounds, pgbench_sum / rounds);
+    let (recept_rps, pgbench_tps, latencies) = alternate(
+        "GET",
+        o.rounds,
+        async || closed(&stack.clinic, &paths, o.connections, duration).await,
+        || pgbench(&stack, &read_script(o.tenants), o.connections, o.seconds),
+    )
+    .await?;
     out!(
         "recept GET /v1/patients/{{id}}: {recept_rps:.0} req/s on average, {}",
         latencies.summary()
@@ -146,21 +137,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Duration::from_secs(3),
     )
     .await;
-    let mut post_latencies = Latencies::default();
-    let (mut recept_sum, mut pgbench_sum) = (0.0, 0.0);
-    for round in 1..=o.rounds {
-        let (rps, window) = post_encounters(&stack.clinic, &visits, o.connections, duration).await;
-        let tps = pgbench(&stack, &write_script(o.tenants), o.connections, o.seconds)?;
-        out!(
-            "POST round {round}: recept {rps:.0} req/s (p99 {:.2} ms), pgbench {tps:.0} tps: {:.2}",
-            window.ms(0.99),
-            rps / tps.max(1.0)
-        );
-        post_latencies.merge(&window);
-        recept_sum += rps;
-        pgbench_sum += tps;
-    }
-    let (post_rps, post_tps) = (recept_sum / rounds, pgbench_sum / rounds);
+    let (post_rps, post_tps, post_latencies) = alternate(
+        "POST",
+        o.rounds,
+        async || post_encounters(&stack.clinic, &visits, o.connections, duration).await,
+        || pgbench(&stack, &write_script(o.tenants), o.connections, o.seconds),
+    )
+    .await?;
     out!(
         "recept POST /v1/encounters (5 lines): {post_rps:.0} req/s on average, {}",
         post_latencies.summary()
@@ -177,6 +160,33 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         rss_mib("self")
     );
     Ok(())
+}
+
+/// `rounds` rounds of a recept window then a pgbench window, each round's
+/// figures printed: recept's mean rate, pgbench's mean rate and recept's
+/// latencies over all rounds.
+async fn alternate(
+    what: &str,
+    rounds: u64,
+    mut recept: impl AsyncFnMut() -> (f64, Latencies),
+    mut pgbench: impl FnMut() -> anyhow::Result<f64>,
+) -> anyhow::Result<(f64, f64, Latencies)> {
+    let mut latencies = Latencies::default();
+    let (mut recept_sum, mut pgbench_sum) = (0.0, 0.0);
+    for round in 1..=rounds {
+        let (rps, window) = recept().await;
+        let tps = pgbench()?;
+        out!(
+            "{what} round {round}: recept {rps:.0} req/s (p99 {:.2} ms), pgbench {tps:.0} tps: {:.2}",
+            window.ms(0.99),
+            rps / tps.max(1.0)
+        );
+        latencies.merge(&window);
+        recept_sum += rps;
+        pgbench_sum += tps;
+    }
+    let rounds = rounds as f64;
+    Ok((recept_sum / rounds, pgbench_sum / rounds, latencies))
 }
 
 const PATIENT: &str = "('00000000-0000-0000-0000-' || lpad(:t::text, 12, '0'))::uuid";

@@ -26,8 +26,8 @@ pub struct Options {
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// Pairs of windows, baseline then beside the noise.
-    #[arg(long, default_value_t = 4)]
-    rounds: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
 }
 
 pub async fn run(o: Options) -> anyhow::Result<()> {

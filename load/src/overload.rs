@@ -34,8 +34,8 @@ pub struct Options {
     #[arg(long, default_value_t = 3)]
     window_seconds: u64,
     /// Rounds of capacity, unloaded and offered load, one after another.
-    #[arg(long, default_value_t = 6)]
-    rounds: usize,
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
     /// `clinic.max_waiting` (default: recept's).
     #[arg(long)]
     max_waiting: Option<usize>,
@@ -212,18 +212,17 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let p99_ratio = loaded.ok.ms(0.99) / unloaded.ms(0.99).max(0.001);
     out!("  p99 of successes / unloaded p99: {p99_ratio:.2}");
     out!("  rejections (429/503): {}", loaded.rejected.summary());
-    let zero = Vec::new();
     out!(
         "  inside recept (its own histograms, bucket bounds): request p50 <= {:.1} ms, p99 <= {:.1} ms; connection wait p50 <= {:.1} ms, p99 <= {:.1} ms",
-        quantile_between(&zero, &inside.0, 0.5),
-        quantile_between(&zero, &inside.0, 0.99),
-        quantile_between(&zero, &inside.1, 0.5),
-        quantile_between(&zero, &inside.1, 0.99),
+        quantile(&inside.0, 0.5),
+        quantile(&inside.0, 0.99),
+        quantile(&inside.1, 0.5),
+        quantile(&inside.1, 0.99),
     );
     out!(
         "  requests recept itself took longer than 256 ms over: {}, of which waited that long for a connection: {} (of those the client saw: successes {}, rejections {})",
-        above_between(&zero, &inside.0, 0.256),
-        above_between(&zero, &inside.1, 0.2048),
+        above(&inside.0, 0.256),
+        above(&inside.1, 0.2048),
         loaded.ok.above_ms(256.0),
         loaded.rejected.above_ms(256.0),
     );
@@ -421,26 +420,6 @@ pub(crate) async fn scrape_buckets(
     Ok(buckets)
 }
 
-/// The bucket bound (in milliseconds) below which `q` of the observations
-/// made between two scrapes fall.
-pub(crate) fn quantile_between(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
-    let counts: Vec<(f64, f64)> = after
-        .iter()
-        .map(|(bound, n)| {
-            let earlier = before
-                .iter()
-                .find(|(b, _)| b == bound)
-                .map_or(0.0, |(_, n)| *n);
-            (*bound, n - earlier)
-        })
-        .collect();
-    let total = counts.last().map_or(0.0, |(_, n)| *n);
-    counts
-        .iter()
-        .find(|(_, n)| *n >= total * q)
-        .map_or(f64::NAN, |(bound, _)| bound * 1000.0)
-}
-
 /// Adds to `sum` the observations made between two scrapes, bucket by
 /// bucket (cumulative counts, as scraped).
 fn add_between(sum: &mut Vec<(f64, f64)>, before: &[(f64, f64)], after: &[(f64, f64)]) {
@@ -456,16 +435,24 @@ fn add_between(sum: &mut Vec<(f64, f64)>, before: &[(f64, f64)], after: &[(f64, 
     }
 }
 
-/// How many observations between two scrapes fell above `seconds` (a
-/// bucket bound).
-pub(crate) fn above_between(before: &[(f64, f64)], after: &[(f64, f64)], seconds: f64) -> f64 {
-    let at = |buckets: &[(f64, f64)], bound: f64| {
-        buckets
+/// The bucket bound (in milliseconds) below which `q` of the observations
+/// in `counts` (cumulative, by bound in seconds) fall.
+fn quantile(counts: &[(f64, f64)], q: f64) -> f64 {
+    let total = counts.last().map_or(0.0, |(_, n)| *n);
+    counts
+        .iter()
+        .find(|(_, n)| *n >= total * q)
+        .map_or(f64::NAN, |(bound, _)| bound * 1000.0)
+}
+
+/// How many observations in `counts` (cumulative, by bound in seconds)
+/// fell above `seconds` (a bucket bound).
+fn above(counts: &[(f64, f64)], seconds: f64) -> f64 {
+    let at = |bound: f64| {
+        counts
             .iter()
             .find(|(b, _)| (*b - bound).abs() < 1e-9 || b.is_infinite() && bound.is_infinite())
             .map_or(0.0, |(_, n)| *n)
     };
-    let total = at(after, f64::INFINITY) - at(before, f64::INFINITY);
-    let below = at(after, seconds) - at(before, seconds);
-    total - below
+    at(f64::INFINITY) - at(seconds)
 }
