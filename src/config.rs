@@ -332,6 +332,15 @@ impl Settings {
             1024,
         )?;
         at_least("clinic.pool_size", self.clinic.pool_size as u64, 1)?;
+        if self.clinic.pool_size < self.server.workers {
+            return Err(invalid(
+                "clinic.pool_size",
+                format!(
+                    "is {} but must be at least server.workers ({}): each clinic worker has its own share of the pool",
+                    self.clinic.pool_size, self.server.workers
+                ),
+            ));
+        }
         at_least("admin.pool_size", self.admin.pool_size as u64, 1)?;
         at_least(
             "clinic.statement_timeout_ms",
@@ -499,6 +508,20 @@ mod tests {
         s.clinic.pool_size = 0;
         let message = s.validate().unwrap_err().to_string();
         assert!(message.contains("clinic.pool_size"), "{message}");
+    }
+
+    #[test]
+    fn a_clinic_pool_smaller_than_the_workers_is_named() {
+        let mut s = valid();
+        s.server.workers = 4;
+        s.clinic.pool_size = 3;
+        let message = s.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("clinic.pool_size") && message.contains("server.workers (4)"),
+            "{message}"
+        );
+        s.clinic.pool_size = 4;
+        assert!(s.validate().is_ok());
     }
 
     #[test]

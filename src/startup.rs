@@ -214,8 +214,12 @@ fn serve(
     let body_limit = settings.server.body_limit_bytes;
     let release_limit = settings.admin.release_limit_bytes;
     let server = HttpServer::new(move || {
+        // Runs on each worker's own thread: a clinic worker claims its
+        // shard of the clinic pools, held for as long as its app lives.
+        let shard = (role == Role::Clinic).then(|| web::Data::new(state.pools.clinic_worker()));
         let app = App::new()
             .app_data(state.clone())
+            .app_data(shard)
             .app_data(web::Data::new(Listener(role)))
             .configure(|cfg| http::extractor_configs(cfg, body_limit))
             .wrap(ErrorHandlers::new().default_handler(http::error::ensure_problem))

@@ -10,13 +10,20 @@
 //! `set_config('search_path', …, true)`, pipelined with the first statement
 //! ([`TenantConn`]). Nothing else in recept builds a pool or sets session
 //! state on a pooled connection.
+//!
+//! A cluster's clinic pool is split into one shard per clinic worker
+//! ([`Pools::clinic_worker`]): a worker's requests use only its own shard's
+//! connections, and those connections are driven on that worker's thread,
+//! so a request and its database answers never cross threads. Admin and
+//! migration pools are shared and driven on the runtime that built them.
 
 pub mod budget;
 mod tenant_conn;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
@@ -53,9 +60,10 @@ impl Role {
     }
 }
 
-/// The pools of one cluster, one per role.
+/// The pools of one cluster: the clinic pool's shards (one per clinic
+/// worker), the admin pool and the migration pool.
 struct ClusterPools {
-    clinic: CountedPool,
+    clinic: Vec<CountedPool>,
     admin: CountedPool,
     migration: CountedPool,
 }
@@ -63,8 +71,39 @@ struct ClusterPools {
 /// A pool and what happened to its connections.
 struct CountedPool {
     pool: Pool,
+    /// Shared by a cluster's clinic shards.
     counts: Arc<ConnectionCounts>,
     queue: QueueState,
+    /// The runtime its connections are opened and driven on.
+    driver: Arc<RwLock<tokio::runtime::Handle>>,
+    /// The most requests that may wait for this pool (clinic shards:
+    /// their part of `clinic.max_waiting`).
+    max_waiting: usize,
+}
+
+thread_local! {
+    /// The clinic shard of the worker running on this thread, if any.
+    static CLINIC_SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// A clinic worker's claim on its shard of every clinic pool, from
+/// [`Pools::clinic_worker`]; the shard is free again when it is dropped
+/// (the worker stopped).
+pub struct ClinicWorker {
+    shard: usize,
+    claimed: Arc<Vec<AtomicBool>>,
+}
+
+impl Drop for ClinicWorker {
+    fn drop(&mut self) {
+        self.claimed[self.shard].store(false, Ordering::SeqCst);
+    }
+}
+
+/// `total` split into `parts` nearly equal parts; the first ones get the
+/// remainder.
+fn split(total: usize, parts: usize, index: usize) -> usize {
+    total / parts + usize::from(index < total % parts)
 }
 
 /// Whether a pool is overloaded, told apart from a busy pool the way CoDel
@@ -220,11 +259,12 @@ pub struct Pools {
     admission: Admission,
     /// What clinic connections must show on every use.
     clinic_settings: Arc<ExpectedSettings>,
+    /// Which clinic shards a running worker has claimed.
+    claimed: Arc<Vec<AtomicBool>>,
 }
 
 /// Per-tenant in-flight accounting for clinic requests.
 struct Admission {
-    max_waiting: usize,
     tenant_max_in_flight: usize,
     /// The wait for a connection: `queue_timeout_ms`, or the overload
     /// wait once the queue has stood for `standing_queue_ms`.
@@ -243,18 +283,19 @@ struct Admission {
 }
 
 impl Admission {
-    /// How many may wait for a pool and for how long, given its state now:
-    /// `clinic.max_waiting` for `clinic.queue_timeout_ms`, or, while the
-    /// pool is overloaded (see [`QueueState`]), one waiter per connection
-    /// for `clinic.overload_queue_timeout_ms`. Under overload a long wait
-    /// only makes the answer late, whichever it is, and waiters past one
-    /// per connection would mostly be refused anyway.
-    fn limits(&self, queue: &QueueState, status: &Status) -> (usize, &Timeouts) {
-        let full = status.waiting >= self.max_waiting;
-        if queue.observe(status.waiting, full, &self.standing) {
-            (self.max_waiting.min(status.max_size), &self.overload_wait)
+    /// How many may wait for a clinic shard and for how long, given its
+    /// state now: its part of `clinic.max_waiting` for
+    /// `clinic.queue_timeout_ms`, or, while the shard is overloaded (see
+    /// [`QueueState`]), one waiter per connection for
+    /// `clinic.overload_queue_timeout_ms`. Under overload a long wait only
+    /// makes the answer late, whichever it is, and waiters past one per
+    /// connection would mostly be refused anyway.
+    fn limits(&self, shard: &CountedPool, status: &Status) -> (usize, &Timeouts) {
+        let full = status.waiting >= shard.max_waiting;
+        if shard.queue.observe(status.waiting, full, &self.standing) {
+            (shard.max_waiting.min(status.max_size), &self.overload_wait)
         } else {
-            (self.max_waiting, &self.wait)
+            (shard.max_waiting, &self.wait)
         }
     }
 
@@ -309,13 +350,16 @@ pub struct PoolStatus {
     /// The `application_name` its connections carry.
     pub role: &'static str,
     pub max_size: usize,
+    /// The pool's shards, one per clinic worker (1 for admin and
+    /// migration pools); every figure here is their sum.
+    pub shards: usize,
     /// Connections open now.
     pub size: usize,
     pub available: usize,
     pub in_use: usize,
     /// Requests waiting for a connection.
     pub waiting: usize,
-    /// Whether the pool is overloaded: its queue stood for
+    /// Whether the pool is overloaded (any shard): its queue stood for
     /// `clinic.standing_queue_ms`, so waits are cut to
     /// `clinic.overload_queue_timeout_ms` until nobody is refused for as
     /// long (clinic pools only).
@@ -428,39 +472,60 @@ impl Pools {
     /// Builds every pool; no connection is opened until first use.
     pub fn build(settings: &Settings) -> anyhow::Result<Pools> {
         let mut clusters = HashMap::new();
+        let shards = settings
+            .server
+            .workers
+            .clamp(1, settings.clinic.pool_size.max(1));
         for (name, cluster) in &settings.clusters {
             let pg: tokio_postgres::Config = cluster.url.parse()?;
-            let mut clinic = build_pool(
-                pg.clone(),
-                Role::Clinic,
-                settings.clinic.pool_size,
-                settings.clinic.statement_timeout_ms,
-                settings.clinic.lock_timeout_ms,
-                settings.clinic.queue_timeout_ms,
-                Some((
-                    Duration::from_secs(settings.clinic.connection_max_age_s),
-                    settings.clinic.connection_max_uses,
-                )),
-            )?;
-            clinic.queue.cluster = name.clone();
+            let clinic_counts = Arc::new(ConnectionCounts::default());
+            let clinic = (0..shards)
+                .map(|shard| {
+                    let mut pool = build_pool(
+                        pg.clone(),
+                        PoolSpec {
+                            role: Role::Clinic,
+                            size: split(settings.clinic.pool_size, shards, shard),
+                            statement_timeout_ms: settings.clinic.statement_timeout_ms,
+                            lock_timeout_ms: settings.clinic.lock_timeout_ms,
+                            queue_timeout_ms: settings.clinic.queue_timeout_ms,
+                            retire: Some((
+                                Duration::from_secs(settings.clinic.connection_max_age_s),
+                                settings.clinic.connection_max_uses,
+                            )),
+                        },
+                        clinic_counts.clone(),
+                    )?;
+                    pool.queue.cluster = name.clone();
+                    // Rounded up, so no worker is left without a waiter.
+                    pool.max_waiting = settings.clinic.max_waiting.div_ceil(shards);
+                    Ok(pool)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let admin = build_pool(
                 pg.clone(),
-                Role::Admin,
-                settings.admin.pool_size,
-                settings.admin.statement_timeout_ms,
-                settings.admin.statement_timeout_ms,
-                settings.admin.queue_timeout_ms,
-                None,
+                PoolSpec {
+                    role: Role::Admin,
+                    size: settings.admin.pool_size,
+                    statement_timeout_ms: settings.admin.statement_timeout_ms,
+                    lock_timeout_ms: settings.admin.statement_timeout_ms,
+                    queue_timeout_ms: settings.admin.queue_timeout_ms,
+                    retire: None,
+                },
+                Default::default(),
             )?;
             let migration = build_pool(
                 pg,
-                Role::Migration,
-                settings.migrate.pool_size,
-                settings.migrate.statement_timeout_ms,
-                settings.migrate.lock_timeout_ms,
-                // A migration worker waits for its own pool's connection.
-                settings.migrate.statement_timeout_ms,
-                None,
+                PoolSpec {
+                    role: Role::Migration,
+                    size: settings.migrate.pool_size,
+                    statement_timeout_ms: settings.migrate.statement_timeout_ms,
+                    lock_timeout_ms: settings.migrate.lock_timeout_ms,
+                    // A migration worker waits for its own pool's connection.
+                    queue_timeout_ms: settings.migrate.statement_timeout_ms,
+                    retire: None,
+                },
+                Default::default(),
             )?;
             clusters.insert(
                 name.clone(),
@@ -475,7 +540,6 @@ impl Pools {
             clusters,
             control_cluster: settings.control.cluster.clone(),
             admission: Admission {
-                max_waiting: settings.clinic.max_waiting,
                 tenant_max_in_flight: settings.clinic.tenant_max_in_flight,
                 wait: connection_timeouts(settings.clinic.queue_timeout_ms),
                 overload_wait: connection_timeouts(settings.clinic.overload_queue_timeout_ms),
@@ -493,7 +557,36 @@ impl Pools {
                 statement_timeout: format!("{}ms", settings.clinic.statement_timeout_ms),
                 application_name: Role::Clinic.application_name(),
             }),
+            claimed: Arc::new((0..shards).map(|_| AtomicBool::new(false)).collect()),
         })
+    }
+
+    /// Makes the calling thread a clinic worker: it claims a free shard of
+    /// every clinic pool (the first, if every shard is claimed), and that
+    /// shard's connections are opened and driven on the calling thread's
+    /// runtime from now on. Call it on the worker's own thread; keep the
+    /// returned claim for as long as the worker runs.
+    pub fn clinic_worker(&self) -> ClinicWorker {
+        let shard = self
+            .claimed
+            .iter()
+            .position(|c| !c.swap(true, Ordering::SeqCst))
+            .unwrap_or(0);
+        CLINIC_SHARD.with(|s| s.set(Some(shard)));
+        tracing::debug!(shard, "clinic worker started");
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            for pools in self.clusters.values() {
+                let mut driver = pools.clinic[shard]
+                    .driver
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
+                *driver = handle.clone();
+            }
+        }
+        ClinicWorker {
+            shard,
+            claimed: self.claimed.clone(),
+        }
     }
 
     /// The name of the cluster holding the control schema.
@@ -512,7 +605,12 @@ impl Pools {
             .get(cluster)
             .ok_or_else(|| DbError::UnknownCluster(cluster.to_string()))?;
         Ok(match role {
-            Role::Clinic => &pools.clinic,
+            Role::Clinic => {
+                // Outside a clinic worker (operators' tools, start-up
+                // checks): the first shard.
+                let shard = CLINIC_SHARD.with(Cell::get).unwrap_or(0);
+                &pools.clinic[shard.min(pools.clinic.len() - 1)]
+            }
             Role::Admin => &pools.admin,
             Role::Migration => &pools.migration,
         })
@@ -551,13 +649,15 @@ impl Pools {
         schema: &str,
     ) -> Result<TenantConn, DbError> {
         let share = self.admission.enter(tenant)?;
+        let shard = self.counted(cluster, Role::Clinic)?;
         let CountedPool {
             pool,
             counts,
             queue,
-        } = self.counted(cluster, Role::Clinic)?;
+            ..
+        } = shard;
         let status = pool.status();
-        let (limit, timeouts) = self.admission.limits(queue, &status);
+        let (limit, timeouts) = self.admission.limits(shard, &status);
         if status.waiting >= limit {
             queue.refused();
             self.admission.queue_full.fetch_add(1, Ordering::Relaxed);
@@ -594,19 +694,26 @@ impl Pools {
     }
 
     /// Whether a clinic request would now be refused at once whatever its
-    /// tenant: on every cluster the clinic queue stands and is full. The
+    /// tenant: on every cluster this worker's clinic shard stands and is
+    /// full. The
     /// HTTP layer asks before doing any work for a request, so that under
     /// overload refusing costs as little as possible. A refusal here is
     /// counted as `queue_full`.
     pub fn clinic_refuses_all(&self) -> bool {
-        let full = self.clusters.values().all(|pools| {
-            let status = pools.clinic.pool.status();
-            let (limit, _) = self.admission.limits(&pools.clinic.queue, &status);
+        let shard = CLINIC_SHARD.with(Cell::get).unwrap_or(0);
+        let shards = || {
+            self.clusters
+                .values()
+                .map(move |pools| &pools.clinic[shard.min(pools.clinic.len() - 1)])
+        };
+        let full = shards().all(|pool| {
+            let status = pool.pool.status();
+            let (limit, _) = self.admission.limits(pool, &status);
             status.waiting >= limit
         });
         if full {
-            for pools in self.clusters.values() {
-                pools.clinic.queue.refused();
+            for pool in shards() {
+                pool.queue.refused();
             }
             self.admission.queue_full.fetch_add(1, Ordering::Relaxed);
         }
@@ -642,45 +749,49 @@ impl Pools {
 
     /// Each pool's state, by cluster and role.
     pub fn status(&self) -> Vec<PoolStatus> {
+        let interval_ms = self.admission.standing.interval_ms;
         let mut all: Vec<PoolStatus> = self
             .clusters
             .iter()
             .flat_map(|(cluster, pools)| {
                 [
-                    (Role::Clinic, &pools.clinic),
-                    (Role::Admin, &pools.admin),
-                    (Role::Migration, &pools.migration),
+                    (Role::Clinic, &pools.clinic[..]),
+                    (Role::Admin, std::slice::from_ref(&pools.admin)),
+                    (Role::Migration, std::slice::from_ref(&pools.migration)),
                 ]
                 .into_iter()
-                .map(
-                    |(
-                        role,
-                        CountedPool {
-                            pool,
-                            counts,
-                            queue,
-                        },
-                    )| {
-                        let status = pool.status();
-                        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
-                        PoolStatus {
-                            cluster: cluster.clone(),
-                            role: role.application_name(),
-                            max_size: status.max_size,
-                            size: status.size,
-                            available: status.available,
-                            in_use: status.size.saturating_sub(status.available),
-                            waiting: status.waiting,
-                            overloaded: role == Role::Clinic
-                                && queue.is_overloaded(self.admission.standing.interval_ms),
-                            opened: count(&counts.opened),
-                            retired: count(&counts.retired),
-                            broken: count(&counts.broken),
-                            discarded: count(&counts.discarded),
-                            timeouts: count(&counts.timeouts),
-                        }
-                    },
-                )
+                .map(move |(role, shards)| {
+                    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                    // A cluster's clinic shards share one set of counts.
+                    let counts = &shards[0].counts;
+                    let mut status = PoolStatus {
+                        cluster: cluster.clone(),
+                        role: role.application_name(),
+                        max_size: 0,
+                        shards: shards.len(),
+                        size: 0,
+                        available: 0,
+                        in_use: 0,
+                        waiting: 0,
+                        overloaded: false,
+                        opened: count(&counts.opened),
+                        retired: count(&counts.retired),
+                        broken: count(&counts.broken),
+                        discarded: count(&counts.discarded),
+                        timeouts: count(&counts.timeouts),
+                    };
+                    for shard in shards {
+                        let now = shard.pool.status();
+                        status.max_size += now.max_size;
+                        status.size += now.size;
+                        status.available += now.available;
+                        status.in_use += now.size.saturating_sub(now.available);
+                        status.waiting += now.waiting;
+                        status.overloaded |=
+                            role == Role::Clinic && shard.queue.is_overloaded(interval_ms);
+                    }
+                    status
+                })
             })
             .collect();
         all.sort_by(|a, b| (&a.cluster, a.role).cmp(&(&b.cluster, b.role)));
@@ -690,18 +801,22 @@ impl Pools {
     /// Closes every pool; waiting requests fail fast.
     pub fn close(&self) {
         for pools in self.clusters.values() {
-            pools.clinic.pool.close();
+            for shard in &pools.clinic {
+                shard.pool.close();
+            }
             pools.admin.pool.close();
             pools.migration.pool.close();
         }
     }
 }
 
-/// Opens connections and drives them on one runtime, the one that built the
-/// pools, whichever actix worker asked for the connection: a worker that
-/// stops (at shutdown, or an idle one) must not take with it connections
-/// other workers are using.
-struct OnRuntime(tokio::runtime::Handle);
+/// Opens connections and drives them on one runtime: for admin and
+/// migration pools the one that built the pools, whichever actix worker
+/// asked for the connection (a worker that stops at shutdown must not take
+/// with it connections other workers are using); for a clinic shard, its
+/// worker's own runtime once the worker has claimed it
+/// ([`Pools::clinic_worker`]), since only that worker uses them.
+struct OnRuntime(Arc<RwLock<tokio::runtime::Handle>>);
 
 impl deadpool_postgres::Connect for OnRuntime {
     fn connect(
@@ -712,7 +827,8 @@ impl deadpool_postgres::Connect for OnRuntime {
         Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
     > {
         let pg_config = pg_config.clone();
-        let opened = self.0.spawn(async move {
+        let driver = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let opened = driver.spawn(async move {
             let (client, connection) = pg_config.connect(NoTls).await?;
             let task = tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -743,15 +859,31 @@ fn connection_timeouts(wait_ms: u64) -> Timeouts {
     }
 }
 
-fn build_pool(
-    mut pg: tokio_postgres::Config,
+/// What one pool is built with.
+struct PoolSpec {
     role: Role,
     size: usize,
     statement_timeout_ms: u64,
     lock_timeout_ms: u64,
+    /// The longest wait for a connection.
     queue_timeout_ms: u64,
+    /// Retire connections past this age or number of uses.
     retire: Option<(Duration, usize)>,
+}
+
+fn build_pool(
+    mut pg: tokio_postgres::Config,
+    spec: PoolSpec,
+    counts: Arc<ConnectionCounts>,
 ) -> anyhow::Result<CountedPool> {
+    let PoolSpec {
+        role,
+        size,
+        statement_timeout_ms,
+        lock_timeout_ms,
+        queue_timeout_ms,
+        retire,
+    } = spec;
     pg.application_name(role.application_name());
     // Fixed for the life of the connection; a request cannot change them
     // for the next one because recept never runs a session-level SET.
@@ -775,12 +907,12 @@ fn build_pool(
             role.application_name()
         )),
     };
+    let driver = Arc::new(RwLock::new(tokio::runtime::Handle::current()));
     let manager = Manager::from_connect(
         pg,
-        OnRuntime(tokio::runtime::Handle::current()),
+        OnRuntime(driver.clone()),
         ManagerConfig { recycling_method },
     );
-    let counts = Arc::new(ConnectionCounts::default());
     let opened = counts.clone();
     let returned = counts.clone();
     let retire = retire.unwrap_or((Duration::MAX, usize::MAX));
@@ -812,6 +944,8 @@ fn build_pool(
         pool,
         counts,
         queue: QueueState::new(),
+        driver,
+        max_waiting: usize::MAX,
     })
 }
 
@@ -820,7 +954,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::{QueueState, Standing};
+    use super::{split, Pools, QueueState, Standing};
+    use crate::config::{ClusterSettings, Settings};
 
     /// Log lines written while `f` runs.
     fn logged(f: impl FnOnce()) -> String {
@@ -883,5 +1018,65 @@ mod tests {
         assert!(lines[0].contains("cluster=main"), "{log}");
         assert!(lines[1].contains("no longer overloaded") && lines[1].contains("refused=2"));
         assert!(lines[2].contains("queue_full=true"), "{log}");
+    }
+
+    #[test]
+    fn a_pool_split_over_workers_keeps_its_total() {
+        for total in 1..40 {
+            for parts in 1..=total.min(8) {
+                let sizes: Vec<usize> = (0..parts).map(|i| split(total, parts, i)).collect();
+                assert_eq!(sizes.iter().sum::<usize>(), total);
+                assert!(sizes
+                    .iter()
+                    .all(|&n| n == total / parts || n == total / parts + 1));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn each_clinic_worker_claims_its_own_shard_and_frees_it_when_it_stops() {
+        let mut settings = Settings::default();
+        settings.server.workers = 3;
+        settings.clinic.pool_size = 8;
+        settings.clinic.max_waiting = 10;
+        settings.clusters.insert(
+            "main".into(),
+            ClusterSettings {
+                url: "postgres://recept@127.0.0.1:1/recept".into(),
+            },
+        );
+        let pools = std::sync::Arc::new(Pools::build(&settings).unwrap());
+        let clinic = pools
+            .status()
+            .into_iter()
+            .find(|p| p.role == "recept-clinic")
+            .unwrap();
+        assert_eq!((clinic.shards, clinic.max_size), (3, 8));
+        let waits: Vec<usize> = pools.clusters["main"]
+            .clinic
+            .iter()
+            .map(|s| s.max_waiting)
+            .collect();
+        assert_eq!(waits, [4, 4, 4]);
+
+        // Each worker runs on a thread of its own.
+        let claim = |pools: std::sync::Arc<Pools>| {
+            std::thread::spawn(move || {
+                let worker = pools.clinic_worker();
+                (worker.shard, worker)
+            })
+            .join()
+            .unwrap()
+        };
+        let (a, first) = claim(pools.clone());
+        let (b, _second) = claim(pools.clone());
+        let (c, _third) = claim(pools.clone());
+        let mut shards = [a, b, c];
+        shards.sort();
+        assert_eq!(shards, [0, 1, 2]);
+        // A worker that stopped gives its shard to the next one.
+        drop(first);
+        let (d, _fourth) = claim(pools.clone());
+        assert_eq!(d, a);
     }
 }

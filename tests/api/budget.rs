@@ -29,6 +29,7 @@ async fn a_budget_that_does_not_fit_the_cluster_refuses_to_start() {
 async fn with_every_connection_busy_requests_are_refused_within_their_deadline() {
     let app = spawn_app_with(|s| {
         s.clinic.pool_size = 2;
+        s.server.workers = 1;
         s.clinic.queue_timeout_ms = 150;
         s.clinic.max_waiting = 1;
     })
@@ -105,6 +106,7 @@ async fn until_clinic_pool(
 async fn a_standing_queue_cuts_new_waits_short_and_refuses_the_excess_before_any_work() {
     let app = spawn_app_with(|s| {
         s.clinic.pool_size = 2;
+        s.server.workers = 1;
         s.clinic.max_waiting = 8;
         s.clinic.queue_timeout_ms = 30_000;
         s.clinic.standing_queue_ms = 100;

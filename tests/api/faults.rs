@@ -186,6 +186,7 @@ async fn a_statement_past_the_clinic_limit_is_a_504_and_the_connection_is_reused
         s.clinic.statement_timeout_ms = 300;
         s.clinic.lock_timeout_ms = 10_000;
         s.clinic.pool_size = 1;
+        s.server.workers = 1;
     })
     .await;
     let (slug, key) = app.tenant_with_key("timed").await;

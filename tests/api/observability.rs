@@ -118,6 +118,7 @@ async fn post(app: &TestApp, key: &str, path: &str, body: Value) -> Value {
 async fn every_documented_series_is_exported_with_plausible_values_under_traffic() {
     let app = spawn_app_with(|s| {
         s.clinic.pool_size = 2;
+        s.server.workers = 1;
         s.clinic.max_waiting = 1;
         s.clinic.queue_timeout_ms = 300;
         s.clinic.tenant_max_in_flight = 2;

@@ -41,7 +41,13 @@ async fn a_key_reaches_only_its_own_tenants_schema() {
 
 #[tokio::test]
 async fn interleaved_tenants_on_one_pooled_connection_never_mix() {
-    let app = spawn_app_with(|s| s.clinic.pool_size = 1).await;
+    let app = spawn_app_with(|s| {
+        // One worker, so the test and the server share the one connection.
+        s.server.workers = 1;
+        s.clinic.pool_size = 1;
+        s.server.workers = 1;
+    })
+    .await;
     let (a, key_a) = app.tenant_with_key("left").await;
     let (b, key_b) = app.tenant_with_key("right").await;
 
@@ -76,7 +82,13 @@ async fn interleaved_tenants_on_one_pooled_connection_never_mix() {
 
 #[tokio::test]
 async fn the_tenant_schema_does_not_outlive_its_transaction() {
-    let app = spawn_app_with(|s| s.clinic.pool_size = 1).await;
+    let app = spawn_app_with(|s| {
+        // One worker, so the test and the server share the one connection.
+        s.server.workers = 1;
+        s.clinic.pool_size = 1;
+        s.server.workers = 1;
+    })
+    .await;
     let (slug, _) = app.tenant_with_key("scoped").await;
     let pools = &app.app_state.pools;
 
@@ -99,7 +111,13 @@ async fn the_tenant_schema_does_not_outlive_its_transaction() {
 
 #[tokio::test]
 async fn a_write_that_fails_leaves_nothing_and_a_dropped_one_never_returns_its_connection() {
-    let app = spawn_app_with(|s| s.clinic.pool_size = 1).await;
+    let app = spawn_app_with(|s| {
+        // One worker, so the test and the server share the one connection.
+        s.server.workers = 1;
+        s.clinic.pool_size = 1;
+        s.server.workers = 1;
+    })
+    .await;
     let (slug, _) = app.tenant_with_key("dropped").await;
     let schema = format!("t_{slug}");
     let pools = app.app_state.pools.clone();
@@ -434,6 +452,7 @@ async fn session_settings(conn: &recept::pools::TenantConn) -> Result<(String, S
 async fn every_connection_keeps_its_pools_settings_even_after_a_session_set() {
     let app = spawn_app_with(|s| {
         s.clinic.pool_size = 1;
+        s.server.workers = 1;
         s.clinic.statement_timeout_ms = 4_000;
         s.admin.pool_size = 1;
         s.admin.statement_timeout_ms = 7_000;
