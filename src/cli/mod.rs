@@ -263,6 +263,23 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
         );
         problems.extend(budget.problem());
     }
+    for pool in pools
+        .status()
+        .iter()
+        .filter(|p| p.role == crate::pools::Role::Clinic.application_name())
+    {
+        let shares: Vec<String> = pool
+            .by_worker
+            .iter()
+            .map(|s| s.max_size.to_string())
+            .collect();
+        println!(
+            "  {}: clinic connections by worker (server.workers {}): {}",
+            pool.cluster,
+            pool.shards,
+            shares.join(" + ")
+        );
+    }
     pools.close();
     if let Some(problem) = problems.first() {
         bail!("the connection budget does not fit: {problem}");

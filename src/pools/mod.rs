@@ -115,8 +115,9 @@ fn split(total: usize, parts: usize, index: usize) -> usize {
 /// It stays so until no request has been refused for an interval. Both
 /// changes are logged, so saturation is never silent.
 struct QueueState {
-    /// The cluster, for the log.
+    /// The cluster and the shard (worker), for the log.
     cluster: String,
+    shard: usize,
     epoch: Instant,
     /// When the current interval began, in milliseconds from `epoch`.
     interval_start_ms: AtomicU64,
@@ -135,6 +136,7 @@ impl QueueState {
     fn new() -> QueueState {
         QueueState {
             cluster: String::new(),
+            shard: 0,
             epoch: Instant::now(),
             interval_start_ms: AtomicU64::new(0),
             interval_min_wait_us: AtomicU64::new(u64::MAX),
@@ -170,6 +172,7 @@ impl QueueState {
             if self.overloaded.swap(false, Ordering::Relaxed) {
                 tracing::info!(
                     cluster = %self.cluster,
+                    worker = self.shard,
                     refused = self.refusals.swap(0, Ordering::Relaxed),
                     "clinic pool no longer overloaded"
                 );
@@ -189,6 +192,7 @@ impl QueueState {
             if !self.overloaded.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     cluster = %self.cluster,
+                    worker = self.shard,
                     waiting,
                     queue_full = full,
                     "clinic pool overloaded: waits cut short, excess requests refused"
@@ -350,9 +354,12 @@ pub struct PoolStatus {
     /// The `application_name` its connections carry.
     pub role: &'static str,
     pub max_size: usize,
-    /// The pool's shards, one per clinic worker (1 for admin and
-    /// migration pools); every figure here is their sum.
+    /// The pool's shards, one per clinic worker (one for admin and
+    /// migration pools); the figures above and below are their sums.
     pub shards: usize,
+    /// Each shard on its own, by worker: shows a worker whose clients
+    /// keep its share busy while another's idles.
+    pub by_worker: Vec<ShardStatus>,
     /// Connections open now.
     pub size: usize,
     pub available: usize,
@@ -374,6 +381,15 @@ pub struct PoolStatus {
     pub discarded: u64,
     /// Waits for a connection that reached the pool's deadline.
     pub timeouts: u64,
+}
+
+/// One shard of a pool.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub in_use: usize,
+    pub waiting: usize,
 }
 
 /// Why no database work could be done.
@@ -497,6 +513,7 @@ impl Pools {
                         clinic_counts.clone(),
                     )?;
                     pool.queue.cluster = name.clone();
+                    pool.queue.shard = shard;
                     // Rounded up, so no worker is left without a waiter.
                     pool.max_waiting = settings.clinic.max_waiting.div_ceil(shards);
                     Ok(pool)
@@ -769,6 +786,7 @@ impl Pools {
                         role: role.application_name(),
                         max_size: 0,
                         shards: shards.len(),
+                        by_worker: Vec::with_capacity(shards.len()),
                         size: 0,
                         available: 0,
                         in_use: 0,
@@ -782,13 +800,20 @@ impl Pools {
                     };
                     for shard in shards {
                         let now = shard.pool.status();
+                        let in_use = now.size.saturating_sub(now.available);
                         status.max_size += now.max_size;
                         status.size += now.size;
                         status.available += now.available;
-                        status.in_use += now.size.saturating_sub(now.available);
+                        status.in_use += in_use;
                         status.waiting += now.waiting;
                         status.overloaded |=
                             role == Role::Clinic && shard.queue.is_overloaded(interval_ms);
+                        status.by_worker.push(ShardStatus {
+                            max_size: now.max_size,
+                            size: now.size,
+                            in_use,
+                            waiting: now.waiting,
+                        });
                     }
                     status
                 })

@@ -198,8 +198,20 @@ async fn a_report_past_the_admin_timeout_is_cancelled_with_504_and_clinics_go_on
 }
 
 #[tokio::test]
-async fn pools_are_listed_per_cluster_and_role() {
+async fn pools_are_listed_per_cluster_and_role_and_each_worker_uses_its_own_share() {
     let app = spawn_app().await;
+    let (_, key) = app.tenant_with_key("spread").await;
+    // Requests on connections of their own, which the server hands to its
+    // two workers in turn: each worker opens connections in its own share.
+    let requests = (0..8).map(|_| {
+        reqwest::Client::new()
+            .get(format!("{}/v1/tenant", app.clinic))
+            .bearer_auth(&key)
+            .send()
+    });
+    for response in futures::future::join_all(requests).await {
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+    }
 
     let pools = app.admin_json("/admin/pools").await;
 
@@ -210,7 +222,21 @@ async fn pools_are_listed_per_cluster_and_role() {
         .map(|p| p["role"].as_str().unwrap())
         .collect();
     assert_eq!(roles, ["recept-admin", "recept-clinic", "recept-migrate"]);
-    assert_eq!(pools["pools"][1]["max_size"], 4);
+    let clinic = &pools["pools"][1];
+    assert_eq!(clinic["max_size"], 4);
+    assert_eq!(clinic["shards"], 2);
+    let shares: Vec<(u64, u64)> = clinic["by_worker"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["max_size"].as_u64().unwrap(), s["size"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(shares.len(), 2, "{clinic}");
+    assert!(
+        shares.iter().all(|&(max, size)| max == 2 && size >= 1),
+        "{clinic}"
+    );
+    assert_eq!(pools["pools"][0]["by_worker"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -47,10 +47,20 @@ fn bad_configuration_names_the_key() {
         recept(&["check-config"], &env)
     };
 
-    assert!(recept(&["check-config"], &VALID).status.success());
+    let valid = recept(&["check-config"], &VALID);
+    assert!(valid.status.success());
+    let printed = String::from_utf8_lossy(&valid.stdout);
+    assert!(
+        printed.contains("clinic connections by worker (server.workers 2): 8 + 8"),
+        "{printed}"
+    );
     assert_refused(
         &with(("RECEPT__CLINIC__POOL_SIZE", "0")),
         "clinic.pool_size",
+    );
+    assert_refused(
+        &with(("RECEPT__CLINIC__POOL_SIZE", "1")),
+        "must be at least server.workers (2)",
     );
     assert_refused(&with(("RECEPT__CLINIC__POOL_SIZE", "many")), "pool_size");
     assert_refused(
