@@ -31,7 +31,8 @@ pub struct ServerSettings {
     /// Where admins reach `/admin`; loopback by default so it is never
     /// exposed by accident.
     pub admin_listen: String,
-    /// Worker threads of the clinic listener.
+    /// Worker threads of the clinic listener; each has its own share of
+    /// every clinic pool.
     pub workers: usize,
     /// Worker threads of the admin listener, kept apart from clinic workers.
     pub admin_workers: usize,
@@ -103,7 +104,8 @@ pub enum Placement {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClinicSettings {
-    /// Connections per cluster for clinic requests on this host.
+    /// Connections per cluster for clinic requests on this host, split
+    /// between the clinic workers (at least one each).
     pub pool_size: usize,
     /// `statement_timeout` fixed on every clinic connection when it opens.
     pub statement_timeout_ms: u64,
@@ -121,7 +123,8 @@ pub struct ClinicSettings {
     /// idea); also the wait that makes a queue standing.
     pub overload_queue_timeout_ms: u64,
     /// The most clinic requests that may wait for a connection of one
-    /// cluster; past it a request is refused with 503 at once.
+    /// cluster (split between the clinic workers, rounded up); past it a
+    /// request is refused with 503 at once.
     pub max_waiting: usize,
     /// The most clinic requests of one tenant that may hold or wait for a
     /// connection at once; past it that tenant gets 429.

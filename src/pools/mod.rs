@@ -655,9 +655,10 @@ impl Pools {
     }
 
     /// A clinic connection bound to one tenant's schema for one request,
+    /// from the calling worker's share of the cluster's clinic pool,
     /// through admission: refused at once (`TenantBusy`) when the tenant
     /// already has its share in flight, or (`QueueFull`) when too many
-    /// requests already wait for the cluster; otherwise it waits at most
+    /// requests already wait for that share; otherwise it waits at most
     /// `clinic.queue_timeout_ms`.
     pub async fn tenant(
         &self,
