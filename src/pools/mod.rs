@@ -91,12 +91,16 @@ thread_local! {
 /// (the worker stopped).
 pub struct ClinicWorker {
     shard: usize,
-    claimed: Arc<Vec<AtomicBool>>,
+    /// `None` when every shard was taken and this worker shares the first
+    /// (its owner keeps the claim).
+    claimed: Option<Arc<Vec<AtomicBool>>>,
 }
 
 impl Drop for ClinicWorker {
     fn drop(&mut self) {
-        self.claimed[self.shard].store(false, Ordering::SeqCst);
+        if let Some(claimed) = &self.claimed {
+            claimed[self.shard].store(false, Ordering::SeqCst);
+        }
     }
 }
 
@@ -584,11 +588,11 @@ impl Pools {
     /// runtime from now on. Call it on the worker's own thread; keep the
     /// returned claim for as long as the worker runs.
     pub fn clinic_worker(&self) -> ClinicWorker {
-        let shard = self
+        let claimed = self
             .claimed
             .iter()
-            .position(|c| !c.swap(true, Ordering::SeqCst))
-            .unwrap_or(0);
+            .position(|c| !c.swap(true, Ordering::SeqCst));
+        let shard = claimed.unwrap_or(0);
         CLINIC_SHARD.with(|s| s.set(Some(shard)));
         tracing::debug!(shard, "clinic worker started");
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -602,7 +606,7 @@ impl Pools {
         }
         ClinicWorker {
             shard,
-            claimed: self.claimed.clone(),
+            claimed: claimed.map(|_| self.claimed.clone()),
         }
     }
 
@@ -1102,7 +1106,22 @@ mod tests {
         assert_eq!(shards, [0, 1, 2]);
         // A worker that stopped gives its shard to the next one.
         drop(first);
-        let (d, _fourth) = claim(pools.clone());
+        let (d, fourth) = claim(pools.clone());
         assert_eq!(d, a);
+        // With every shard taken a worker shares the first, and stopping
+        // does not free it under its owner.
+        let (e, extra) = claim(pools.clone());
+        assert_eq!(e, 0);
+        drop(extra);
+        let taken = |pools: &Pools| {
+            pools
+                .claimed
+                .iter()
+                .filter(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+                .count()
+        };
+        assert_eq!(taken(&pools), 3);
+        drop(fourth);
+        assert_eq!(taken(&pools), 2);
     }
 }
