@@ -1,7 +1,7 @@
-//! Load shedding: while every clinic pool is overloaded, a clinic request
-//! is refused before any work is done for it (no key lookup, no routing, no
-//! request log), so that refusing the excess costs as little as possible of
-//! the CPU the admitted requests need.
+//! Load shedding: while this worker's share of every clinic pool is
+//! overloaded, a clinic request is refused before any work is done for it
+//! (no key lookup, no routing, no request log), so that refusing the excess
+//! costs as little as possible of the CPU the admitted requests need.
 
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;

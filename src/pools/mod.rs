@@ -81,6 +81,15 @@ struct CountedPool {
     max_waiting: usize,
 }
 
+impl ClusterPools {
+    /// The calling worker's shard of the clinic pool; outside a clinic
+    /// worker (operators' tools, start-up checks), the first.
+    fn clinic_shard(&self) -> &CountedPool {
+        let shard = CLINIC_SHARD.with(Cell::get).unwrap_or(0);
+        &self.clinic[shard.min(self.clinic.len() - 1)]
+    }
+}
+
 thread_local! {
     /// The clinic shard of the worker running on this thread, if any.
     static CLINIC_SHARD: Cell<Option<usize>> = const { Cell::new(None) };
@@ -626,12 +635,7 @@ impl Pools {
             .get(cluster)
             .ok_or_else(|| DbError::UnknownCluster(cluster.to_string()))?;
         Ok(match role {
-            Role::Clinic => {
-                // Outside a clinic worker (operators' tools, start-up
-                // checks): the first shard.
-                let shard = CLINIC_SHARD.with(Cell::get).unwrap_or(0);
-                &pools.clinic[shard.min(pools.clinic.len() - 1)]
-            }
+            Role::Clinic => pools.clinic_shard(),
             Role::Admin => &pools.admin,
             Role::Migration => &pools.migration,
         })
@@ -722,12 +726,7 @@ impl Pools {
     /// overload refusing costs as little as possible. A refusal here is
     /// counted as `queue_full`.
     pub fn clinic_refuses_all(&self) -> bool {
-        let shard = CLINIC_SHARD.with(Cell::get).unwrap_or(0);
-        let shards = || {
-            self.clusters
-                .values()
-                .map(move |pools| &pools.clinic[shard.min(pools.clinic.len() - 1)])
-        };
+        let shards = || self.clusters.values().map(ClusterPools::clinic_shard);
         let full = shards().all(|pool| {
             let status = pool.pool.status();
             let (limit, _) = self.admission.limits(pool, &status);
