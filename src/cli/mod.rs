@@ -72,6 +72,9 @@ enum Command {
     /// Master data releases and rollouts.
     #[command(subcommand)]
     Master(MasterCommand),
+    /// Print the clinic API's OpenAPI document (as served at
+    /// /v1/openapi.json), e.g. to generate a client from it.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,12 +181,18 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Openapi = cli.command {
+        // Needs no configuration: the document is the same for every host.
+        println!("{}", crate::http::openapi::document_json());
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     let _telemetry = telemetry::init(settings.server.log_format);
     match cli.command {
         Command::Serve => runtime()?.block_on(serve(settings)),
         Command::Dev { state_dir, tenants } => dev::run_dev(settings, &state_dir, &tenants),
         Command::CheckConfig => runtime()?.block_on(check_config(&settings)),
+        Command::Openapi => unreachable!("answered before the settings are read"),
         Command::Tenants(command) => runtime()?.block_on(tenants::tenants(settings, command)),
         Command::Migrate {
             tenants,

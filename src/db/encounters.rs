@@ -11,39 +11,63 @@ use crate::pools::{DbError, TenantConn, Tx};
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Line {
+    /// The master code priced.
     pub code: String,
+    /// `procedure` or `drug`.
     pub kind: String,
+    /// The item's name in the master copy used.
     pub name: String,
+    /// How many, as entered.
     pub quantity: i32,
+    /// The line's points (1 point = 10 yen): a procedure's points x quantity; a drug's yen (unit price x quantity) at 15 yen or less is 1 point, otherwise 1 + ceil((yen - 15) / 10).
     pub points: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Diagnosis {
+    /// The disease code.
     pub code: String,
+    /// The disease's name in the master copy used.
     pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Encounter {
+    /// The visit's id.
     pub id: Uuid,
+    /// The patient seen.
     pub patient_id: Uuid,
+    /// The day of the visit.
     pub date: NaiveDate,
+    /// The department.
     pub department: Option<String>,
+    /// The doctor.
     pub doctor: Option<String>,
+    /// Free text.
     pub notes: Option<String>,
+    /// The patient's insurance valid on the day; null when none was.
     pub insurance_id: Option<Uuid>,
+    /// That insurance's insurer number.
     pub insurer_number: Option<String>,
     /// Percent the patient pays: 10, 20, 30, or 100 without valid insurance.
     pub copay_rate: i16,
+    /// The sum of the lines' points.
     pub total_points: i32,
+    /// What the patient pays: total points x 10 yen x copay rate, rounded to the nearest 10 yen (5 rounds up).
     pub charge_yen: i32,
+    /// The master release the visit was priced from.
     pub master_release: Option<String>,
+    /// `active`, or `voided` once voided.
     pub status: String,
+    /// Why it was voided.
     pub void_reason: Option<String>,
+    /// When it was voided.
     pub voided_at: Option<DateTime<Utc>>,
+    /// The diseases diagnosed.
     pub diagnoses: Vec<Diagnosis>,
+    /// The priced lines, in the order entered.
     pub lines: Vec<Line>,
+    /// When the visit was recorded.
     pub created_at: DateTime<Utc>,
 }
 

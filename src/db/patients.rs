@@ -9,30 +9,47 @@ use crate::pools::{DbError, TenantConn, Tx};
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Insurance {
+    /// The insurance record's id.
     pub id: Uuid,
+    /// The insurer's number (保険者番号): 6 or 8 digits.
     pub insurer_number: String,
+    /// The symbol on the insurance card (記号).
     pub symbol: Option<String>,
+    /// The number on the insurance card (番号).
     pub number: Option<String>,
     /// Percent the patient pays: 10, 20 or 30.
     pub copay_rate: i16,
+    /// The first day the insurance is valid.
     pub valid_from: NaiveDate,
+    /// The last day it is valid; null while it stays valid.
     pub valid_to: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Patient {
+    /// The patient's id, unique within the clinic.
     pub id: Uuid,
+    /// The patient's name.
     pub name: String,
+    /// The name's reading in kana.
     pub name_kana: Option<String>,
+    /// The date of birth.
     pub birth_date: NaiveDate,
+    /// `male`, `female` or `other`.
     pub sex: String,
+    /// Phone number.
     pub phone: Option<String>,
+    /// Address.
     pub address: Option<String>,
+    /// Free text for the front desk.
     pub notes: Option<String>,
+    /// The patient's insurances, by start date; their periods do not overlap.
     pub insurances: Vec<Insurance>,
     /// Bumped by every change; sent as the ETag.
     pub version: i32,
+    /// When the patient was registered.
     pub created_at: DateTime<Utc>,
+    /// When the patient last changed.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -242,10 +259,15 @@ pub async fn update(
 /// A patient in a search result.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PatientSummary {
+    /// The patient's id.
     pub id: Uuid,
+    /// The patient's name.
     pub name: String,
+    /// The name's reading in kana.
     pub name_kana: Option<String>,
+    /// The date of birth.
     pub birth_date: NaiveDate,
+    /// `male`, `female` or `other`.
     pub sex: String,
 }
 

@@ -8,11 +8,17 @@ use crate::pools::{DbError, Tx};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Payment {
+    /// The payment's id.
     pub id: Uuid,
+    /// The visit paid for.
     pub encounter_id: Uuid,
+    /// The patient of that visit.
     pub patient_id: Uuid,
+    /// Yen paid.
     pub amount_yen: i32,
+    /// `cash`, `card` or `other`.
     pub method: String,
+    /// When it was recorded.
     pub created_at: DateTime<Utc>,
 }
 

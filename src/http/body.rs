@@ -31,6 +31,49 @@ pub fn parse<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
     })
 }
 
+/// A body that may be left out: empty is `None`; anything else must be
+/// JSON sent as `application/json` (`415` otherwise, `400` when malformed).
+pub fn optional_json(req: &HttpRequest, body: &[u8]) -> Result<Option<Value>, ApiError> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<actix_web::mime::Mime>().ok())
+        .is_some_and(|m| {
+            m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON)
+        });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the body as application/json".into(),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))
+}
+
+/// For integer fields: a JSON number without a fractional part, as JSON
+/// Schema's `integer` means (`7` and `7.0` alike). Values outside `i64`, or
+/// with a fraction, are refused naming the field.
+pub fn whole_number<'de, D>(deserializer: D) -> Result<i64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    number
+        .as_f64()
+        // Exactly representable whole numbers only: |n| < 2^53.
+        .filter(|f| f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0)
+        .map(|f| f as i64)
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number")))
+}
+
 /// For `Option<Option<T>>` fields: absent is `None`, `null` is `Some(None)`.
 pub fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
@@ -62,7 +105,7 @@ impl Idempotency {
         let key = value
             .to_str()
             .ok()
-            .filter(|k| !k.is_empty() && k.len() <= 200)
+            .filter(|k| (1..=200).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or_else(|| {
                 ApiError::validation(
                     "Idempotency-Key",

@@ -15,6 +15,7 @@ use crate::pools::DbError;
 pub struct FieldError {
     /// A JSON Pointer-like path, e.g. `items/3/quantity`.
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -132,8 +133,11 @@ pub struct Problem {
     /// A stable URN naming the kind of problem.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// A short, stable summary of the kind of problem.
     pub title: &'static str,
+    /// The HTTP status, repeated.
     pub status: u16,
+    /// What went wrong with this request, for people.
     pub detail: String,
     /// The fields that failed validation (422 only).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -3,9 +3,10 @@
 //! renders it for people (no scripts, nothing fetched from elsewhere).
 
 use actix_web::HttpResponse;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{PathItem, RefOr};
+use utoipa::openapi::{ContentBuilder, PathItem, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::clinic::{self, claims, encounters, patients};
@@ -37,7 +38,7 @@ use super::clinic::{self, claims, encounters, patients};
         claims::confirm,
         claims::export,
     ),
-    modifiers(&ClinicKey, &EveryRoute),
+    modifiers(&ClinicKey, &EveryRoute, &Links),
     tags(
         (name = "clinic", description = "The caller's own clinic"),
         (name = "master", description = "The clinic's copy of the master data"),
@@ -61,59 +62,361 @@ impl Modify for ClinicKey {
     }
 }
 
-/// Answers any route may give before its handler runs: a query string or
-/// headers over their limits (`414`, `431`).
+/// Answers any route may give besides its own: a query string or headers
+/// over their limits (`414`, `431`) before its handler runs, and for every
+/// route behind the clinic key the refusals of authentication and admission
+/// (`401`, `403`, `429`, `503`) and a statement past its timeout (`504`).
+/// Written once here rather than in each handler's annotation.
 struct EveryRoute;
+
+fn problem(description: String) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.patch,
+        &mut item.put,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
+}
 
 impl Modify for EveryRoute {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-        let too_long = ResponseBuilder::new()
-            .description(format!(
-                "The query string is longer than {} bytes",
-                super::logging::MAX_QUERY_BYTES
-            ))
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build();
-        let headers_too_large = ResponseBuilder::new()
-            .description(format!(
-                "The request headers are larger than {} bytes",
-                super::logging::MAX_HEADER_BYTES
-            ))
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build();
+        let everywhere = [
+            (
+                "414",
+                format!(
+                    "The query string is longer than {} bytes",
+                    super::logging::MAX_QUERY_BYTES
+                ),
+            ),
+            (
+                "431",
+                format!(
+                    "The request headers are larger than {} bytes",
+                    super::logging::MAX_HEADER_BYTES
+                ),
+            ),
+        ];
+        let behind_the_key = [
+            ("401", "Missing, unknown or revoked API key"),
+            ("403", "The clinic is suspended"),
+            (
+                "429",
+                "This clinic already has as many requests in flight as its share allows; \
+                 retry after Retry-After",
+            ),
+            (
+                "503",
+                "Busy or unavailable for a moment; retry after Retry-After (milliseconds in \
+                 `retry_after_ms`)",
+            ),
+            (
+                "504",
+                "A statement ran past the clinic statement timeout and was cancelled",
+            ),
+        ];
         for item in openapi.paths.paths.values_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.patch,
-                &mut item.put,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for operation in operations_mut(item) {
+                let secured = operation.security.is_some();
                 let responses = &mut operation.responses.responses;
-                responses.insert("414".into(), RefOr::T(too_long.clone()));
-                responses.insert("431".into(), RefOr::T(headers_too_large.clone()));
+                for (status, description) in &everywhere {
+                    responses.insert((*status).into(), problem(description.clone()));
+                }
+                if secured {
+                    for (status, description) in behind_the_key {
+                        responses.insert(status.into(), problem(description.into()));
+                    }
+                }
             }
         }
     }
 }
 
+/// The document's links: from each operation that creates or lists an
+/// object to the operations that take its id, so that a client (and the
+/// fuzzer's stateful phase) can walk patient -> visit -> payment or void,
+/// and month -> claims -> confirm -> export, with real ids.
+struct Links;
+
+/// One link: (from operation, its status, link name, to operation,
+/// parameters, request body), values being OpenAPI runtime expressions.
+type LinkSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<serde_json::Value>,
+);
+
+/// The id of the object the response is.
+const ID: &str = "$response.body#/id";
+
+fn link_specs() -> Vec<LinkSpec> {
+    use serde_json::json;
+    vec![
+        (
+            "create_patient",
+            "201",
+            "GetPatient",
+            "get_patient",
+            &[("id", ID)],
+            None,
+        ),
+        (
+            "create_patient",
+            "201",
+            "UpdatePatient",
+            "update_patient",
+            &[("id", ID), ("If-Match", "$response.header.ETag")],
+            None,
+        ),
+        (
+            "create_patient",
+            "201",
+            "GetBalance",
+            "get_patient_balance",
+            &[("id", ID)],
+            None,
+        ),
+        (
+            "create_patient",
+            "201",
+            "RecordVisit",
+            "create_encounter",
+            &[],
+            Some(json!({ "patient_id": ID })),
+        ),
+        (
+            "create_patient",
+            "201",
+            "ListVisits",
+            "list_encounters",
+            &[("patient_id", ID)],
+            None,
+        ),
+        (
+            "update_patient",
+            "200",
+            "GetPatient",
+            "get_patient",
+            &[("id", ID)],
+            None,
+        ),
+        (
+            "update_patient",
+            "200",
+            "UpdateAgain",
+            "update_patient",
+            &[("id", ID), ("If-Match", "$response.header.ETag")],
+            None,
+        ),
+        (
+            "get_patient",
+            "200",
+            "UpdatePatient",
+            "update_patient",
+            &[("id", ID), ("If-Match", "$response.header.ETag")],
+            None,
+        ),
+        (
+            "get_patient",
+            "200",
+            "RecordVisit",
+            "create_encounter",
+            &[],
+            Some(json!({ "patient_id": ID })),
+        ),
+        (
+            "create_encounter",
+            "201",
+            "GetVisit",
+            "get_encounter",
+            &[("id", ID)],
+            None,
+        ),
+        (
+            "create_encounter",
+            "201",
+            "VoidVisit",
+            "void_encounter",
+            &[("id", ID)],
+            None,
+        ),
+        (
+            "create_encounter",
+            "201",
+            "PayInFull",
+            "create_payment",
+            &[],
+            Some(json!({
+                "encounter_id": "$response.body#/id",
+                "amount_yen": "$response.body#/charge_yen",
+            })),
+        ),
+        (
+            "create_encounter",
+            "201",
+            "GetBalance",
+            "get_patient_balance",
+            &[("id", "$response.body#/patient_id")],
+            None,
+        ),
+        (
+            "create_payment",
+            "201",
+            "GetVisit",
+            "get_encounter",
+            &[("id", "$response.body#/encounter_id")],
+            None,
+        ),
+        (
+            "create_payment",
+            "201",
+            "GetBalance",
+            "get_patient_balance",
+            &[("id", "$response.body#/patient_id")],
+            None,
+        ),
+        (
+            "generate_claims",
+            "200",
+            "GetFirst",
+            "get_claim",
+            &[("id", "$response.body#/claims/0/id")],
+            None,
+        ),
+        (
+            "generate_claims",
+            "200",
+            "ConfirmFirst",
+            "confirm_claim",
+            &[("id", "$response.body#/claims/0/id")],
+            None,
+        ),
+        (
+            "generate_claims",
+            "200",
+            "ListMonth",
+            "list_claims",
+            &[("month", "$response.body#/month")],
+            None,
+        ),
+        (
+            "generate_claims",
+            "200",
+            "ExportMonth",
+            "export_claims",
+            &[("month", "$response.body#/month")],
+            None,
+        ),
+        (
+            "confirm_claim",
+            "200",
+            "GetClaim",
+            "get_claim",
+            &[("id", ID)],
+            None,
+        ),
+        (
+            "confirm_claim",
+            "200",
+            "ExportMonth",
+            "export_claims",
+            &[("month", "$response.body#/month")],
+            None,
+        ),
+    ]
+}
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (from, status, name, to, parameters, body) in link_specs() {
+            let operation = openapi
+                .paths
+                .paths
+                .values_mut()
+                .flat_map(operations_mut)
+                .find(|op| op.operation_id.as_deref() == Some(from))
+                .unwrap_or_else(|| panic!("a link starts at {from}, which is no operation"));
+            let Some(RefOr::T(response)) = operation.responses.responses.get_mut(status) else {
+                panic!("a link starts at {from} {status}, which it does not answer");
+            };
+            let mut link = LinkBuilder::new().operation_id(to);
+            for (parameter, expression) in parameters {
+                link = link.parameter(*parameter, *expression);
+            }
+            response
+                .links
+                .insert(name.into(), RefOr::T(link.request_body(body).build()));
+        }
+    }
+}
+
+/// The document as JSON. utoipa 5 writes a link's fields in snake case
+/// (`operation_id`); OpenAPI spells them in camel case (`operationId`), so
+/// they are renamed here, where the document is serialized.
+pub fn document_value() -> serde_json::Value {
+    let mut document =
+        serde_json::to_value(ClinicApi::openapi()).expect("the OpenAPI document serializes");
+    let operations = document
+        .get_mut("paths")
+        .and_then(|p| p.as_object_mut())
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let responses = operation
+            .get_mut("responses")
+            .and_then(|r| r.as_object_mut())
+            .into_iter()
+            .flatten();
+        for (_, response) in responses {
+            let links = response.get_mut("links").and_then(|l| l.as_object_mut());
+            for link in links.into_iter().flat_map(|l| l.values_mut()) {
+                let Some(link) = link.as_object_mut() else {
+                    continue;
+                };
+                for (snake, camel) in [
+                    ("operation_id", "operationId"),
+                    ("operation_ref", "operationRef"),
+                    ("request_body", "requestBody"),
+                ] {
+                    if let Some(value) = link.remove(snake) {
+                        link.insert(camel.into(), value);
+                    }
+                }
+            }
+        }
+    }
+    document
+}
+
+/// The document as pretty-printed JSON, for `recept openapi`.
+pub fn document_json() -> String {
+    serde_json::to_string_pretty(&document_value()).expect("JSON serializes")
+}
+
 /// `GET /v1/openapi.json`
 pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ClinicApi::openapi())
+    HttpResponse::Ok().json(document_value())
 }
 
 /// `GET /v1/docs`: the document as a readable page.

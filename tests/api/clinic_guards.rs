@@ -215,6 +215,9 @@ async fn bad_input_on_every_writing_route_is_refused_and_writes_nothing() {
         ("POST", "/v1/claims/generate".into(), json!({"month": "May"}).to_string(), StatusCode::UNPROCESSABLE_ENTITY),
         ("PATCH", format!("/v1/patients/{patient}"), json!({"birth_date": "yesterday"}).to_string(), StatusCode::UNPROCESSABLE_ENTITY),
         ("POST", format!("/v1/encounters/{encounter}/void"), json!({"reason": 5}).to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+        ("POST", format!("/v1/encounters/{encounter}/void"), "bU\u{1}p".into(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/encounters".into(), json!({"patient_id": patient, "date": "2026-05-01", "items": [{"code": "112-007", "quantity": 1}]}).to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+        ("POST", "/v1/encounters".into(), json!({"patient_id": patient, "date": "2026-05-01", "items": [{"code": "112007410", "quantity": 1}], "diagnoses": ["８８４"]}).to_string(), StatusCode::UNPROCESSABLE_ENTITY),
     ];
     let db = app.db().await;
     let count = async || -> i64 {
@@ -356,4 +359,151 @@ async fn the_openapi_document_covers_every_clinic_route_and_resolves_every_schem
         .await
         .unwrap()
         .contains("/v1/claims/{id}/confirm"));
+}
+
+/// What the document's validation promises, the server keeps: JSON Schema's
+/// integers include `7.0`, an entity tag is quoted, an impossible change is
+/// refused as such before its version is compared, and an
+/// `Idempotency-Key` is visible ASCII.
+#[tokio::test]
+async fn requests_are_judged_as_the_document_describes_them() {
+    let (app, key, _, ids) = two_clinics().await;
+    let patient = ids["patient"].as_str().unwrap();
+    let encounter: Value = app
+        .clinic_request(Method::POST, "/v1/encounters", &key)
+        .json(&json!({"patient_id": patient, "date": "2026-05-13",
+                      "items": [{"code": "112007410", "quantity": 2.0}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(encounter["lines"][0]["quantity"], 2, "{encounter}");
+
+    let patch = |etag: &'static str, body: Value| {
+        app.clinic_request(Method::PATCH, &format!("/v1/patients/{patient}"), &key)
+            .header("if-match", etag)
+            .json(&body)
+            .send()
+    };
+    let unquoted = patch("1", json!({"phone": "03"})).await.unwrap();
+    let problem = assert_problem(unquoted, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "If-Match");
+    let impossible = patch("\"7\"", json!({"name": "   "})).await.unwrap();
+    let problem = assert_problem(impossible, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "name");
+    let stale = patch("\"7\"", json!({"phone": "03"})).await.unwrap();
+    assert_problem(stale, StatusCode::PRECONDITION_FAILED).await;
+
+    let spaced = app
+        .clinic_request(Method::POST, "/v1/payments", &key)
+        .header("idempotency-key", "two words")
+        .json(&json!({"encounter_id": encounter["id"], "amount_yen": 10, "method": "cash"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(spaced, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
+}
+
+/// The document a client is generated from: unique operation ids, links
+/// from each creating operation to the ones that take its id (naming real
+/// operations and their parameters), and a description on every field and
+/// parameter.
+#[tokio::test]
+async fn the_openapi_document_links_created_ids_and_describes_every_field() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(format!("{}/v1/openapi.json", app.clinic))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut operations = std::collections::BTreeMap::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            let id = operation["operationId"].as_str().expect("an operationId");
+            assert!(
+                operations
+                    .insert(id.to_string(), operation.clone())
+                    .is_none(),
+                "operationId {id} twice"
+            );
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                assert!(
+                    parameter["description"].is_string(),
+                    "{id}: parameter {} has no description",
+                    parameter["name"]
+                );
+            }
+        }
+    }
+    let mut linked = std::collections::BTreeSet::new();
+    for (from, operation) in &operations {
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            for (name, link) in response["links"].as_object().into_iter().flatten() {
+                let to = link["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{from} {status} {name}: no operationId in {link}"));
+                let target = operations
+                    .get(to)
+                    .unwrap_or_else(|| panic!("{from} {status} {name}: no operation {to}"));
+                let parameters: Vec<&str> = target["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                for parameter in link["parameters"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p.0)
+                {
+                    assert!(
+                        parameters.contains(&parameter.as_str()),
+                        "{from} {name}: {to} has no parameter {parameter}"
+                    );
+                }
+                linked.insert(to.to_string());
+            }
+        }
+    }
+    for taking_an_id in [
+        "get_patient",
+        "update_patient",
+        "get_patient_balance",
+        "create_encounter",
+        "get_encounter",
+        "void_encounter",
+        "create_payment",
+        "get_claim",
+        "confirm_claim",
+        "export_claims",
+    ] {
+        assert!(
+            linked.contains(taking_an_id),
+            "no link leads to {taking_an_id}"
+        );
+    }
+    let mut undescribed = Vec::new();
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        for (field, property) in schema["properties"].as_object().into_iter().flatten() {
+            let described = property["description"].is_string()
+                || property["oneOf"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|s| s["description"].is_string()));
+            if !described {
+                undescribed.push(format!("{name}.{field}"));
+            }
+        }
+    }
+    assert!(
+        undescribed.is_empty(),
+        "fields without a description: {undescribed:?}"
+    );
 }

@@ -17,8 +17,9 @@ use crate::http::{ApiError, AppState, Clinic};
 /// A month's claims.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ClaimList {
-    /// `YYYY-MM`.
+    /// The month, `YYYY-MM`.
     month: String,
+    /// The month's claims: one per patient and insurer.
     claims: Vec<Claim>,
 }
 
@@ -27,6 +28,7 @@ pub struct ClaimList {
 pub struct ClaimWithEncounters {
     #[serde(flatten)]
     claim: Claim,
+    /// The visits the claim sums.
     encounters: Vec<Encounter>,
 }
 
@@ -46,13 +48,13 @@ fn parse_month(text: &str) -> Result<NaiveDate, ApiError> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateBody {
-    /// `YYYY-MM`.
+    /// The month to claim, `YYYY-MM`.
     #[schema(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     month: String,
 }
 
 /// `POST /v1/claims/generate {"month"}`: replaces the month's drafts.
-#[utoipa::path(post, path = "/v1/claims/generate", tag = "claims", request_body = GenerateBody, responses((status = 200, description = "The month's draft claims, regenerated", body = ClaimList), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/claims/generate", operation_id = "generate_claims", tag = "claims", request_body = GenerateBody, responses((status = 200, description = "The month's draft claims, regenerated", body = ClaimList), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn generate(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -82,7 +84,7 @@ pub struct MonthQuery {
 }
 
 /// `GET /v1/claims?month=`
-#[utoipa::path(get, path = "/v1/claims", tag = "claims", params(("month" = String, Query, description = "YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, body = ClaimList), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/claims", operation_id = "list_claims", tag = "claims", params(("month" = String, Query, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, body = ClaimList), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -98,7 +100,7 @@ pub async fn list(
 }
 
 /// `GET /v1/claims/{id}`: the claim with its encounters.
-#[utoipa::path(get, path = "/v1/claims/{id}", tag = "claims", params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = ClaimWithEncounters), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/claims/{id}", operation_id = "get_claim", tag = "claims", params(("id" = uuid::Uuid, Path, description = "The claim's id")), responses((status = 200, body = ClaimWithEncounters), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -113,7 +115,7 @@ pub async fn show(
 }
 
 /// `POST /v1/claims/{id}/confirm`: the claim and its encounters are final.
-#[utoipa::path(post, path = "/v1/claims/{id}/confirm", tag = "claims", params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Claim), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/claims/{id}/confirm", operation_id = "confirm_claim", tag = "claims", params(("id" = uuid::Uuid, Path, description = "The claim's id")), responses((status = 200, body = Claim), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn confirm(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -134,7 +136,7 @@ pub async fn confirm(
 }
 
 /// `GET /v1/claims/export?month=`: the month's confirmed claims as CSV.
-#[utoipa::path(get, path = "/v1/claims/export", tag = "claims", params(("month" = String, Query, description = "YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, description = "Confirmed claims as CSV: claim_id, month, insurer_number, insurance_symbol, insurance_number, patient_id, patient_name, patient_name_kana, birth_date, sex, visit_days, total_points, charge_yen, diagnoses (space-separated codes)", content_type = "text/csv", body = String), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/claims/export", operation_id = "export_claims", tag = "claims", params(("month" = String, Query, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, description = "Confirmed claims as CSV: claim_id, month, insurer_number, insurance_symbol, insurance_number, patient_id, patient_name, patient_name_kana, birth_date, sex, visit_days, total_points, charge_yen, diagnoses (space-separated codes)", content_type = "text/csv", body = String), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn export(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,

@@ -14,7 +14,7 @@ use crate::billing::{patient_charge, UNINSURED_COPAY_PERCENT};
 use crate::db::encounters::{self, Encounter, NewEncounter, VoidOutcome};
 use crate::db::payments::{self, Payment, PaymentOutcome};
 use crate::db::{decode_cursor, encode_cursor};
-use crate::http::body::{parse, stored, write_once, Idempotency};
+use crate::http::body::{optional_json, parse, stored, whole_number, write_once, Idempotency};
 #[allow(unused_imports)]
 use crate::http::error::Problem;
 use crate::http::{ApiError, AppState, Clinic, FieldError};
@@ -22,6 +22,7 @@ use crate::http::{ApiError, AppState, Clinic, FieldError};
 /// One page of encounters, by date.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct EncounterPage {
+    /// The visits found, by date.
     encounters: Vec<Encounter>,
     /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
@@ -34,29 +35,54 @@ const MAX_QUANTITY: i64 = 9_999;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemBody {
-    #[schema(min_length = 1, max_length = 20)]
+    /// A procedure or drug code of the clinic's master copy valid on the
+    /// visit's date: 1 to 20 letters or digits.
+    #[schema(pattern = "^[0-9A-Za-z]{1,20}$", example = "112007410")]
     code: String,
+    /// How many: times for a procedure, units of the drug's unit price for a
+    /// drug. 1 to 9,999.
     #[schema(minimum = 1, maximum = 9999)]
+    #[serde(deserialize_with = "whole_number")]
     quantity: i64,
 }
 
+/// A visit to record: priced on entry from the master copy valid on its date.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEncounterBody {
+    /// The patient seen (from `POST /v1/patients`).
     patient_id: Uuid,
+    /// The day of the visit; it decides the master prices and the insurance.
     date: NaiveDate,
+    /// The department, at most 50 characters.
     #[schema(max_length = 50)]
     department: Option<String>,
+    /// The doctor, at most 50 characters.
     #[schema(max_length = 50)]
     doctor: Option<String>,
+    /// Free text, at most 2,000 characters.
     #[schema(max_length = 2000)]
     notes: Option<String>,
-    /// Disease codes valid on `date`.
+    /// Disease codes of the master copy valid on `date` (at most 20, each 1 to
+    /// 20 letters or digits); they are carried into the month's claim.
     #[serde(default)]
-    #[schema(max_items = 20)]
+    #[schema(max_items = 20, inline, value_type = Vec<DiseaseCode>)]
     diagnoses: Vec<String>,
+    /// What was done and given: 1 to 100 lines.
     #[schema(min_items = 1, max_items = 100)]
     items: Vec<ItemBody>,
+}
+
+/// A disease code of the master copy: 1 to 20 letters or digits.
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^[0-9A-Za-z]{1,20}$")]
+#[allow(dead_code)]
+struct DiseaseCode(String);
+
+/// Whether `code` is shaped like a master code (as the release import
+/// requires): 1 to 20 ASCII letters or digits.
+fn is_code(code: &str) -> bool {
+    (1..=20).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn short(errors: &mut Vec<FieldError>, field: &str, value: &Option<String>, max: usize) {
@@ -69,7 +95,7 @@ fn short(errors: &mut Vec<FieldError>, field: &str, value: &Option<String>, max:
 }
 
 /// `POST /v1/encounters` (accepts `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/encounters", tag = "encounters", request_body = NewEncounterBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, description = "Priced from the clinic's master copy valid on the date", body = Encounter), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/encounters", operation_id = "create_encounter", tag = "encounters", request_body = NewEncounterBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, description = "Priced from the clinic's master copy valid on the date", body = Encounter), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -92,10 +118,10 @@ pub async fn create(
                 format!("must be 1 to {MAX_QUANTITY}"),
             ));
         }
-        if item.code.is_empty() || item.code.len() > 20 {
+        if !is_code(&item.code) {
             errors.push(FieldError::new(
                 format!("items/{i}/code"),
-                "must be 1 to 20 characters",
+                "must be 1 to 20 letters or digits",
             ));
         }
     }
@@ -106,10 +132,10 @@ pub async fn create(
         ));
     }
     for (i, code) in input.diagnoses.iter().enumerate() {
-        if code.is_empty() || code.len() > 20 {
+        if !is_code(code) {
             errors.push(FieldError::new(
                 format!("diagnoses/{i}"),
-                "must be 1 to 20 characters",
+                "must be 1 to 20 letters or digits",
             ));
         }
     }
@@ -197,7 +223,7 @@ pub async fn create(
 }
 
 /// `GET /v1/encounters/{id}`
-#[utoipa::path(get, path = "/v1/encounters/{id}", tag = "encounters", params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Encounter), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/encounters/{id}", operation_id = "get_encounter", tag = "encounters", params(("id" = uuid::Uuid, Path, description = "The encounter's id")), responses((status = 200, body = Encounter), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -222,7 +248,7 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/encounters?patient_id=&from=&to=&limit=&cursor=`
-#[utoipa::path(get, path = "/v1/encounters", tag = "encounters", params(("patient_id" = Option<uuid::Uuid>, Query,), ("from" = Option<chrono::NaiveDate>, Query,), ("to" = Option<chrono::NaiveDate>, Query,), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query,)), responses((status = 200, body = EncounterPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/encounters", operation_id = "list_encounters", tag = "encounters", params(("patient_id" = Option<uuid::Uuid>, Query, description = "Only this patient's visits"), ("from" = Option<chrono::NaiveDate>, Query, description = "Only visits on or after this day"), ("to" = Option<chrono::NaiveDate>, Query, description = "Only visits on or before this day"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = EncounterPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -280,21 +306,23 @@ pub async fn list(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoidBody {
+    /// Why the visit is voided, at most 500 characters.
     #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
 /// `POST /v1/encounters/{id}/void`: it no longer counts anywhere; refused
 /// (`409`) once a confirmed claim holds it.
-#[utoipa::path(post, path = "/v1/encounters/{id}/void", tag = "encounters", request_body(content = Option<VoidBody>), params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Encounter), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/encounters/{id}/void", operation_id = "void_encounter", tag = "encounters", request_body(content = Option<VoidBody>), params(("id" = uuid::Uuid, Path, description = "The encounter's id")), responses((status = 200, body = Encounter), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn void(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
     id: web::Path<String>,
-    body: Option<web::Json<Value>>,
+    req: HttpRequest,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "encounter")?;
-    let input: VoidBody = match body {
+    let input: VoidBody = match optional_json(&req, &body)? {
         Some(body) if !body.is_null() => parse(&body)?,
         _ => VoidBody::default(),
     };
@@ -331,6 +359,7 @@ pub async fn void(
 
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+/// How a payment was made.
 pub enum Method {
     Cash,
     Card,
@@ -340,14 +369,18 @@ pub enum Method {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPaymentBody {
+    /// The visit paid for (from `POST /v1/encounters`); not voided.
     encounter_id: Uuid,
+    /// Yen paid, at least 1 and at most what the visit still owes.
     #[schema(minimum = 1, maximum = 2147483647)]
+    #[serde(deserialize_with = "whole_number")]
     amount_yen: i64,
+    /// How it was paid.
     method: Method,
 }
 
 /// `POST /v1/payments` (accepts `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = NewPaymentBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, body = Payment), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/payments", operation_id = "create_payment", tag = "payments", request_body = NewPaymentBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, body = Payment), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn pay(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,

@@ -19,18 +19,22 @@ use crate::master::{Kind, MasterItem};
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct TenantView {
+    /// The clinic's slug (its tenant name).
     slug: String,
+    /// The clinic's name.
     name: String,
+    /// `active` (a suspended clinic is answered 403).
     status: &'static str,
     /// The schema this request actually ran in, read from PostgreSQL.
     schema: String,
     /// The master release the clinic's copy holds.
     master_release: Option<String>,
+    /// When the clinic was created.
     created_at: DateTime<Utc>,
 }
 
 /// `GET /v1/tenant`: the caller's own clinic, read from its own schema.
-#[utoipa::path(get, path = "/v1/tenant", tag = "clinic", responses((status = 200, body = TenantView), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/tenant", operation_id = "get_tenant", tag = "clinic", responses((status = 200, body = TenantView)), security(("clinic_key" = [])))]
 pub async fn tenant(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -59,14 +63,21 @@ pub async fn tenant(
 /// A master item as clinics see it: drug prices as decimal strings.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MasterItemView {
+    /// The item's code.
     code: String,
+    /// Procedure, drug or disease.
     kind: Kind,
+    /// The item's name.
     name: String,
+    /// A procedure's points (absent for drugs and diseases).
     #[serde(skip_serializing_if = "Option::is_none")]
     points: Option<i32>,
+    /// A drug's unit price in yen, as a decimal string such as `10.10` (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     unit_price_yen: Option<String>,
+    /// The first day this price is valid.
     valid_from: NaiveDate,
+    /// The last day it is valid; null while it stays valid.
     valid_to: Option<NaiveDate>,
 }
 
@@ -87,6 +98,7 @@ impl From<MasterItem> for MasterItemView {
 /// One page of master items.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ItemPage {
+    /// The items found, by code and validity.
     items: Vec<MasterItemView>,
     /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
@@ -105,7 +117,7 @@ pub struct ItemsQuery {
 
 /// `GET /v1/master/items?kind=&q=&code=&on=&limit=&cursor=`: the tenant's
 /// own master copy.
-#[utoipa::path(get, path = "/v1/master/items", tag = "master", params(("kind" = Option<Kind>, Query,), ("q" = Option<String>, Query, description = "Part of the name", max_length = 100), ("code" = Option<String>, Query, max_length = 20), ("on" = Option<chrono::NaiveDate>, Query, description = "Only items valid on this date"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query,)), responses((status = 200, body = ItemPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/master/items", operation_id = "list_master_items", tag = "master", params(("kind" = Option<Kind>, Query, description = "Only items of this kind"), ("q" = Option<String>, Query, description = "Part of the name, at most 100 characters without control characters", max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("code" = Option<String>, Query, description = "Exactly this code, at most 20 characters without control characters", max_length = 20, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("on" = Option<chrono::NaiveDate>, Query, description = "Only items valid on this date"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = ItemPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn master_items(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,

@@ -10,13 +10,14 @@ use uuid::Uuid;
 use super::{conn, parse_id, parse_limit};
 use crate::db::patients::{self, NewInsurance, Patient, PatientFields, PatientSummary, Update};
 use crate::db::{decode_cursor, encode_cursor};
-use crate::http::body::{double_option, parse, stored, write_once, Idempotency};
+use crate::http::body::{double_option, parse, stored, whole_number, write_once, Idempotency};
 #[allow(unused_imports)]
 use crate::http::error::Problem;
 use crate::http::{ApiError, AppState, Clinic, FieldError};
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+/// The patient's sex.
 pub enum Sex {
     Male,
     Female,
@@ -36,65 +37,110 @@ impl Sex {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InsuranceBody {
-    /// 6 or 8 digits.
+    /// The insurer's number (保険者番号): 6 digits (national health insurance)
+    /// or 8 digits (employee and other schemes).
     #[schema(pattern = "^([0-9]{6}|[0-9]{8})$")]
     insurer_number: String,
-    #[schema(max_length = 20)]
+    /// The symbol on the insurance card (記号), at most 20 characters without
+    /// control characters.
+    #[schema(max_length = 20, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     symbol: Option<String>,
-    #[schema(max_length = 20)]
+    /// The number on the insurance card (番号), at most 20 characters without
+    /// control characters.
+    #[schema(max_length = 20, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     number: Option<String>,
     /// Percent the patient pays: 10, 20 or 30.
     #[schema(minimum = 10, maximum = 30, multiple_of = 10)]
+    #[serde(deserialize_with = "whole_number")]
     copay_rate: i64,
+    /// The first day the insurance is valid.
     valid_from: NaiveDate,
+    /// The last day the insurance is valid (not before `valid_from`); absent
+    /// while it stays valid.
     valid_to: Option<NaiveDate>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPatientBody {
-    /// Not blank; surrounding spaces are trimmed.
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    /// The patient's name: 1 to 100 characters after surrounding spaces are
+    /// trimmed, without control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: String,
-    #[schema(max_length = 100)]
+    /// The name's reading in kana, at most 100 characters without control
+    /// characters; searched like the name.
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     name_kana: Option<String>,
     /// Between 1900-01-01 and today.
+    #[schema(pattern = "^(19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
     birth_date: NaiveDate,
+    /// The patient's sex as recorded on the insurance card.
     sex: Sex,
-    #[schema(max_length = 30)]
+    /// At most 30 characters without control characters.
+    #[schema(max_length = 30, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     phone: Option<String>,
-    #[schema(max_length = 200)]
+    /// At most 200 characters without control characters.
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     address: Option<String>,
-    #[schema(max_length = 2000)]
+    /// Free text for the front desk, at most 2,000 characters without control
+    /// characters.
+    #[schema(max_length = 2000, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     notes: Option<String>,
-    /// Periods must not overlap.
+    /// The patient's insurances, at most 10; their validity periods must not
+    /// overlap. Visits are charged under the one valid on their date.
     #[serde(default)]
     #[schema(max_items = 10)]
     insurances: Vec<InsuranceBody>,
 }
 
+/// A change to a patient: fields left out keep their value; `null` clears an
+/// optional field.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchPatientBody {
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    /// A new name: 1 to 100 characters after trimming, without control
+    /// characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: Option<String>,
+    /// A new kana reading, or `null` to clear it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     name_kana: Option<Option<String>>,
+    /// A new birth date, between 1900-01-01 and today.
+    #[schema(pattern = "^(19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
     birth_date: Option<NaiveDate>,
+    /// A new sex.
     sex: Option<Sex>,
+    /// A new phone number, or `null` to clear it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(max_length = 30, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     phone: Option<Option<String>>,
+    /// A new address, or `null` to clear it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     address: Option<Option<String>>,
+    /// New notes, or `null` to clear them.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(max_length = 2000, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     notes: Option<Option<String>>,
-    /// Replaces the insurance list when present.
+    /// Replaces the whole insurance list when present (at most 10, periods
+    /// not overlapping).
+    #[schema(max_items = 10)]
     insurances: Option<Vec<InsuranceBody>>,
 }
 
 /// One page of a patient search.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PatientPage {
+    /// The patients found, by id.
     patients: Vec<PatientSummary>,
     /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
@@ -103,9 +149,11 @@ pub struct PatientPage {
 /// What a patient has been charged and has paid, in yen.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Balance {
+    /// The patient.
     patient_id: Uuid,
     /// Charges of active (not voided) encounters.
     billed_yen: i64,
+    /// Payments recorded against those encounters.
     paid_yen: i64,
     /// Negative when the patient has paid more than is billed.
     outstanding_yen: i64,
@@ -222,7 +270,7 @@ fn etag(version: i32) -> String {
 }
 
 /// `POST /v1/patients` (accepts `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/patients", tag = "patients", request_body = NewPatientBody, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")), responses((status = 201, body = Patient, headers(("ETag" = String))), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/patients", operation_id = "create_patient", tag = "patients", request_body = NewPatientBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, body = Patient, headers(("ETag" = String))), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -257,7 +305,7 @@ pub async fn create(
 }
 
 /// `GET /v1/patients/{id}`
-#[utoipa::path(get, path = "/v1/patients/{id}", tag = "patients", params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/patients/{id}", operation_id = "get_patient", tag = "patients", params(("id" = uuid::Uuid, Path, description = "The patient's id")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -282,7 +330,7 @@ pub struct SearchQuery {
 }
 
 /// `GET /v1/patients?q=&limit=&cursor=`: name or kana starting with `q`.
-#[utoipa::path(get, path = "/v1/patients", tag = "patients", params(("q" = Option<String>, Query, description = "Start of the name or kana", max_length = 100), ("limit" = Option<i64>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100), ("cursor" = Option<String>, Query,)), responses((status = 200, body = PatientPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/patients", operation_id = "search_patients", tag = "patients", params(("q" = Option<String>, Query, description = "Start of the name or kana, at most 100 characters without control characters (surrounding spaces are trimmed)", max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("limit" = Option<i64>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = PatientPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn search(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -330,6 +378,7 @@ pub async fn search(
 }
 
 /// The version an `If-Match` header names; `None` for `*` (any version).
+/// An entity tag is quoted (RFC 9110, 8.8.3): `"3"`, or the weak `W/"3"`.
 fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
     let value = req
         .headers()
@@ -341,14 +390,17 @@ fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
     value
         .to_str()
         .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .map(|v| v.trim())
+        .map(|v| v.strip_prefix("W/").unwrap_or(v))
+        .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
+        .filter(|v| (1..=9).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|v| v.parse::<i32>().ok())
         .map(Some)
         .ok_or_else(|| ApiError::validation("If-Match", "must be an ETag this API returned"))
 }
 
 /// `PATCH /v1/patients/{id}` with `If-Match`.
-#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "patients", request_body = PatchPatientBody, params(("id" = uuid::Uuid, Path,), ("If-Match" = String, Header, description = "The ETag last seen, or * for any")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 428, description = "If-Match missing", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(patch, path = "/v1/patients/{id}", operation_id = "update_patient", tag = "patients", request_body = PatchPatientBody, params(("id" = uuid::Uuid, Path, description = "The patient's id"), ("If-Match" = String, Header, description = "The ETag last seen (`\"3\"`, or `W/\"3\"`), or `*` for whatever version is current", pattern = "^(\\*|(W/)?\"[0-9]{1,9}\")$")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 428, description = "If-Match missing", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn update(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
@@ -364,13 +416,7 @@ pub async fn update(
         let current = patients::get_in(tx, id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
-        let expected = expected.unwrap_or(current.version);
-        if current.version != expected {
-            return Err(ApiError::PreconditionFailed(format!(
-                "the patient changed (now version {}); fetch it again",
-                current.version
-            )));
-        }
+        let version = current.version;
         let mut errors = Vec::new();
         let fields = check_fields(
             PatientFields {
@@ -390,8 +436,16 @@ pub async fn update(
         let insurances = patch
             .insurances
             .map(|list| check_insurances(list, &mut errors));
+        // A change that could never be made is refused as such (422) before
+        // the version is compared (412).
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
+        }
+        let expected = expected.unwrap_or(version);
+        if version != expected {
+            return Err(ApiError::PreconditionFailed(format!(
+                "the patient changed (now version {version}); fetch it again"
+            )));
         }
         match patients::update(tx, id, expected, &fields, insurances.as_deref()).await? {
             Update::NotFound => Err(ApiError::NotFound(format!("no patient {id}"))),
@@ -407,7 +461,7 @@ pub async fn update(
 }
 
 /// `GET /v1/patients/{id}/balance`
-#[utoipa::path(get, path = "/v1/patients/{id}/balance", tag = "patients", params(("id" = uuid::Uuid, Path,)), responses((status = 200, body = Balance), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The clinic is suspended", body = Problem, content_type = "application/problem+json"), (status = 503, description = "Busy or unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/patients/{id}/balance", operation_id = "get_patient_balance", tag = "patients", params(("id" = uuid::Uuid, Path, description = "The patient's id")), responses((status = 200, body = Balance), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn balance(
     state: web::Data<AppState>,
     Clinic(tenant): Clinic,
