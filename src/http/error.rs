@@ -71,6 +71,15 @@ pub enum ApiError {
     },
     #[error("the request took longer than its time limit")]
     Timeout,
+    /// The connection to the database broke while the write was being
+    /// committed, and whether it was stored could not be learned. Not an
+    /// invitation to retry: a plain retry may write twice.
+    #[error(
+        "the connection to the database broke while this write was being committed, and \
+         whether it was stored could not be learned; look it up before sending it again, or \
+         send it again with the same Idempotency-Key, which replays it if it was stored"
+    )]
+    OutcomeUnknown,
     /// Anything unexpected: logged with its cause chain, answered generically.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -100,6 +109,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "urn:recept:problem:too-many-requests",
             ApiError::Unavailable { .. } => "urn:recept:problem:unavailable",
             ApiError::Timeout => "urn:recept:problem:timeout",
+            ApiError::OutcomeUnknown => "urn:recept:problem:outcome-unknown",
             ApiError::Internal(_) => "urn:recept:problem:internal",
         }
     }
@@ -122,6 +132,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "Too many requests",
             ApiError::Unavailable { .. } => "Service unavailable",
             ApiError::Timeout => "Timed out",
+            ApiError::OutcomeUnknown => "Outcome unknown",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -166,6 +177,7 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::OutcomeUnknown => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -238,6 +250,10 @@ impl From<DbError> for ApiError {
                         .into(),
                     retry_after_ms: 30_000,
                 }
+            }
+            DbError::OutcomeUnknown(xact) => {
+                tracing::error!(%xact, "a write's outcome is unknown");
+                ApiError::OutcomeUnknown
             }
             DbError::TenantBusy => ApiError::TooManyRequests {
                 message: "this clinic has too many requests in flight; retry shortly".into(),

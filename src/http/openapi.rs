@@ -132,7 +132,17 @@ impl Modify for EveryRoute {
             ),
         ];
         for item in openapi.paths.paths.values_mut() {
-            for operation in operations_mut(item) {
+            let operations = [
+                (false, &mut item.get),
+                (true, &mut item.post),
+                (true, &mut item.patch),
+                (true, &mut item.put),
+                (true, &mut item.delete),
+            ];
+            for (writes, operation) in operations {
+                let Some(operation) = operation else {
+                    continue;
+                };
                 let secured = operation.security.is_some();
                 let responses = &mut operation.responses.responses;
                 for (status, description) in &everywhere {
@@ -142,6 +152,18 @@ impl Modify for EveryRoute {
                     for (status, description) in behind_the_key {
                         responses.insert(status.into(), problem(description.into()));
                     }
+                }
+                if secured && writes {
+                    responses.insert(
+                        "500".into(),
+                        problem(
+                            "`urn:recept:problem:outcome-unknown`: the connection to the \
+                             database broke during the commit and whether the write was stored \
+                             could not be learned. Look it up before sending it again, or send \
+                             it again with the same Idempotency-Key"
+                                .into(),
+                        ),
+                    );
                 }
             }
         }

@@ -433,6 +433,12 @@ pub enum DbError {
     /// schema dropped or damaged under a running server.
     #[error("missing schema or table: {0}")]
     SchemaMissing(String),
+    /// The connection broke while `COMMIT` was under way and PostgreSQL
+    /// could not be asked whether transaction `0` committed: the write may
+    /// or may not be stored. Never to be answered with an invitation to
+    /// retry.
+    #[error("the outcome of transaction {0} is unknown: the connection broke during COMMIT")]
+    OutcomeUnknown(String),
     #[error(transparent)]
     Postgres(tokio_postgres::Error),
 }
@@ -712,6 +718,7 @@ impl Pools {
         };
         Ok(TenantConn::new(
             client,
+            pool.clone(),
             schema,
             self.clinic_settings.clone(),
             counts.clone(),
@@ -745,11 +752,13 @@ impl Pools {
     /// tools and benchmarks that are not clinic requests.
     pub async fn schema(&self, cluster: &str, schema: &str) -> Result<TenantConn, DbError> {
         let client = self.get(cluster, Role::Clinic).await?;
+        let counted = self.counted(cluster, Role::Clinic)?;
         Ok(TenantConn::new(
             client,
+            counted.pool.clone(),
             schema,
             self.clinic_settings.clone(),
-            self.counted(cluster, Role::Clinic)?.counts.clone(),
+            counted.counts.clone(),
             None,
         ))
     }

@@ -1,11 +1,11 @@
 //! [`TenantConn`]: a pooled clinic connection bound to one tenant's schema
 //! for the length of one request.
 
-use std::cell::Cell;
+use std::cell::{Cell, Ref, RefCell};
 use std::pin::pin;
 use std::sync::Arc;
 
-use deadpool_postgres::{ClientWrapper, Object};
+use deadpool_postgres::{ClientWrapper, Object, Pool};
 use futures::future::maybe_done;
 use futures::poll;
 use tokio_postgres::types::ToSql;
@@ -25,6 +25,12 @@ const BEGIN: &str = "BEGIN";
 const SET_PATH: &str = "SELECT set_config('search_path', $1, true), \
      current_setting('statement_timeout')::interval = $2::text::interval \
      AND current_setting('application_name') = $3";
+/// The same for a write, which also takes its transaction's id in that
+/// flight, so that a `COMMIT` whose answer is lost can be looked up.
+const SET_PATH_WRITE: &str = "SELECT set_config('search_path', $1, true), \
+     current_setting('statement_timeout')::interval = $2::text::interval \
+     AND current_setting('application_name') = $3, pg_current_xact_id()::text";
+const XACT_STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
 const COMMIT: &str = "COMMIT";
 const ROLLBACK: &str = "ROLLBACK";
 
@@ -39,8 +45,13 @@ const ROLLBACK: &str = "ROLLBACK";
 /// away mid-request), the connection is cancelled and closed, never handed
 /// back to the pool: no open transaction can reach another request.
 pub struct TenantConn {
-    /// `None` only after the connection was discarded in `drop`.
-    client: Option<Object>,
+    /// `None` only after the connection was discarded (in `drop`, or after
+    /// it broke during a `COMMIT`). A `RefCell` so that a broken connection
+    /// can be given back before another is asked for.
+    client: RefCell<Option<Object>>,
+    /// The pool it came from: after a lost `COMMIT`, the transaction's fate
+    /// is asked on another of its connections.
+    pool: Pool,
     /// The tenant's schema, quoted for `search_path`.
     search_path: Arc<str>,
     /// Whether a transaction may be open on `client`.
@@ -65,16 +76,62 @@ pub struct ExpectedSettings {
     pub application_name: &'static str,
 }
 
+/// How a write's transaction ended, as far as this connection knows.
+enum Ending<T, E> {
+    /// Committed, rolled back, or failed before `COMMIT` was sent.
+    Known(Result<T, E>),
+    /// `COMMIT` was sent and its answer lost with the connection: the
+    /// transaction `xact` may or may not have committed.
+    CommitLost {
+        xact: String,
+        value: T,
+        error: tokio_postgres::Error,
+    },
+}
+
+/// What PostgreSQL says of a transaction after its `COMMIT` was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Committed,
+    Aborted,
+    Unknown,
+}
+
+/// Whether a failed `COMMIT` leaves its outcome in doubt: the connection
+/// broke (no answer, or a FATAL from a backend being terminated, which may
+/// come after the commit was made durable). An ordinary error (a deferred
+/// constraint, a serialization failure) means it rolled back.
+fn commit_in_doubt(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::Severity;
+    match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            matches!(
+                db.parsed_severity(),
+                Some(Severity::Fatal | Severity::Panic)
+            ) || db.code().code().starts_with("57")
+                || db.code().code().starts_with("08")
+        }
+    }
+}
+
+// A `TenantConn` belongs to one request on one thread, and its client is
+// borrowed mutably only in `discard`, which runs when no statement is under
+// way (after `transact` returned), and in `drop`: a shared borrow held
+// across an await can never meet a mutable one.
+#[allow(clippy::await_holding_refcell_ref)]
 impl TenantConn {
     pub(super) fn new(
         client: Object,
+        pool: Pool,
         schema: &str,
         expected: Arc<ExpectedSettings>,
         counts: Arc<super::ConnectionCounts>,
         share: Option<super::TenantShare>,
     ) -> TenantConn {
         TenantConn {
-            client: Some(client),
+            client: RefCell::new(Some(client)),
+            pool,
             search_path: crate::migrate::quote_ident(schema).into(),
             open: Cell::new(false),
             expected,
@@ -101,8 +158,10 @@ impl TenantConn {
         ))
     }
 
-    fn client(&self) -> &ClientWrapper {
-        self.client.as_ref().expect("client is present until drop")
+    fn client(&self) -> Ref<'_, Object> {
+        Ref::map(self.client.borrow(), |c| {
+            c.as_ref().expect("client is present until drop")
+        })
     }
 
     /// Runs one read statement in its own transaction: `BEGIN`,
@@ -188,8 +247,40 @@ impl TenantConn {
     where
         E: From<DbError>,
     {
+        match self.transact(work).await {
+            Ending::Known(result) => result,
+            Ending::CommitLost { xact, value, error } => {
+                // The broken connection goes first, so that a pool of one
+                // can hand out another.
+                self.discard();
+                match self.fate(&xact).await {
+                    Fate::Committed => {
+                        tracing::warn!(%xact, %error, "the connection broke during COMMIT; the transaction had committed");
+                        Ok(value)
+                    }
+                    Fate::Aborted => {
+                        tracing::warn!(%xact, %error, "the connection broke during COMMIT; the transaction was rolled back");
+                        Err(DbError::from(error).into())
+                    }
+                    Fate::Unknown => {
+                        tracing::error!(%xact, %error, "the connection broke during COMMIT and the outcome could not be learned");
+                        Err(DbError::OutcomeUnknown(xact).into())
+                    }
+                }
+            }
+        }
+    }
+
+    /// The write's transaction, up to and including `COMMIT`.
+    async fn transact<T, E>(&self, work: impl AsyncFnOnce(&Tx) -> Result<T, E>) -> Ending<T, E>
+    where
+        E: From<DbError>,
+    {
         let client = self.client();
-        let (begin, set_path, commit) = self.transaction_statements().await?;
+        let (begin, set_path, commit) = match self.write_statements().await {
+            Ok(statements) => statements,
+            Err(e) => return Ending::Known(Err(e.into())),
+        };
         let search_path: &str = &self.search_path;
         let timeout: &str = &self.expected.statement_timeout;
         let application: &str = self.expected.application_name;
@@ -200,7 +291,7 @@ impl TenantConn {
         let mut path_f = pin!(maybe_done(client.query_one(&set_path, &path_params)));
         let _ = poll!(begin_f.as_mut());
         let _ = poll!(path_f.as_mut());
-        let mut work_f = pin!(maybe_done(work(client)));
+        let mut work_f = pin!(maybe_done(work(&client)));
         let _ = poll!(work_f.as_mut());
         begin_f.as_mut().await;
         path_f.as_mut().await;
@@ -214,15 +305,24 @@ impl TenantConn {
         if let Ok(row) = &started {
             if let Err(e) = self.check_settings(row) {
                 self.rollback().await;
-                return Err(e.into());
+                return Ending::Known(Err(e.into()));
             }
         }
-        match (started, outcome) {
-            (Ok(_), Ok(value)) => {
-                client.execute(&commit, &[]).await.map_err(DbError::from)?;
-                self.open.set(false);
-                Ok(value)
-            }
+        Ending::Known(match (started, outcome) {
+            (Ok(row), Ok(value)) => match client.execute(&commit, &[]).await {
+                Ok(_) => {
+                    self.open.set(false);
+                    Ok(value)
+                }
+                Err(error) if commit_in_doubt(&error) => {
+                    return Ending::CommitLost {
+                        xact: row.get(2),
+                        value,
+                        error,
+                    }
+                }
+                Err(error) => Err(DbError::from(error).into()),
+            },
             (Err(e), _) => {
                 self.rollback().await;
                 Err(DbError::from(e).into())
@@ -231,13 +331,65 @@ impl TenantConn {
                 self.rollback().await;
                 Err(e)
             }
+        })
+    }
+
+    /// Takes the connection out of the pool for good (it broke).
+    fn discard(&self) {
+        if let Some(client) = self.client.borrow_mut().take() {
+            self.counts.discarded();
+            drop(Object::take(client));
         }
+    }
+
+    /// Asks another connection of the same pool what became of `xact`:
+    /// a terminated backend's transaction is settled within moments, so
+    /// "in progress" is asked again a few times.
+    async fn fate(&self, xact: &str) -> Fate {
+        let Ok(client) = self.pool.get().await else {
+            return Fate::Unknown;
+        };
+        for _ in 0..20 {
+            let status: Option<String> = match client.query_one(XACT_STATUS, &[&xact]).await {
+                Ok(row) => row.get(0),
+                Err(_) => return Fate::Unknown,
+            };
+            match status.as_deref() {
+                Some("committed") => return Fate::Committed,
+                Some("aborted") => return Fate::Aborted,
+                Some("in progress") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                _ => return Fate::Unknown,
+            }
+        }
+        Fate::Unknown
     }
 
     async fn rollback(&self) {
         if self.client().batch_execute(ROLLBACK).await.is_ok() {
             self.open.set(false);
         }
+    }
+
+    /// The write's transaction-control statements, prepared once per
+    /// connection.
+    async fn write_statements(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Statement,
+            tokio_postgres::Statement,
+            tokio_postgres::Statement,
+        ),
+        DbError,
+    > {
+        let client = self.client();
+        Ok((
+            client.prepare_cached(BEGIN).await?,
+            client.prepare_cached(SET_PATH_WRITE).await?,
+            client.prepare_cached(COMMIT).await?,
+        ))
     }
 
     /// The three transaction-control statements, prepared once per
@@ -264,7 +416,7 @@ impl TenantConn {
 impl Drop for TenantConn {
     fn drop(&mut self) {
         if self.tainted.get() {
-            if let Some(client) = self.client.take() {
+            if let Some(client) = self.client.get_mut().take() {
                 self.counts.discarded();
                 drop(Object::take(client));
             }
@@ -273,7 +425,7 @@ impl Drop for TenantConn {
         if !self.open.get() {
             return;
         }
-        if let Some(client) = self.client.take() {
+        if let Some(client) = self.client.get_mut().take() {
             // Take the connection out of the pool so no other request can
             // receive it mid-transaction; cancel whatever it runs, then close.
             self.counts.discarded();

@@ -295,19 +295,22 @@ async fn bad_input_on_every_writing_route_is_refused_and_writes_nothing() {
     assert_eq!(count().await, before, "nothing was written");
 }
 
-#[tokio::test]
-async fn the_openapi_document_covers_every_clinic_route_and_resolves_every_schema() {
-    let app = spawn_app().await;
-
-    let doc: Value = app
+/// The OpenAPI document as the clinic listener serves it.
+async fn served_document(app: &TestApp) -> Value {
+    let response = app
         .http
         .get(format!("{}/v1/openapi.json", app.clinic))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_clinic_route_and_resolves_every_schema() {
+    let app = spawn_app().await;
+    let doc = served_document(&app).await;
 
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let mut routes: Vec<String> = Vec::new();
@@ -414,15 +417,7 @@ async fn requests_are_judged_as_the_document_describes_them() {
 #[tokio::test]
 async fn the_openapi_document_links_created_ids_and_describes_every_field() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .http
-        .get(format!("{}/v1/openapi.json", app.clinic))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = served_document(&app).await;
     let mut operations = std::collections::BTreeMap::new();
     for item in doc["paths"].as_object().unwrap().values() {
         for operation in item.as_object().unwrap().values() {

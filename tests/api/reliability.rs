@@ -529,3 +529,79 @@ async fn a_rolling_restart_on_a_shared_port_drops_no_request() {
         "the new process served"
     );
 }
+
+/// Eight clinics' desks post visits (no Idempotency-Key) while another
+/// session terminates every recept backend it catches running `COMMIT`.
+/// A commit whose answer is lost is looked up (`pg_xact_status`), so every
+/// `201` is a stored visit and every stored visit was answered `201`: a
+/// client never reads "retry" for a write that committed.
+#[tokio::test]
+async fn writes_whose_commit_is_interrupted_are_answered_by_what_happened() {
+    let app = spawn_app_with(|s| {
+        s.clinic.tenant_max_in_flight = 16;
+        s.clinic.queue_timeout_ms = 2_000;
+    })
+    .await;
+    let (slug, key, patient) = clinic_with_patient(&app).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let db = app.db().await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut killed = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let rows = db
+                    .query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND application_name = 'recept-clinic' \
+                           AND state = 'active' AND query = 'COMMIT'",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                killed += rows.len() as u64;
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            killed
+        })
+    };
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let request = app
+                .clinic_request(Method::POST, "/v1/encounters", &key)
+                .json(&visit(&patient));
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..125 {
+                    let response = request.try_clone().unwrap().send().await.unwrap();
+                    statuses.push(response.status());
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for writer in writers {
+        statuses.extend(writer.await.unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let killed = killer.await.unwrap();
+
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let other: Vec<_> = statuses
+        .iter()
+        .filter(|s| **s != StatusCode::CREATED && **s != StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert_eq!(statuses.len(), 1_000);
+    assert!(other.is_empty(), "only 201 and 503 are expected: {other:?}");
+    assert!(killed > 0, "no COMMIT was interrupted");
+    assert_eq!(
+        created,
+        encounters(&app, &slug).await.len(),
+        "201s against stored visits ({killed} backends terminated during COMMIT)"
+    );
+    assert_consistent(&app, &slug).await;
+}
