@@ -188,7 +188,7 @@ impl TenantConn {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
         let client = self.client();
-        let (begin, set_path, commit) = self.transaction_statements().await?;
+        let (begin, set_path, commit) = self.transaction_statements(SET_PATH).await?;
         let search_path: &str = &self.search_path;
         let timeout: &str = &self.expected.statement_timeout;
         let application: &str = self.expected.application_name;
@@ -277,7 +277,7 @@ impl TenantConn {
         E: From<DbError>,
     {
         let client = self.client();
-        let (begin, set_path, commit) = match self.write_statements().await {
+        let (begin, set_path, commit) = match self.transaction_statements(SET_PATH_WRITE).await {
             Ok(statements) => statements,
             Err(e) => return Ending::Known(Err(e.into())),
         };
@@ -372,30 +372,12 @@ impl TenantConn {
         }
     }
 
-    /// The write's transaction-control statements, prepared once per
-    /// connection.
-    async fn write_statements(
-        &self,
-    ) -> Result<
-        (
-            tokio_postgres::Statement,
-            tokio_postgres::Statement,
-            tokio_postgres::Statement,
-        ),
-        DbError,
-    > {
-        let client = self.client();
-        Ok((
-            client.prepare_cached(BEGIN).await?,
-            client.prepare_cached(SET_PATH_WRITE).await?,
-            client.prepare_cached(COMMIT).await?,
-        ))
-    }
-
-    /// The three transaction-control statements, prepared once per
-    /// connection (they do not depend on the schema).
+    /// `BEGIN`, `set_path` (`SET_PATH` for reads, `SET_PATH_WRITE` for
+    /// writes) and `COMMIT`, prepared once per connection (they do not
+    /// depend on the schema).
     async fn transaction_statements(
         &self,
+        set_path: &str,
     ) -> Result<
         (
             tokio_postgres::Statement,
@@ -407,7 +389,7 @@ impl TenantConn {
         let client = self.client();
         Ok((
             client.prepare_cached(BEGIN).await?,
-            client.prepare_cached(SET_PATH).await?,
+            client.prepare_cached(set_path).await?,
             client.prepare_cached(COMMIT).await?,
         ))
     }
