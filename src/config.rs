@@ -54,6 +54,19 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
     /// Memory for caches (master items), in MiB.
     pub cache_memory_mb: u64,
+    /// The memory this process may use, in MiB: divided between its own
+    /// working set, the caches, request bodies in flight and client
+    /// connections ([`Settings::memory_budget`], shown by `recept
+    /// check-config`); a division that does not fit refuses to start.
+    pub memory_mb: u64,
+    /// Request bodies in flight on the clinic listener, in MiB: a body is
+    /// read only into space reserved here (twice its length, for the body
+    /// and its parse); past it a request is refused with 503 before its
+    /// body is read.
+    pub body_memory_mb: u64,
+    /// Longest a request body may take to arrive, from its first byte
+    /// awaited; a slower one is cut with 408 and its memory freed.
+    pub body_timeout_ms: u64,
     /// How many recept hosts share each cluster: the connection budget is
     /// this many times one host's pools.
     pub hosts_per_cluster: usize,
@@ -145,6 +158,25 @@ pub struct ClinicSettings {
     /// How long an `Idempotency-Key` is remembered: a retry within it
     /// replays the first response; after it the key may be used afresh.
     pub idempotency_ttl_s: u64,
+    /// The secret API keys are tagged under (an HMAC of each key's random
+    /// part), shared by every recept host: a key whose tag is wrong is
+    /// refused in memory, with no registry read. Required to serve; at
+    /// least 32 characters.
+    pub key_secret: String,
+    /// During a rotation of `key_secret`, the secret it replaces: keys
+    /// tagged under it keep working until this is removed.
+    pub previous_key_secret: Option<String>,
+    /// Whether keys issued before keys were tagged still work. They are
+    /// recognised by hash among the unrevoked ones, held in memory; turn
+    /// this off once every clinic has a tagged key.
+    pub accept_legacy_keys: bool,
+    /// Connections to the control cluster for reading API keys not in the
+    /// key cache: a lane of their own, so that a flood of unknown keys
+    /// never takes a clinic connection.
+    pub key_lookup_pool_size: usize,
+    /// The most key reads that may wait for a key-lookup connection; past
+    /// it a request with an uncached key is refused with 503 at once.
+    pub key_lookup_max_waiting: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,7 +216,8 @@ pub struct AdminSettings {
     pub queue_timeout_ms: u64,
     /// The bearer token admins present. Required to serve.
     pub token: String,
-    /// Largest master release CSV accepted over HTTP, in bytes.
+    /// Largest master release CSV accepted over HTTP, in bytes. One is read
+    /// at a time, into space of the memory budget (twice this).
     pub release_limit_bytes: usize,
 }
 
@@ -202,6 +235,9 @@ impl Default for ServerSettings {
             client_timeout_ms: 5_000,
             log_format: LogFormat::Pretty,
             cache_memory_mb: 64,
+            memory_mb: 256,
+            body_memory_mb: 32,
+            body_timeout_ms: 10_000,
             hosts_per_cluster: 1,
             slow_request_ms: 1_000,
             tenant_metrics_top: 10,
@@ -235,6 +271,11 @@ impl Default for ClinicSettings {
             key_cache_ttl_ms: 3_000,
             key_cache_capacity: 100_000,
             idempotency_ttl_s: 24 * 60 * 60,
+            key_secret: String::new(),
+            previous_key_secret: None,
+            accept_legacy_keys: true,
+            key_lookup_pool_size: 2,
+            key_lookup_max_waiting: 32,
         }
     }
 }
@@ -246,8 +287,62 @@ impl Default for AdminSettings {
             statement_timeout_ms: 30_000,
             queue_timeout_ms: 2_000,
             token: String::new(),
-            release_limit_bytes: 64 * 1024 * 1024,
+            release_limit_bytes: 16 * 1024 * 1024,
         }
+    }
+}
+
+/// Memory the process needs besides what the budget divides: the runtime,
+/// worker threads' stacks, pools, the key cache and legacy keys, the
+/// allocator's slack (measured idle: about 30 MiB).
+pub const BASE_MEMORY_MB: u64 = 48;
+/// What one open client connection may hold at worst: actix's read
+/// buffer, a request head being parsed, a body's first 32 KiB waiting to
+/// be read, the response being written.
+pub const CONNECTION_MEMORY_KB: u64 = 64;
+/// Client connections the admin listener keeps open at most.
+pub const ADMIN_MAX_CONNECTIONS: u64 = 64;
+/// Fewest client connections each clinic worker must be able to hold.
+pub const MIN_CONNECTIONS_PER_WORKER: u64 = 64;
+
+/// How `server.memory_mb` is divided, in bytes (see [`Settings::memory_budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MemoryBudget {
+    pub total: u64,
+    /// The process's own working set ([`BASE_MEMORY_MB`]).
+    pub base: u64,
+    /// The master-item cache (`server.cache_memory_mb`).
+    pub caches: u64,
+    /// Clinic request bodies in flight (`server.body_memory_mb`).
+    pub bodies: u64,
+    /// One master release upload and its parse (twice `admin.release_limit_bytes`).
+    pub admin_bodies: u64,
+    /// What is left, for client connections.
+    pub connections: u64,
+    /// Open client connections each clinic worker may hold; past it a
+    /// worker stops accepting and new connections wait in the kernel.
+    pub clinic_connections_per_worker: u64,
+    pub admin_connections: u64,
+}
+
+impl MemoryBudget {
+    /// The division, one line per part, in MiB.
+    pub fn describe(&self) -> String {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        format!(
+            "memory budget (server.memory_mb {:.0} MiB): base {:.0} + caches {:.0} (server.cache_memory_mb) \
+             + request bodies {:.0} (server.body_memory_mb) + release upload {:.0} (2 x admin.release_limit_bytes) \
+             + connections {:.1} ({} per clinic worker + {} admin, {} KiB each)",
+            mib(self.total),
+            mib(self.base),
+            mib(self.caches),
+            mib(self.bodies),
+            mib(self.admin_bodies),
+            mib(self.connections),
+            self.clinic_connections_per_worker,
+            self.admin_connections,
+            CONNECTION_MEMORY_KB
+        )
     }
 }
 
@@ -421,7 +516,86 @@ impl Settings {
                 "must be set to a secret of at least 16 characters (RECEPT__ADMIN__TOKEN)",
             ));
         }
+        at_least("server.body_timeout_ms", self.server.body_timeout_ms, 1)?;
+        at_least("server.body_memory_mb", self.server.body_memory_mb, 1)?;
+        if (self.server.body_memory_mb * 1024 * 1024) < 2 * self.server.body_limit_bytes as u64 {
+            return Err(invalid(
+                "server.body_memory_mb",
+                format!(
+                    "must hold at least one largest body twice over (2 x server.body_limit_bytes = {} bytes)",
+                    2 * self.server.body_limit_bytes
+                ),
+            ));
+        }
+        if self.memory_budget().is_none() {
+            return Err(invalid(
+                "server.memory_mb",
+                format!(
+                    "is {} MiB, which does not fit {BASE_MEMORY_MB} MiB for the process + server.cache_memory_mb {} \
+                     + server.body_memory_mb {} + 2 x admin.release_limit_bytes ({} MiB) + {} connections of \
+                     {CONNECTION_MEMORY_KB} KiB ({MIN_CONNECTIONS_PER_WORKER} per clinic worker, server.workers {}, \
+                     and {ADMIN_MAX_CONNECTIONS} admin); raise it or lower the parts",
+                    self.server.memory_mb,
+                    self.server.cache_memory_mb,
+                    self.server.body_memory_mb,
+                    2 * self.admin.release_limit_bytes as u64 / (1024 * 1024),
+                    MIN_CONNECTIONS_PER_WORKER * self.server.workers as u64 + ADMIN_MAX_CONNECTIONS,
+                    self.server.workers
+                ),
+            ));
+        }
+        if self.clinic.key_secret.len() < 32 {
+            return Err(invalid(
+                "clinic.key_secret",
+                "must be set to a secret of at least 32 characters, the same on every host (RECEPT__CLINIC__KEY_SECRET)",
+            ));
+        }
+        if let Some(previous) = &self.clinic.previous_key_secret {
+            if previous.len() < 32 || *previous == self.clinic.key_secret {
+                return Err(invalid(
+                    "clinic.previous_key_secret",
+                    "must be the secret clinic.key_secret replaced: at least 32 characters, and different",
+                ));
+            }
+        }
+        at_least(
+            "clinic.key_lookup_pool_size",
+            self.clinic.key_lookup_pool_size as u64,
+            1,
+        )?;
+        at_least(
+            "clinic.key_lookup_max_waiting",
+            self.clinic.key_lookup_max_waiting as u64,
+            1,
+        )?;
         Ok(())
+    }
+
+    /// How `server.memory_mb` is divided: the process's own working set,
+    /// the caches, bodies in flight, one release upload, and what is left
+    /// for client connections; `None` when the parts do not leave each
+    /// clinic worker [`MIN_CONNECTIONS_PER_WORKER`] connections.
+    pub fn memory_budget(&self) -> Option<MemoryBudget> {
+        const MIB: u64 = 1024 * 1024;
+        let total = self.server.memory_mb.saturating_mul(MIB);
+        let base = BASE_MEMORY_MB * MIB;
+        let caches = self.server.cache_memory_mb.saturating_mul(MIB);
+        let bodies = self.server.body_memory_mb.saturating_mul(MIB);
+        let admin_bodies = 2 * self.admin.release_limit_bytes as u64;
+        let connections = total.checked_sub(base + caches + bodies + admin_bodies)?;
+        let per_connection = CONNECTION_MEMORY_KB * 1024;
+        let clinic = (connections / per_connection).checked_sub(ADMIN_MAX_CONNECTIONS)?;
+        let per_worker = clinic / self.server.workers.max(1) as u64;
+        (per_worker >= MIN_CONNECTIONS_PER_WORKER).then_some(MemoryBudget {
+            total,
+            base,
+            caches,
+            bodies,
+            admin_bodies,
+            connections,
+            clinic_connections_per_worker: per_worker,
+            admin_connections: ADMIN_MAX_CONNECTIONS,
+        })
     }
 
     /// The cluster new tenants go to when none is named.
@@ -440,6 +614,10 @@ impl Settings {
     pub fn redacted(&self) -> Settings {
         let mut copy = self.clone();
         copy.admin.token = "***".into();
+        copy.clinic.key_secret = "***".into();
+        if let Some(previous) = &mut copy.clinic.previous_key_secret {
+            *previous = "***".into();
+        }
         for cluster in copy.clusters.values_mut() {
             cluster.url = redact_url(&cluster.url);
         }
@@ -489,6 +667,7 @@ mod tests {
             },
         );
         s.admin.token = "0123456789abcdef".into();
+        s.clinic.key_secret = "0123456789abcdef0123456789abcdef".into();
         s
     }
 
@@ -550,6 +729,65 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("admin.token"));
+    }
+
+    #[test]
+    fn a_short_or_repeated_key_secret_is_refused() {
+        let mut s = valid();
+        s.clinic.key_secret = "short".into();
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("clinic.key_secret"));
+        let mut s = valid();
+        s.clinic.previous_key_secret = Some(s.clinic.key_secret.clone());
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("clinic.previous_key_secret"));
+        s.clinic.previous_key_secret = Some("another secret of thirty-two characters".into());
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_logged_settings() {
+        let mut s = valid();
+        s.clinic.previous_key_secret = Some("another secret of thirty-two characters".into());
+        let shown = format!("{:?}", s.redacted());
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(!shown.contains("another secret"), "{shown}");
+    }
+
+    #[test]
+    fn the_default_memory_budget_divides_256_mib() {
+        let budget = valid().memory_budget().unwrap();
+        assert_eq!(budget.total, 256 * 1024 * 1024);
+        assert_eq!(
+            budget.base + budget.caches + budget.bodies + budget.admin_bodies + budget.connections,
+            budget.total
+        );
+        let connections = budget.clinic_connections_per_worker * 2 + budget.admin_connections;
+        assert!(connections * CONNECTION_MEMORY_KB * 1024 <= budget.connections);
+        assert!(budget.clinic_connections_per_worker >= MIN_CONNECTIONS_PER_WORKER);
+    }
+
+    #[test]
+    fn a_memory_budget_whose_parts_do_not_fit_is_named() {
+        let mut s = valid();
+        s.server.memory_mb = 128;
+        let message = s.validate().unwrap_err().to_string();
+        assert!(message.contains("server.memory_mb"), "{message}");
+        s.server.memory_mb = 160;
+        s.server.cache_memory_mb = 16;
+        assert!(s.validate().is_ok(), "{:?}", s.validate());
+        s.server.body_memory_mb = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("server.body_memory_mb"));
     }
 
     #[test]

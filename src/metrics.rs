@@ -45,6 +45,10 @@ pub struct Sources {
     pub cache_budget_bytes: u64,
     /// `server.tenant_metrics_top`.
     pub tenant_top: usize,
+    /// `server.memory_mb`, in bytes.
+    pub memory_budget_bytes: u64,
+    /// Space for clinic request bodies in flight.
+    pub clinic_bodies: Arc<crate::http::BodyBudget>,
 }
 
 /// The application's metrics.
@@ -390,7 +394,8 @@ impl Snapshot {
     fn caches(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
         let master = self.0.sources.master_cache.usage();
         let (keys, key_lookups, key_misses) = self.0.sources.keys.usage();
-        let gauges: [(&str, &str, u64); 5] = [
+        let (forged, legacy) = self.0.sources.keys.refusals();
+        let gauges: [(&str, &str, u64); 6] = [
             (
                 "master_cache_entries",
                 "Codes held in the master cache",
@@ -408,6 +413,11 @@ impl Snapshot {
             ),
             ("key_cache_entries", "API keys held in the key cache", keys),
             (
+                "legacy_keys",
+                "Untagged API keys (issued before tags) that still work",
+                legacy as u64,
+            ),
+            (
                 "process_resident_bytes",
                 "Resident memory of this process",
                 resident_bytes(),
@@ -416,7 +426,7 @@ impl Snapshot {
         for (name, help, value) in gauges {
             family(encoder, name, help, false, &one(value))?;
         }
-        let counters: [(&str, &str, u64); 4] = [
+        let counters: [(&str, &str, u64); 5] = [
             (
                 "master_cache_hits",
                 "Code lookups answered from the master cache",
@@ -437,11 +447,62 @@ impl Snapshot {
                 "API keys read from the registry (not cached)",
                 key_misses,
             ),
+            (
+                "forged_keys_refused",
+                "API keys refused in memory, before the cache and the registry: a wrong tag or shape",
+                forged,
+            ),
         ];
         for (name, help, value) in counters {
             family(encoder, name, help, true, &one(value))?;
         }
         Ok(())
+    }
+
+    fn memory(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let bodies = &self.0.sources.clinic_bodies;
+        let (reserved, budget) = bodies.usage();
+        let gauges: [(&str, &str, u64); 3] = [
+            (
+                "memory_budget_bytes",
+                "The memory this process may use (server.memory_mb); compare process_resident_bytes",
+                self.0.sources.memory_budget_bytes,
+            ),
+            (
+                "request_body_budget_bytes",
+                "Space for clinic request bodies in flight (server.body_memory_mb)",
+                budget as u64,
+            ),
+            (
+                "request_body_reserved_bytes",
+                "Space reserved now by clinic request bodies being read or handled",
+                reserved as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            family(encoder, name, help, false, &one(value))?;
+        }
+        let counts = bodies.counts();
+        let values: Vec<_> = [
+            ("budget", &counts.refused_budget),
+            ("tenant_share", &counts.refused_tenant),
+            ("timeout", &counts.timed_out),
+        ]
+        .into_iter()
+        .map(|(reason, v)| {
+            (
+                vec![("reason", reason.to_string())],
+                v.load(std::sync::atomic::Ordering::Relaxed).into(),
+            )
+        })
+        .collect();
+        family(
+            encoder,
+            "request_bodies_refused",
+            "Clinic request bodies refused before they were read (budget, tenant_share) or cut (timeout, 408)",
+            true,
+            &values,
+        )
     }
 
     fn tenants(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
@@ -585,6 +646,7 @@ impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         self.pools(&mut encoder)?;
         self.caches(&mut encoder)?;
+        self.memory(&mut encoder)?;
         self.tenants(&mut encoder)?;
         self.progress(&mut encoder)
     }

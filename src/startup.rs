@@ -12,13 +12,18 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
+use anyhow::Context;
 
 use crate::config::Settings;
-use crate::http::{self, AppState, Listener};
+use crate::http::{self, AppState, BodyBudget, Listener};
 use crate::master::MasterCache;
 use crate::migrate::prepare_control;
 use crate::pools::{budget, Pools, Role};
-use crate::tenancy::KeyResolver;
+use crate::tenancy::{KeyResolver, KeySecrets};
+
+/// How often the hashes of the legacy (untagged) API keys are read again,
+/// so that one revoked elsewhere stops working here.
+const LEGACY_KEYS_REFRESH: Duration = Duration::from_secs(60);
 
 /// A running recept: the clinic listener and the admin listener.
 pub struct Application {
@@ -39,13 +44,42 @@ impl Application {
         prepare_control(&pools).await?;
         check_budget(&pools, &settings).await?;
 
-        let cache_budget_bytes = settings.server.cache_memory_mb * 1024 * 1024;
+        let memory = settings
+            .memory_budget()
+            .context("the memory budget does not fit (server.memory_mb)")?;
+        tracing::info!("{}", memory.describe());
+        let cache_budget_bytes = memory.caches;
         let master_cache = MasterCache::new(cache_budget_bytes);
         let keys = KeyResolver::new(
             settings.clinic.key_cache_capacity,
             Duration::from_millis(settings.clinic.key_cache_ttl_ms),
+            KeySecrets::from_settings(&settings.clinic),
+            settings.clinic.accept_legacy_keys,
         );
+        let legacy = keys
+            .load_legacy(&pools)
+            .await
+            .context("reading the API keys issued before keys were tagged")?;
+        if legacy > 0 {
+            tracing::info!(legacy, "untagged API keys from before tags still work");
+        }
+        keys.refresh_legacy(pools.clone(), LEGACY_KEYS_REFRESH);
+        let body_timeout = Duration::from_millis(settings.server.body_timeout_ms);
+        let clinic_bodies = Arc::new(BodyBudget::new(
+            memory.bodies as usize,
+            // A clinic holds at most the bodies of its share of requests.
+            (settings.clinic.tenant_max_in_flight * 2 * settings.server.body_limit_bytes)
+                .min(memory.bodies as usize),
+            body_timeout,
+        ));
+        let admin_bodies = Arc::new(BodyBudget::new(
+            memory.admin_bodies as usize,
+            memory.admin_bodies as usize,
+            body_timeout,
+        ));
         let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
+            memory_budget_bytes: memory.total,
+            clinic_bodies: clinic_bodies.clone(),
             pools: pools.clone(),
             master_cache: master_cache.clone(),
             keys: keys.clone(),
@@ -59,6 +93,8 @@ impl Application {
             master_cache,
             metrics,
             draining: Default::default(),
+            clinic_bodies,
+            admin_bodies,
         });
 
         let clinic_listener = bind(
@@ -75,6 +111,7 @@ impl Application {
             state.clone(),
             Role::Clinic,
             settings.server.workers,
+            memory.clinic_connections_per_worker as usize,
             &settings,
         )?;
         let admin = serve(
@@ -82,6 +119,7 @@ impl Application {
             state.clone(),
             Role::Admin,
             settings.server.admin_workers,
+            (memory.admin_connections as usize).div_ceil(settings.server.admin_workers),
             &settings,
         )?;
         Ok(Application {
@@ -209,6 +247,7 @@ fn serve(
     state: web::Data<AppState>,
     role: Role,
     workers: usize,
+    connections_per_worker: usize,
     settings: &Settings,
 ) -> anyhow::Result<Server> {
     let body_limit = settings.server.body_limit_bytes;
@@ -222,18 +261,22 @@ fn serve(
             .app_data(shard)
             .app_data(web::Data::new(Listener(role)))
             .configure(|cfg| http::extractor_configs(cfg, body_limit))
+            .wrap(from_fn(http::intake))
             .wrap(ErrorHandlers::new().default_handler(http::error::ensure_problem))
             .wrap(from_fn(http::request_span))
             .wrap(from_fn(http::shed))
             .default_service(web::to(http::not_found));
         match role {
             Role::Clinic => app.configure(http::clinic_routes),
-            Role::Admin | Role::Migration => {
+            Role::Admin | Role::Migration | Role::Keys => {
                 app.configure(|cfg| http::admin_routes(cfg, release_limit))
             }
         }
     })
     .workers(workers)
+    // Past this a worker stops accepting: new connections wait in the
+    // kernel's queue, not in this process's memory.
+    .max_connections(connections_per_worker)
     .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms))
     .client_disconnect_timeout(Duration::from_secs(1))
     .disable_signals()

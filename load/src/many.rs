@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use recept::pools::Role;
-use recept::tenancy::{IssuedKey, Registry, Slug};
+use recept::tenancy::{Registry, Slug};
 
 use crate::overload::closed;
 use crate::stack::Stack;
@@ -73,7 +73,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
                 ))
                 .await?;
             let tenant = Registry::find(&control, slug).await?.expect("created");
-            let key = IssuedKey::generate();
+            let key = stack.keys.issue();
             Registry::insert_key(&control, tenant.id, &key, Some("load")).await?;
             keys.push(key.secret);
         }

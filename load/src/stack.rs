@@ -15,6 +15,8 @@ pub struct Stack {
     pub clinic: String,
     pub admin: String,
     pub admin_token: String,
+    /// What recept tags clinic keys under, to issue keys directly.
+    pub keys: recept::tenancy::KeySecrets,
     /// The database recept uses, for samplers of its own.
     pub database_url: String,
     pub pools: Arc<Pools>,
@@ -58,6 +60,7 @@ impl Stack {
         settings.server.clinic_listen = "127.0.0.1:0".into();
         settings.server.admin_listen = "127.0.0.1:0".into();
         settings.admin.token = "load-admin-token-0123456789".into();
+        settings.clinic.key_secret = "load-key-secret-0123456789abcdef0123".into();
         settings.clusters.insert(
             "main".into(),
             ClusterSettings {
@@ -66,6 +69,7 @@ impl Stack {
         );
         tweak(&mut settings);
         let admin_token = settings.admin.token.clone();
+        let keys = recept::tenancy::KeySecrets::from_settings(&settings.clinic);
         // recept runs on a runtime of its own, as `recept serve` does, so its
         // connections are not driven by the load generator's threads.
         let (started, built) = tokio::sync::oneshot::channel();
@@ -112,6 +116,7 @@ impl Stack {
             clinic,
             admin,
             admin_token,
+            keys,
             database_url,
             pools,
             cache,

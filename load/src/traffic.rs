@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use recept::pools::Role;
-use recept::tenancy::{IssuedKey, Registry, Slug};
+use recept::tenancy::{Registry, Slug};
 use serde_json::json;
 
 use crate::stack::Stack;
@@ -21,7 +21,7 @@ pub async fn clinics(stack: &Stack, slugs: &[Slug]) -> anyhow::Result<Arc<Vec<(S
         let tenant = Registry::find(&client, slug)
             .await?
             .ok_or_else(|| anyhow::anyhow!("no tenant {slug}"))?;
-        let key = IssuedKey::generate();
+        let key = stack.keys.issue();
         Registry::insert_key(&client, tenant.id, &key, Some("load")).await?;
         let patient: serde_json::Value = http
             .post(format!("{}/v1/patients", stack.clinic))

@@ -249,6 +249,9 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
     settings.validate()?;
     println!("configuration is valid; effective settings:\n");
     println!("{}", toml::to_string_pretty(&settings.redacted())?);
+    if let Some(memory) = settings.memory_budget() {
+        println!("{}\n", memory.describe());
+    }
     println!("connection budget per cluster:");
     let pools = Pools::build(settings)?;
     let mut problems = Vec::new();
@@ -258,12 +261,13 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown".into());
         println!(
-            "  {}: {} host(s) x (clinic {} + admin {} + migrate {} + 1) = {} needed, {} allowed{}",
+            "  {}: {} host(s) x (clinic {} + admin {} + migrate {} + keys {} + 1) = {} needed, {} allowed{}",
             budget.cluster,
             budget.hosts,
             budget.clinic,
             budget.admin,
             budget.migration,
+            budget.keys,
             budget.needed,
             allowed,
             error

@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::migrate::prepare_control;
 use crate::pools::{Pools, Role};
 use crate::tenancy::audit::Actor;
-use crate::tenancy::{create_tenant, transfer, IssuedKey, Registry, Slug};
+use crate::tenancy::{create_tenant, transfer, Registry, Slug};
 
 use super::TenantsCommand;
 
@@ -91,7 +91,7 @@ pub(super) async fn tenants(settings: Settings, command: TenantsCommand) -> anyh
             let tenant = Registry::find(&client, &parsed)
                 .await?
                 .with_context(|| format!("no tenant `{slug}`"))?;
-            let key = IssuedKey::generate();
+            let key = crate::tenancy::KeySecrets::from_settings(&settings.clinic).issue();
             Registry::insert_key(&client, tenant.id, &key, label.as_deref()).await?;
             println!("{}", key.secret);
         }

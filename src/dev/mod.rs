@@ -23,7 +23,7 @@ use crate::config::{ClusterSettings, Settings};
 use crate::master;
 use crate::pools::{Pools, Role};
 use crate::tenancy::audit::Actor;
-use crate::tenancy::{create_tenant, ApiKey, IssuedKey, Registry, Slug};
+use crate::tenancy::{create_tenant, ApiKey, KeySecrets, Presented, Registry, Slug};
 
 /// The database recept uses inside a private cluster.
 pub const DATABASE: &str = "recept";
@@ -33,6 +33,10 @@ pub const DATABASE: &str = "recept";
 pub struct DevState {
     pub pg_password: String,
     pub admin_token: String,
+    /// `clinic.key_secret` of the dev server (made on the first run of a
+    /// version that tags keys).
+    #[serde(default)]
+    pub key_secret: String,
     /// Demo tenants' clinic API keys, by slug.
     #[serde(default)]
     pub keys: BTreeMap<String, String>,
@@ -43,11 +47,17 @@ impl DevState {
     pub fn load_or_create(path: &Path) -> anyhow::Result<DevState> {
         if path.is_file() {
             let text = fs::read_to_string(path)?;
-            return toml::from_str(&text).with_context(|| format!("reading {}", path.display()));
+            let mut state: DevState =
+                toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+            if state.key_secret.is_empty() {
+                state.key_secret = secret(48);
+            }
+            return Ok(state);
         }
         Ok(DevState {
             pg_password: secret(24),
             admin_token: secret(32),
+            key_secret: secret(48),
             keys: BTreeMap::new(),
         })
     }
@@ -151,6 +161,7 @@ pub fn dev_settings(mut base: Settings, pg: &PrivatePostgres, state: &DevState) 
         },
     );
     base.admin.token = state.admin_token.clone();
+    base.clinic.key_secret = state.key_secret.clone();
     base
 }
 
@@ -190,7 +201,12 @@ pub async fn ensure_demo_tenants(
             }
         };
         let client = pools.control(Role::Admin).await?;
-        let remembered = state.keys.get(slug.as_str()).cloned();
+        let secrets = KeySecrets::from_settings(&settings.clinic);
+        let remembered = state
+            .keys
+            .get(slug.as_str())
+            .filter(|key| matches!(secrets.check(key), Presented::Tagged(_)))
+            .cloned();
         let live = match &remembered {
             Some(key) => Registry::resolve_key(&client, &ApiKey::from_presented(key).hash)
                 .await?
@@ -200,7 +216,7 @@ pub async fn ensure_demo_tenants(
         let key = match (live, remembered) {
             (true, Some(key)) => key,
             _ => {
-                let issued = IssuedKey::generate();
+                let issued = secrets.issue();
                 Registry::insert_key(&client, tenant.id, &issued, Some("recept dev")).await?;
                 state.keys.insert(slug.to_string(), issued.secret.clone());
                 issued.secret

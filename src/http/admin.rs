@@ -9,8 +9,7 @@ use super::{AdminCaller, ApiError, AppState, FieldError};
 use crate::pools::{DbError, Role};
 use crate::tenancy::audit;
 use crate::tenancy::{
-    create_tenant as provision, CreateTenantError, IssuedKey, Registry, Slug, TenantRecord,
-    TenantStatus,
+    create_tenant as provision, CreateTenantError, Registry, Slug, TenantRecord, TenantStatus,
 };
 
 #[derive(Deserialize)]
@@ -218,7 +217,7 @@ pub async fn issue_key(
     if tenant.status == TenantStatus::Deleted {
         return Err(ApiError::Conflict(format!("tenant `{slug}` is deleted")));
     }
-    let key = IssuedKey::generate();
+    let key = state.keys.secrets().issue();
     let mut client = state.pools.control(Role::Admin).await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let created_at = Registry::insert_key(&tx, tenant.id, &key, label.as_deref()).await?;

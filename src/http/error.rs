@@ -71,6 +71,9 @@ pub enum ApiError {
     },
     #[error("the request took longer than its time limit")]
     Timeout,
+    /// The request body did not arrive within `server.body_timeout_ms`.
+    #[error("the request body did not arrive within {0} ms; the connection is closed")]
+    BodyTimeout(u64),
     /// The connection to the database broke while the write was being
     /// committed, and whether it was stored could not be learned. Not an
     /// invitation to retry: a plain retry may write twice.
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "urn:recept:problem:too-many-requests",
             ApiError::Unavailable { .. } => "urn:recept:problem:unavailable",
             ApiError::Timeout => "urn:recept:problem:timeout",
+            ApiError::BodyTimeout(_) => "urn:recept:problem:body-timeout",
             ApiError::OutcomeUnknown => "urn:recept:problem:outcome-unknown",
             ApiError::Internal(_) => "urn:recept:problem:internal",
         }
@@ -132,6 +136,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "Too many requests",
             ApiError::Unavailable { .. } => "Service unavailable",
             ApiError::Timeout => "Timed out",
+            ApiError::BodyTimeout(_) => "Request body too slow",
             ApiError::OutcomeUnknown => "Outcome unknown",
             ApiError::Internal(_) => "Internal error",
         }
@@ -177,6 +182,7 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::OutcomeUnknown => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 use super::{ApiError, AppState};
 use crate::pools::DbError;
 use crate::tenancy::audit::Actor;
-use crate::tenancy::{ApiKey, Resolution, Slug, TenantCtx, TenantStatus};
+use crate::tenancy::{Resolution, Slug, TenantCtx, TenantStatus};
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -35,7 +35,10 @@ fn state(req: &HttpRequest) -> web::Data<AppState> {
 #[derive(Debug, Clone)]
 pub struct RequestTenant(pub Slug);
 
-/// The tenant a clinic request is bound to, by its API key alone.
+/// The tenant a clinic request is bound to, by its API key alone. Found
+/// once per request: kept in the request's extensions for the handler when
+/// [`super::intake`] authenticated the caller before reading its body.
+#[derive(Clone)]
 pub struct Clinic(pub TenantCtx);
 
 impl FromRequest for Clinic {
@@ -43,18 +46,22 @@ impl FromRequest for Clinic {
     type Future = LocalBoxFuture<'static, Result<Clinic, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if let Some(found) = req.extensions().get::<Clinic>().cloned() {
+            return Box::pin(ready(Ok(found)));
+        }
         let token = bearer(req);
         let state = state(req);
         let req = req.clone();
         Box::pin(async move {
-            let key = ApiKey::from_presented(&token.ok_or(ApiError::Unauthorized)?);
+            let token = token.ok_or(ApiError::Unauthorized)?;
             let resolution =
                 state
                     .keys
-                    .resolve(&state.pools, key)
+                    .resolve(&state.pools, &token)
                     .await
                     .map_err(|e| match &*e {
                         DbError::StatementTimeout => ApiError::Timeout,
+                        DbError::QueueFull => ApiError::from(DbError::QueueFull),
                         other => ApiError::from(DbError::Unavailable(other.to_string())),
                     })?;
             let tenant = match resolution {
@@ -83,6 +90,7 @@ impl FromRequest for Clinic {
             tracing::Span::current().record("tenant", tenant.slug.as_str());
             req.extensions_mut()
                 .insert(RequestTenant(tenant.slug.clone()));
+            req.extensions_mut().insert(Clinic(tenant.clone()));
             Ok(Clinic(tenant))
         })
     }

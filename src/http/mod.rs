@@ -14,6 +14,7 @@ pub mod clinic;
 pub mod error;
 mod extract;
 mod health;
+mod intake;
 mod logging;
 pub mod openapi;
 mod shed;
@@ -30,6 +31,7 @@ use crate::pools::{Pools, Role};
 use crate::tenancy::KeyResolver;
 pub use error::{ApiError, FieldError};
 pub use extract::{AdminCaller, Clinic};
+pub use intake::{intake, BodyBudget};
 pub use logging::request_span;
 pub use shed::shed;
 
@@ -46,6 +48,9 @@ pub struct AppState {
     /// Set once a stop was asked for: every response then closes its
     /// connection, so clients move to the next process (rolling restarts).
     pub draining: std::sync::atomic::AtomicBool,
+    /// Space for request bodies in flight on each listener.
+    pub clinic_bodies: std::sync::Arc<BodyBudget>,
+    pub admin_bodies: std::sync::Arc<BodyBudget>,
 }
 
 /// Which listener a route table belongs to.

@@ -65,7 +65,8 @@ impl Modify for ClinicKey {
 /// Answers any route may give besides its own: a query string or headers
 /// over their limits (`414`, `431`) before its handler runs, and for every
 /// route behind the clinic key the refusals of authentication and admission
-/// (`401`, `403`, `429`, `503`) and a statement past its timeout (`504`).
+/// (`401`, `403`, `429`, `503`) and a statement past its timeout (`504`);
+/// for every route with a body, a body too slow (`408`) or too long (`413`).
 /// Written once here rather than in each handler's annotation.
 struct EveryRoute;
 
@@ -152,6 +153,19 @@ impl Modify for EveryRoute {
                     for (status, description) in behind_the_key {
                         responses.insert(status.into(), problem(description.into()));
                     }
+                }
+                if operation.request_body.is_some() {
+                    responses.insert(
+                        "408".into(),
+                        problem(
+                            "`urn:recept:problem:body-timeout`: the request body did not arrive \
+                             within `server.body_timeout_ms`; the connection is closed"
+                                .into(),
+                        ),
+                    );
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| problem("The body is larger than the limit".into()));
                 }
                 if secured && writes {
                     responses.insert(

@@ -35,7 +35,7 @@ static REFUSAL: LazyLock<(Vec<(header::HeaderName, HeaderValue)>, Bytes)> = Lazy
 
 /// Whether `path` needs a clinic connection: the API, not its documents or
 /// the health probes (those stay answerable under overload).
-fn uses_the_pool(path: &str) -> bool {
+pub(super) fn uses_the_pool(path: &str) -> bool {
     path.starts_with("/v1/") && path != "/v1/openapi.json" && path != "/v1/docs"
 }
 

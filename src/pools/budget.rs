@@ -15,6 +15,8 @@ pub struct ClusterBudget {
     pub clinic: usize,
     pub admin: usize,
     pub migration: usize,
+    /// Key-lookup connections (the control cluster only).
+    pub keys: usize,
     /// Connections all hosts may open: hosts × (pools + the migration run's
     /// own connection).
     pub needed: usize,
@@ -37,8 +39,8 @@ impl ClusterBudget {
             format!(
                 "cluster `{}` allows {allowed} connections (max_connections {} minus {} reserved), \
                  but {} host(s) (server.hosts_per_cluster) × (clinic.pool_size {} + admin.pool_size {} \
-                 + migrate.pool_size {} + 1 for a migration run) need {}; lower the pool sizes or \
-                 the hosts, or raise max_connections",
+                 + migrate.pool_size {} + clinic.key_lookup_pool_size {} + 1 for a migration run) \
+                 need {}; lower the pool sizes or the hosts, or raise max_connections",
                 self.cluster,
                 self.max_connections.unwrap_or(0),
                 self.reserved.unwrap_or(0),
@@ -46,6 +48,7 @@ impl ClusterBudget {
                 self.clinic,
                 self.admin,
                 self.migration,
+                self.keys,
                 self.needed
             )
         })
@@ -56,16 +59,25 @@ impl ClusterBudget {
 /// `None` and its error alongside.
 pub async fn measure(pools: &Pools, settings: &Settings) -> Vec<(ClusterBudget, Option<String>)> {
     let hosts = settings.server.hosts_per_cluster;
-    let per_host =
-        settings.clinic.pool_size + settings.admin.pool_size + settings.migrate.pool_size + 1;
     let mut budgets = Vec::new();
     for cluster in settings.clusters.keys() {
+        let keys = if *cluster == settings.control.cluster {
+            settings.clinic.key_lookup_pool_size
+        } else {
+            0
+        };
+        let per_host = settings.clinic.pool_size
+            + settings.admin.pool_size
+            + settings.migrate.pool_size
+            + keys
+            + 1;
         let mut budget = ClusterBudget {
             cluster: cluster.clone(),
             hosts,
             clinic: settings.clinic.pool_size,
             admin: settings.admin.pool_size,
             migration: settings.migrate.pool_size,
+            keys,
             needed: hosts * per_host,
             allowed: None,
             max_connections: None,

@@ -46,6 +46,10 @@ pub enum Role {
     /// Tenant migrations: their own connections, so a long migration run
     /// never takes an admin's or a clinic's.
     Migration,
+    /// Reads of API keys missing from the key cache: a small pool of the
+    /// control cluster only, so that a flood of unknown keys waits in its
+    /// own lane and never for a clinic connection.
+    Keys,
 }
 
 impl Role {
@@ -56,16 +60,19 @@ impl Role {
             Role::Clinic => "recept-clinic",
             Role::Admin => "recept-admin",
             Role::Migration => "recept-migrate",
+            Role::Keys => "recept-keys",
         }
     }
 }
 
 /// The pools of one cluster: the clinic pool's shards (one per clinic
-/// worker), the admin pool and the migration pool.
+/// worker), the admin pool, the migration pool and, on the control cluster
+/// only, the key-lookup pool.
 struct ClusterPools {
     clinic: Vec<CountedPool>,
     admin: CountedPool,
     migration: CountedPool,
+    keys: Option<CountedPool>,
 }
 
 /// A pool and what happened to its connections.
@@ -550,6 +557,24 @@ impl Pools {
                 },
                 Default::default(),
             )?;
+            let keys = (*name == settings.control.cluster)
+                .then(|| {
+                    let mut pool = build_pool(
+                        pg.clone(),
+                        PoolSpec {
+                            role: Role::Keys,
+                            size: settings.clinic.key_lookup_pool_size,
+                            statement_timeout_ms: settings.clinic.statement_timeout_ms,
+                            lock_timeout_ms: settings.clinic.lock_timeout_ms,
+                            queue_timeout_ms: settings.clinic.queue_timeout_ms,
+                            retire: None,
+                        },
+                        Default::default(),
+                    )?;
+                    pool.max_waiting = settings.clinic.key_lookup_max_waiting;
+                    Ok::<_, anyhow::Error>(pool)
+                })
+                .transpose()?;
             let migration = build_pool(
                 pg,
                 PoolSpec {
@@ -569,6 +594,7 @@ impl Pools {
                     clinic,
                     admin,
                     migration,
+                    keys,
                 },
             );
         }
@@ -644,6 +670,10 @@ impl Pools {
             Role::Clinic => pools.clinic_shard(),
             Role::Admin => &pools.admin,
             Role::Migration => &pools.migration,
+            Role::Keys => pools
+                .keys
+                .as_ref()
+                .ok_or_else(|| DbError::UnknownCluster(cluster.to_string()))?,
         })
     }
 
@@ -652,6 +682,9 @@ impl Pools {
     /// schema) or whole-schema work; tenant work goes through [`Pools::tenant`].
     pub async fn get(&self, cluster: &str, role: Role) -> Result<Object, DbError> {
         let counted = self.counted(cluster, role)?;
+        if counted.pool.status().waiting >= counted.max_waiting {
+            return Err(DbError::QueueFull);
+        }
         match counted.pool.get().await {
             Ok(client) => Ok(client),
             Err(e) => {
@@ -788,8 +821,10 @@ impl Pools {
                     (Role::Clinic, &pools.clinic[..]),
                     (Role::Admin, std::slice::from_ref(&pools.admin)),
                     (Role::Migration, std::slice::from_ref(&pools.migration)),
+                    (Role::Keys, pools.keys.as_slice()),
                 ]
                 .into_iter()
+                .filter(|(_, shards)| !shards.is_empty())
                 .map(move |(role, shards)| {
                     let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
                     // A cluster's clinic shards share one set of counts.
@@ -844,6 +879,9 @@ impl Pools {
             }
             pools.admin.pool.close();
             pools.migration.pool.close();
+            if let Some(keys) = &pools.keys {
+                keys.pool.close();
+            }
         }
     }
 }
@@ -938,7 +976,7 @@ fn build_pool(
     // handed out, and one whose settings changed fails it and is replaced.
     let recycling_method = match role {
         Role::Clinic => RecyclingMethod::Fast,
-        Role::Admin | Role::Migration => RecyclingMethod::Custom(format!(
+        Role::Admin | Role::Migration | Role::Keys => RecyclingMethod::Custom(format!(
             "DO $$BEGIN IF current_setting('statement_timeout')::interval <> '{statement_timeout_ms}ms'::interval \
              OR current_setting('application_name') <> '{}' \
              THEN RAISE EXCEPTION 'session settings changed'; END IF; END$$",

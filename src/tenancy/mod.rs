@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use keys::{ApiKey, IssuedKey};
+pub use keys::{ApiKey, IssuedKey, KeySecrets, Presented};
 pub use provision::{create_tenant, place, purge_deleted, CreateTenantError};
 pub use registry::{KeyRecord, Registry, TenantRecord};
 pub use resolver::{KeyResolver, Resolution};

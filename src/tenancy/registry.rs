@@ -153,12 +153,30 @@ impl Registry {
     ) -> Result<DateTime<Utc>, DbError> {
         let row = client
             .query_one(
-                "INSERT INTO recept.api_keys (id, tenant_id, key_hash, prefix, label) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
+                "INSERT INTO recept.api_keys (id, tenant_id, key_hash, prefix, label, tagged) \
+                 VALUES ($1, $2, $3, $4, $5, true) RETURNING created_at",
                 &[&key.id, &tenant_id, &&key.hash[..], &key.prefix, &label],
             )
             .await?;
         Ok(row.get(0))
+    }
+
+    /// The hashes of the unrevoked keys issued before keys were tagged.
+    pub async fn legacy_key_hashes(
+        client: &impl GenericClient,
+    ) -> Result<std::collections::HashSet<[u8; 32]>, DbError> {
+        let rows = client
+            .query(
+                "SELECT key_hash FROM recept.api_keys WHERE NOT tagged AND revoked_at IS NULL",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let hash: &[u8] = row.get(0);
+                <[u8; 32]>::try_from(hash).map_err(|_| corrupt("a key hash is not 32 bytes".into()))
+            })
+            .collect()
     }
 
     /// The tenant's keys, newest first, without secrets.

@@ -1,25 +1,38 @@
 //! Resolves a presented API key to its tenant, through a bounded moka cache.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use tracing::Instrument;
 
-use super::{ApiKey, Registry, TenantCtx};
+use super::{KeySecrets, Presented, Registry, TenantCtx};
 use crate::pools::{DbError, Pools, Role};
 
 /// What a key turned out to be.
 #[derive(Debug, Clone)]
 pub enum Resolution {
     Tenant(TenantCtx),
-    /// Unknown or revoked: both answer `401`, and both are cached briefly so
-    /// a flood of bad keys does not reach the database each time.
+    /// Unknown or revoked: both answer `401`. A key with a right tag that
+    /// the registry does not know is cached briefly like any other; a key
+    /// with a wrong tag never reaches the cache or the registry.
     Unknown,
 }
 
-/// Key → tenant, cached for a few seconds so a revoked key or a suspended
+/// Key → tenant, for keys that pass their check in memory
+/// ([`KeySecrets::check`]): a forged key is refused before the cache and
+/// the registry, so the cache holds verified keys only and an anonymous
+/// flood reads nothing. Keys are read from the registry on the control
+/// cluster's key-lookup pool, a lane of its own ([`Role::Keys`]).
+///
+/// Keys issued before tags are recognised by hash among the unrevoked
+/// legacy keys, loaded at start-up and every minute
+/// ([`KeyResolver::load_legacy`]): no new legacy key can be issued, so the
+/// set only shrinks.
+///
+/// Cached for a few seconds so a revoked key or a suspended
 /// tenant takes effect on every host within that time (at once on the host
 /// that made the change, which invalidates its cache).
 ///
@@ -39,6 +52,13 @@ pub struct KeyResolver {
     /// Keys presented, and those that had to be read from the registry.
     lookups: Arc<AtomicU64>,
     misses: Arc<AtomicU64>,
+    /// Keys refused in memory: a wrong tag, a wrong shape, or an untagged
+    /// key that is not among the legacy keys.
+    forged: Arc<AtomicU64>,
+    secrets: KeySecrets,
+    /// Hashes of the unrevoked keys issued before tags; `None` when
+    /// `clinic.accept_legacy_keys` is off.
+    legacy: Option<Arc<RwLock<HashSet<[u8; 32]>>>>,
 }
 
 /// A cached resolution and when it was read.
@@ -61,7 +81,12 @@ impl Entry {
 }
 
 impl KeyResolver {
-    pub fn new(capacity: u64, ttl: Duration) -> KeyResolver {
+    pub fn new(
+        capacity: u64,
+        ttl: Duration,
+        secrets: KeySecrets,
+        accept_legacy: bool,
+    ) -> KeyResolver {
         KeyResolver {
             cache: Cache::builder()
                 .max_capacity(capacity)
@@ -71,15 +96,74 @@ impl KeyResolver {
             generation: Arc::default(),
             lookups: Arc::default(),
             misses: Arc::default(),
+            forged: Arc::default(),
+            secrets,
+            legacy: accept_legacy.then(Arc::default),
         }
     }
 
+    /// The secrets new keys are tagged under.
+    pub fn secrets(&self) -> &KeySecrets {
+        &self.secrets
+    }
+
+    /// Reads the hashes of the unrevoked legacy keys again; returns how
+    /// many there are.
+    pub async fn load_legacy(&self, pools: &Pools) -> Result<usize, DbError> {
+        let Some(legacy) = &self.legacy else {
+            return Ok(0);
+        };
+        let client = pools.control(Role::Keys).await?;
+        let hashes = Registry::legacy_key_hashes(&client).await?;
+        let count = hashes.len();
+        *legacy.write().unwrap_or_else(|e| e.into_inner()) = hashes;
+        Ok(count)
+    }
+
+    /// Keeps the legacy keys current: reads them every `every` for as long
+    /// as the runtime runs.
+    pub fn refresh_legacy(&self, pools: Arc<Pools>, every: Duration) {
+        if self.legacy.is_none() {
+            return;
+        }
+        let resolver = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = resolver.load_legacy(&pools).await {
+                    tracing::warn!(error = %e, "the legacy API keys could not be read again");
+                }
+            }
+        });
+    }
+
+    fn is_legacy(&self, hash: &[u8; 32]) -> bool {
+        self.legacy.as_ref().is_some_and(|legacy| {
+            legacy
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(hash)
+        })
+    }
+
+    /// What `presented` is: refused in memory when it is forged, else from
+    /// the cache or the registry.
     pub async fn resolve(
         &self,
         pools: &Arc<Pools>,
-        key: ApiKey,
+        presented: &str,
     ) -> Result<Resolution, Arc<DbError>> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
+        let key = match self.secrets.check(presented) {
+            Presented::Tagged(key) => key,
+            Presented::Legacy(key) if self.is_legacy(&key.hash) => key,
+            Presented::Legacy(_) | Presented::Forged => {
+                self.forged.fetch_add(1, Ordering::Relaxed);
+                return Ok(Resolution::Unknown);
+            }
+        };
         let entry = self
             .cache
             .try_get_with(key.hash, async {
@@ -126,6 +210,14 @@ impl KeyResolver {
         )
     }
 
+    /// Keys refused in memory as forged, and legacy keys held now.
+    pub fn refusals(&self) -> (u64, usize) {
+        let legacy = self.legacy.as_ref().map_or(0, |legacy| {
+            legacy.read().unwrap_or_else(|e| e.into_inner()).len()
+        });
+        (self.forged.load(Ordering::Relaxed), legacy)
+    }
+
     /// Forgets every cached key, after a revocation or a status change.
     pub fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -136,7 +228,7 @@ impl KeyResolver {
 /// What the registry says of a key now.
 async fn read(pools: &Pools, hash: &[u8; 32]) -> Result<Resolution, DbError> {
     async {
-        let client = pools.control(Role::Clinic).await?;
+        let client = pools.control(Role::Keys).await?;
         Ok(match Registry::resolve_key(&client, hash).await? {
             Some(tenant) => Resolution::Tenant(tenant),
             None => Resolution::Unknown,

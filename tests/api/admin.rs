@@ -221,7 +221,15 @@ async fn pools_are_listed_per_cluster_and_role_and_each_worker_uses_its_own_shar
         .iter()
         .map(|p| p["role"].as_str().unwrap())
         .collect();
-    assert_eq!(roles, ["recept-admin", "recept-clinic", "recept-migrate"]);
+    assert_eq!(
+        roles,
+        [
+            "recept-admin",
+            "recept-clinic",
+            "recept-keys",
+            "recept-migrate"
+        ]
+    );
     let clinic = &pools["pools"][1];
     assert_eq!(clinic["max_size"], 4);
     assert_eq!(clinic["shards"], 2);

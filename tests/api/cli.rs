@@ -31,12 +31,16 @@ fn assert_refused(output: &Output, mentions: &str) {
     assert!(!text.contains("panicked"), "{text}");
 }
 
-const VALID: [(&str, &str); 2] = [
+const VALID: [(&str, &str); 3] = [
     (
         "RECEPT__CLUSTERS__MAIN__URL",
         "postgres://recept@127.0.0.1:1/recept",
     ),
     ("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123"),
+    (
+        "RECEPT__CLINIC__KEY_SECRET",
+        "0123456789abcdef0123456789abcdef",
+    ),
 ];
 
 #[test]
@@ -115,6 +119,10 @@ async fn an_address_in_use_is_named() {
         &[
             ("RECEPT__CLUSTERS__MAIN__URL", &db_url),
             ("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123"),
+            (
+                "RECEPT__CLINIC__KEY_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            ),
             ("RECEPT__SERVER__CLINIC_LISTEN", &address),
             ("RECEPT__SERVER__ADMIN_LISTEN", "127.0.0.1:0"),
         ],
@@ -131,6 +139,10 @@ async fn a_tenant_created_on_the_command_line_is_served() {
     let env = [
         ("RECEPT__CLUSTERS__MAIN__URL", db_url.as_str()),
         ("RECEPT__ADMIN__TOKEN", token),
+        (
+            "RECEPT__CLINIC__KEY_SECRET",
+            "0123456789abcdef0123456789abcdef",
+        ),
     ];
 
     let created = recept(
@@ -151,7 +163,9 @@ async fn a_tenant_created_on_the_command_line_is_served() {
     let listed = recept(&["tenants", "list"], &env);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("cli_clinic"));
 
-    let app = spawn_app_on(test_settings(&db_url)).await;
+    let mut settings = test_settings(&db_url);
+    settings.clinic.key_secret = "0123456789abcdef0123456789abcdef".into();
+    let app = spawn_app_on(settings).await;
     let seen: serde_json::Value = app
         .clinic_request(Method::GET, "/v1/tenant", &key)
         .send()
@@ -170,6 +184,10 @@ async fn a_tenant_exported_on_the_command_line_is_imported_under_another_slug() 
     let env = [
         ("RECEPT__CLUSTERS__MAIN__URL", db_url.as_str()),
         ("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123"),
+        (
+            "RECEPT__CLINIC__KEY_SECRET",
+            "0123456789abcdef0123456789abcdef",
+        ),
     ];
     let created = recept(
         &["tenants", "create", "cli_source", "--name", "Source"],

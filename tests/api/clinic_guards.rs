@@ -171,6 +171,7 @@ async fn a_retried_payment_replays_even_after_a_restart_and_a_reused_key_is_refu
     // A second server on the same database: as after a restart.
     let mut settings = test_settings(&app.db_url);
     settings.admin.token = app.admin_token.clone();
+    settings.clinic.key_secret = app.key_secret.clone();
     let restarted = spawn_app_on(settings).await;
     let replay = pay(&restarted, 200).await.unwrap();
     assert_eq!(replay.status(), StatusCode::CREATED);

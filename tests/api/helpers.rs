@@ -134,6 +134,7 @@ pub fn test_settings(db_url: &str) -> Settings {
     settings.clinic.standing_queue_ms = 5_000;
     settings.admin.pool_size = 2;
     settings.admin.token = format!("admin-{}", Uuid::new_v4().simple());
+    settings.clinic.key_secret = format!("keys-{}", Uuid::new_v4().simple());
     settings.clusters.insert(
         "main".into(),
         ClusterSettings {
@@ -148,6 +149,8 @@ pub struct TestApp {
     pub clinic: String,
     pub admin: String,
     pub admin_token: String,
+    /// What this server tags clinic keys under.
+    pub key_secret: String,
     pub db_url: String,
     pub http: reqwest::Client,
     pub app_state: actix_web::web::Data<recept::http::AppState>,
@@ -172,6 +175,7 @@ pub async fn spawn_app_on(settings: Settings) -> TestApp {
         std::mem::forget(recept::telemetry::init(recept::config::LogFormat::Pretty));
     }
     let admin_token = settings.admin.token.clone();
+    let key_secret = settings.clinic.key_secret.clone();
     let db_url = settings.clusters["main"].url.clone();
     let app = Application::build(settings).await.expect("the app starts");
     let clinic = format!("http://127.0.0.1:{}", app.clinic_port());
@@ -182,6 +186,7 @@ pub async fn spawn_app_on(settings: Settings) -> TestApp {
         clinic,
         admin,
         admin_token,
+        key_secret,
         db_url,
         http: reqwest::Client::new(),
         app_state,

@@ -2,12 +2,14 @@
 
 mod admin;
 mod billing;
+mod bodies;
 mod budget;
 mod cli;
 mod clinic_guards;
 mod faults;
 mod helpers;
 mod isolation;
+mod keys;
 mod master;
 mod migrations;
 mod observability;

@@ -255,6 +255,7 @@ async fn the_command_line_names_a_failed_tenant_and_exits_non_zero() {
             .args(args)
             .env("RECEPT__CLUSTERS__MAIN__URL", &app.db_url)
             .env("RECEPT__ADMIN__TOKEN", &app.admin_token)
+            .env("RECEPT__CLINIC__KEY_SECRET", &app.key_secret)
             .output()
             .unwrap()
     };

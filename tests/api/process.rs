@@ -56,6 +56,7 @@ impl Process {
             )
             .env("RECEPT__CLUSTERS__MAIN__URL", &app.db_url)
             .env("RECEPT__ADMIN__TOKEN", &app.admin_token)
+            .env("RECEPT__CLINIC__KEY_SECRET", &app.key_secret)
             .env("RECEPT__CLINIC__POOL_SIZE", "4")
             .env("RECEPT__ADMIN__POOL_SIZE", "2")
             .envs(env.iter().copied())

@@ -1,0 +1,266 @@
+//! Request bodies within the memory budget: a body is read only after the
+//! caller is known, only into space reserved for it, and only for so long.
+//!
+//! For a request that carries a body, in this order and before any byte of
+//! the body is read:
+//!
+//! 1. a declared length past the route's limit is `413`;
+//! 2. the caller is authenticated (a clinic's key, the admin token): a
+//!    stranger's body is never read;
+//! 3. space is reserved from the listener's body budget (twice the body's
+//!    declared length, or twice the limit when it is sent in chunks: the
+//!    body and the extractor's copy of it), and from the tenant's share of
+//!    it; when either is spent the request is `503` with `Retry-After`.
+//!
+//! Then the body is read within `server.body_timeout_ms` (else `408`),
+//! handed to the handler from memory, and its space returned when the
+//! response is ready. Every refusal closes the connection, so its unread
+//! body is never waited for.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, ConnectionType, Method};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, FromRequest, HttpMessage, ResponseError};
+use bytes::BytesMut;
+use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use super::{AdminCaller, ApiError, AppState, Clinic, Listener};
+use crate::pools::Role;
+
+/// The space request bodies of one listener may hold at once.
+pub struct BodyBudget {
+    space: Arc<Semaphore>,
+    bytes: usize,
+    /// Bytes reserved now, by tenant, and the most one tenant may hold.
+    tenants: Mutex<HashMap<Uuid, usize>>,
+    tenant_bytes: usize,
+    timeout: Duration,
+    counts: BodyCounts,
+}
+
+/// What happened to bodies, for metrics.
+#[derive(Debug, Default)]
+pub struct BodyCounts {
+    pub refused_budget: std::sync::atomic::AtomicU64,
+    pub refused_tenant: std::sync::atomic::AtomicU64,
+    pub timed_out: std::sync::atomic::AtomicU64,
+}
+
+/// Space held for one body (and the tenant's part of it); returned when
+/// dropped.
+struct Reservation<'a> {
+    _space: OwnedSemaphorePermit,
+    _share: Option<TenantShare<'a>>,
+}
+
+/// A tenant's part of the bodies in flight.
+struct TenantShare<'a> {
+    tenant: Uuid,
+    bytes: usize,
+    budget: &'a BodyBudget,
+}
+
+impl Drop for TenantShare<'_> {
+    fn drop(&mut self) {
+        let mut tenants = self
+            .budget
+            .tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = tenants.get_mut(&self.tenant) {
+            *held = held.saturating_sub(self.bytes);
+            if *held == 0 {
+                tenants.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+impl BodyBudget {
+    /// `bytes` of space for bodies, at most `tenant_bytes` of it for one
+    /// tenant; each body must arrive within `timeout`.
+    pub fn new(bytes: usize, tenant_bytes: usize, timeout: Duration) -> BodyBudget {
+        BodyBudget {
+            space: Arc::new(Semaphore::new(bytes)),
+            bytes,
+            tenants: Mutex::default(),
+            tenant_bytes,
+            timeout,
+            counts: BodyCounts::default(),
+        }
+    }
+
+    /// Bytes reserved now, and the budget.
+    pub fn usage(&self) -> (usize, usize) {
+        (self.bytes - self.space.available_permits(), self.bytes)
+    }
+
+    pub fn counts(&self) -> &BodyCounts {
+        &self.counts
+    }
+
+    fn share(&self, tenant: Uuid, bytes: usize) -> Result<TenantShare<'_>, ApiError> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let held = tenants.entry(tenant).or_default();
+        if *held + bytes > self.tenant_bytes {
+            self.counts.refused_tenant.fetch_add(1, Relaxed);
+            return Err(ApiError::TooManyRequests {
+                message: "this clinic has too many request bodies in flight".into(),
+                retry_after_ms: 1_000,
+            });
+        }
+        *held += bytes;
+        Ok(TenantShare {
+            tenant,
+            bytes,
+            budget: self,
+        })
+    }
+
+    fn reserve(&self, bytes: usize, tenant: Option<Uuid>) -> Result<Reservation<'_>, ApiError> {
+        let share = tenant.map(|t| self.share(t, bytes)).transpose()?;
+        let space = u32::try_from(bytes)
+            .ok()
+            .and_then(|permits| self.space.clone().try_acquire_many_owned(permits).ok());
+        match space {
+            Some(space) => Ok(Reservation {
+                _space: space,
+                _share: share,
+            }),
+            None => {
+                self.counts.refused_budget.fetch_add(1, Relaxed);
+                Err(ApiError::Unavailable {
+                    message:
+                        "this server's space for request bodies in flight is in use; retry shortly"
+                            .into(),
+                    retry_after_ms: 1_000,
+                })
+            }
+        }
+    }
+}
+
+/// The largest body a route accepts.
+fn limit_of(req: &ServiceRequest, state: &AppState) -> usize {
+    if req.method() == Method::POST && req.path() == "/admin/master/releases" {
+        state.settings.admin.release_limit_bytes
+    } else {
+        state.settings.server.body_limit_bytes
+    }
+}
+
+/// The body's declared length: `Some(0)` when there is none, `None` when it
+/// comes in chunks (or its length cannot be read; the parser refused an
+/// invalid one already).
+fn declared_length(req: &ServiceRequest) -> Option<usize> {
+    let headers = req.headers();
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Some(0),
+        Some(value) => value.to_str().ok()?.trim().parse().ok(),
+    }
+}
+
+/// An answer given before the body was read: the connection closes, so
+/// the rest of the body is never waited for.
+fn refuse<B>(req: ServiceRequest, error: ApiError) -> ServiceResponse<EitherBody<B, BoxBody>> {
+    let mut response = error.error_response();
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    req.into_response(response).map_into_right_body()
+}
+
+pub async fn intake<B: MessageBody + 'static>(
+    mut req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, Error> {
+    let (Some(state), Some(listener)) = (
+        req.app_data::<web::Data<AppState>>().cloned(),
+        req.app_data::<web::Data<Listener>>().map(|l| l.0),
+    ) else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let length = declared_length(&req);
+    if length == Some(0) {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let limit = limit_of(&req, &state);
+    if length.is_some_and(|n| n > limit) {
+        return Ok(refuse(req, ApiError::PayloadTooLarge(limit)));
+    }
+
+    // Who is sending it, before a byte of it is read. The extractors keep
+    // what they found, so the handler does not look again.
+    let (budget, tenant) = if listener == Role::Clinic {
+        if !super::shed::uses_the_pool(req.path()) {
+            // Probes and the document read no body.
+            return Ok(next.call(req).await?.map_into_left_body());
+        }
+        match Clinic::extract(req.request()).await {
+            Ok(clinic) => (&state.clinic_bodies, Some(clinic.0.id)),
+            Err(e) => return Ok(refuse(req, e)),
+        }
+    } else {
+        if let Err(e) = AdminCaller::extract(req.request()).await {
+            return Ok(refuse(req, e));
+        }
+        (&state.admin_bodies, None)
+    };
+
+    let expected = length.unwrap_or(limit);
+    let reservation = match budget.reserve(expected.saturating_mul(2), tenant) {
+        Ok(reservation) => reservation,
+        Err(e) => return Ok(refuse(req, e)),
+    };
+    let body = match read_body(&mut req, expected, limit, budget).await {
+        Ok(body) => body,
+        Err(e) => return Ok(refuse(req, e)),
+    };
+    req.set_payload(actix_web::dev::Payload::from(body.freeze()));
+    let response = next.call(req).await;
+    drop(reservation);
+    Ok(response?.map_into_left_body())
+}
+
+/// Reads the whole body within the budget's deadline.
+async fn read_body(
+    req: &mut ServiceRequest,
+    expected: usize,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<BytesMut, ApiError> {
+    let mut payload = req.take_payload();
+    let mut body = BytesMut::with_capacity(expected.min(limit));
+    let deadline = tokio::time::Instant::now() + budget.timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, payload.next()).await {
+            Err(_) => {
+                budget.counts.timed_out.fetch_add(1, Relaxed);
+                return Err(ApiError::BodyTimeout(budget.timeout.as_millis() as u64));
+            }
+            Ok(None) => return Ok(body),
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::BadRequest(format!(
+                    "the request body could not be read: {e}"
+                )))
+            }
+            Ok(Some(Ok(chunk))) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
