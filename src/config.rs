@@ -296,10 +296,12 @@ impl Default for AdminSettings {
 /// worker threads' stacks, pools, the key cache and legacy keys, the
 /// allocator's slack (measured idle: about 30 MiB).
 pub const BASE_MEMORY_MB: u64 = 48;
-/// What one open client connection may hold at worst: actix's read
-/// buffer, a request head being parsed, a body's first 32 KiB waiting to
-/// be read, the response being written.
-pub const CONNECTION_MEMORY_KB: u64 = 64;
+/// What one open client connection may hold at worst: actix-http reads
+/// from a socket until its buffer holds 128 KiB, hands up to 32 KiB of a
+/// body to the request waiting for it, and writes the response from a
+/// buffer of its own (measured: a flood of connections sending 250 KB
+/// bodies held about 175 KiB each; see load/RESULTS.md, `hostile`).
+pub const CONNECTION_MEMORY_KB: u64 = 176;
 /// Client connections the admin listener keeps open at most.
 pub const ADMIN_MAX_CONNECTIONS: u64 = 64;
 /// Fewest client connections each clinic worker must be able to hold.
@@ -779,7 +781,7 @@ mod tests {
         s.server.memory_mb = 128;
         let message = s.validate().unwrap_err().to_string();
         assert!(message.contains("server.memory_mb"), "{message}");
-        s.server.memory_mb = 160;
+        s.server.memory_mb = 192;
         s.server.cache_memory_mb = 16;
         assert!(s.validate().is_ok(), "{:?}", s.validate());
         s.server.body_memory_mb = 0;

@@ -2,11 +2,18 @@
 
 use std::process::ExitCode;
 
-/// mimalloc returns freed memory to the operating system within
-/// milliseconds of a burst (its purge delay), where glibc's per-thread
-/// arenas kept the peak of a flood of request bodies resident for good.
+/// jemalloc, with a background thread that returns memory freed after a
+/// burst to the operating system within about a second (`dirty_decay_ms`),
+/// whichever thread freed it and whether or not it allocates again: glibc's
+/// per-thread arenas kept the peak of a flood of request bodies resident
+/// for good.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc reads its options from this symbol at start.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 fn main() -> ExitCode {
     recept::cli::main()

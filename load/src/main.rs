@@ -9,6 +9,7 @@
 
 mod admin_reports;
 mod desk;
+mod hostile;
 mod many;
 mod master;
 mod migrate;
@@ -65,6 +66,9 @@ enum Command {
     ManyTenants(many::Options),
     /// One tenant at 10x its rate beside others at theirs.
     NoisyTenant(noisy::Options),
+    /// Hostile clients beside a clinic: connections holding partial
+    /// bodies, then forged keys as fast as they can be sent.
+    Hostile(hostile::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         Command::PgRestart(options) => runtime.block_on(restart::run(options)),
         Command::ManyTenants(options) => runtime.block_on(many::run(options)),
         Command::NoisyTenant(options) => runtime.block_on(noisy::run(options)),
+        Command::Hostile(options) => runtime.block_on(hostile::run(options)),
     };
     result?;
     report::finish(name)?;
@@ -111,6 +116,7 @@ impl Command {
             Command::PgRestart(_) => "pg-restart",
             Command::ManyTenants(_) => "many-tenants",
             Command::NoisyTenant(_) => "noisy-tenant",
+            Command::Hostile(_) => "hostile",
         }
     }
 }

@@ -70,3 +70,12 @@ pub fn postgres(data_dir: &std::path::Path) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "taskset could not pin PostgreSQL ({pid})");
     Ok(())
 }
+
+/// With `--pin`, pins a child process (a recept of its own) to every CPU
+/// but the generator's.
+pub fn child(pid: u32) -> anyhow::Result<()> {
+    if PINNED.load(Ordering::SeqCst) {
+        set(Pid::from_raw(pid as i32), 0..cpus() - 1)?;
+    }
+    Ok(())
+}

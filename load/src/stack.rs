@@ -17,6 +17,8 @@ pub struct Stack {
     pub admin_token: String,
     /// What recept tags clinic keys under, to issue keys directly.
     pub keys: recept::tenancy::KeySecrets,
+    /// The secret itself, for a recept started as its own process.
+    pub key_secret: String,
     /// The database recept uses, for samplers of its own.
     pub database_url: String,
     pub pools: Arc<Pools>,
@@ -70,6 +72,7 @@ impl Stack {
         tweak(&mut settings);
         let admin_token = settings.admin.token.clone();
         let keys = recept::tenancy::KeySecrets::from_settings(&settings.clinic);
+        let key_secret = settings.clinic.key_secret.clone();
         // recept runs on a runtime of its own, as `recept serve` does, so its
         // connections are not driven by the load generator's threads.
         let (started, built) = tokio::sync::oneshot::channel();
@@ -117,6 +120,7 @@ impl Stack {
             admin,
             admin_token,
             keys,
+            key_secret,
             database_url,
             pools,
             cache,

@@ -12,6 +12,9 @@
 //!    body and the extractor's copy of it), and from the tenant's share of
 //!    it; when either is spent the request is `503` with `Retry-After`.
 //!
+//! A request refused `401` closes its connection too, with or without a
+//! body, so that guessing keys costs the guesser a connection per guess.
+//!
 //! Then the body is read within `server.body_timeout_ms` (else `408`),
 //! handed to the handler from memory, and its space returned when the
 //! response is ready. Every refusal closes the connection, so its unread
@@ -193,7 +196,16 @@ pub async fn intake<B: MessageBody + 'static>(
     };
     let length = declared_length(&req);
     if length == Some(0) {
-        return Ok(next.call(req).await?.map_into_left_body());
+        let mut response = next.call(req).await?;
+        if response.status() == actix_web::http::StatusCode::UNAUTHORIZED {
+            // A caller without a valid key loses its connection: guessing
+            // keys costs a new connection each time.
+            response
+                .response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+        }
+        return Ok(response.map_into_left_body());
     }
     let limit = limit_of(&req, &state);
     if length.is_some_and(|n| n > limit) {
