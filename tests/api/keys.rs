@@ -136,14 +136,7 @@ async fn keys_issued_before_tags_keep_working_until_legacy_keys_are_turned_off()
     settings.clinic.key_secret = app.key_secret.clone();
     let restarted = spawn_app_on(settings.clone()).await;
     assert_eq!(restarted.app_state.keys.refusals().1, 1);
-    let tenant: serde_json::Value = restarted
-        .clinic_request(Method::GET, "/v1/tenant", &legacy)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tenant = restarted.clinic_json(&legacy, "/v1/tenant").await;
     assert_eq!(tenant["slug"], slug.as_str());
     // A legacy-shaped key that was never issued is forged: no registry read.
     let misses = key_counts(&restarted).await.1;
