@@ -90,7 +90,6 @@ impl FromRequest for Clinic {
             tracing::Span::current().record("tenant", tenant.slug.as_str());
             req.extensions_mut()
                 .insert(RequestTenant(tenant.slug.clone()));
-            req.extensions_mut().insert(Clinic(tenant.clone()));
             Ok(Clinic(tenant))
         })
     }

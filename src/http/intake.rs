@@ -112,15 +112,15 @@ impl BodyBudget {
 
     fn share(&self, tenant: Uuid, bytes: usize) -> Result<TenantShare<'_>, ApiError> {
         let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        let held = tenants.entry(tenant).or_default();
-        if *held + bytes > self.tenant_bytes {
+        let held = tenants.get(&tenant).copied().unwrap_or(0);
+        if held + bytes > self.tenant_bytes {
             self.counts.refused_tenant.fetch_add(1, Relaxed);
             return Err(ApiError::TooManyRequests {
                 message: "this clinic has too many request bodies in flight".into(),
                 retry_after_ms: 1_000,
             });
         }
-        *held += bytes;
+        tenants.insert(tenant, held + bytes);
         Ok(TenantShare {
             tenant,
             bytes,
@@ -188,12 +188,6 @@ pub async fn intake<B: MessageBody + 'static>(
     mut req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, Error> {
-    let (Some(state), Some(listener)) = (
-        req.app_data::<web::Data<AppState>>().cloned(),
-        req.app_data::<web::Data<Listener>>().map(|l| l.0),
-    ) else {
-        return Ok(next.call(req).await?.map_into_left_body());
-    };
     let length = declared_length(&req);
     if length == Some(0) {
         let mut response = next.call(req).await?;
@@ -207,6 +201,12 @@ pub async fn intake<B: MessageBody + 'static>(
         }
         return Ok(response.map_into_left_body());
     }
+    let (Some(state), Some(listener)) = (
+        req.app_data::<web::Data<AppState>>().cloned(),
+        req.app_data::<web::Data<Listener>>().map(|l| l.0),
+    ) else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
     let limit = limit_of(&req, &state);
     if length.is_some_and(|n| n > limit) {
         return Ok(refuse(req, ApiError::PayloadTooLarge(limit)));
@@ -220,7 +220,12 @@ pub async fn intake<B: MessageBody + 'static>(
             return Ok(next.call(req).await?.map_into_left_body());
         }
         match Clinic::extract(req.request()).await {
-            Ok(clinic) => (&state.clinic_bodies, Some(clinic.0.id)),
+            Ok(clinic) => {
+                let id = clinic.0.id;
+                // The handler's own `Clinic` finds it here.
+                req.extensions_mut().insert(clinic);
+                (&state.clinic_bodies, Some(id))
+            }
             Err(e) => return Ok(refuse(req, e)),
         }
     } else {
