@@ -4,9 +4,9 @@
 //! For a request that carries a body, in this order and before any byte of
 //! the body is read:
 //!
-//! 1. a declared length past the route's limit is `413`;
-//! 2. the caller is authenticated (a clinic's key, the admin token): a
+//! 1. the caller is authenticated (a clinic's key, the admin token): a
 //!    stranger's body is never read;
+//! 2. a declared length past the route's limit is `413`;
 //! 3. space is reserved from the listener's body budget (twice the body's
 //!    declared length, or twice the limit when it is sent in chunks: the
 //!    body and the extractor's copy of it), and from the tenant's share of
@@ -17,8 +17,15 @@
 //!
 //! Then the body is read within `server.body_timeout_ms` (else `408`),
 //! handed to the handler from memory, and its space returned when the
-//! response is ready. Every refusal closes the connection, so its unread
-//! body is never waited for.
+//! response is ready.
+//!
+//! Every refusal closes the connection at once (the server does not linger
+//! on unread bodies: `startup.rs`), so a refused sender holds no connection
+//! slot. One exception: a known caller's body past the limit is an honest
+//! mistake more often than an attack, and a client still sending it would
+//! read a reset connection instead of the `413`. Such a body is read and
+//! thrown away for up to [`DRAIN`] and [`DRAIN_FACTOR`] times the limit,
+//! by at most [`DRAINS`] requests of a listener at once, then answered.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::Payload;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, ConnectionType, Method};
 use actix_web::middleware::Next;
@@ -38,9 +46,20 @@ use uuid::Uuid;
 use super::{AdminCaller, ApiError, AppState, Clinic, Listener};
 use crate::pools::Role;
 
+/// How long a known caller's body past the limit is read (and thrown
+/// away) before its `413`.
+const DRAIN: Duration = Duration::from_secs(1);
+/// How much of it, in multiples of the route's limit.
+const DRAIN_FACTOR: usize = 16;
+/// How many such bodies one listener drains at once; past that the `413`
+/// is sent at once.
+const DRAINS: usize = 16;
+
 /// The space request bodies of one listener may hold at once.
 pub struct BodyBudget {
     space: Arc<Semaphore>,
+    /// Bodies past the limit being read and thrown away.
+    drains: Semaphore,
     bytes: usize,
     /// Bytes reserved now, by tenant, and the most one tenant may hold.
     tenants: Mutex<HashMap<Uuid, usize>>,
@@ -93,6 +112,7 @@ impl BodyBudget {
     pub fn new(bytes: usize, tenant_bytes: usize, timeout: Duration) -> BodyBudget {
         BodyBudget {
             space: Arc::new(Semaphore::new(bytes)),
+            drains: Semaphore::new(DRAINS),
             bytes,
             tenants: Mutex::default(),
             tenant_bytes,
@@ -104,6 +124,11 @@ impl BodyBudget {
     /// Bytes reserved now, and the budget.
     pub fn usage(&self) -> (usize, usize) {
         (self.bytes - self.space.available_permits(), self.bytes)
+    }
+
+    /// Bodies past the limit being read and thrown away now.
+    pub fn draining(&self) -> usize {
+        DRAINS - self.drains.available_permits()
     }
 
     pub fn counts(&self) -> &BodyCounts {
@@ -208,9 +233,6 @@ pub async fn intake<B: MessageBody + 'static>(
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let limit = limit_of(&req, &state);
-    if length.is_some_and(|n| n > limit) {
-        return Ok(refuse(req, ApiError::PayloadTooLarge(limit)));
-    }
 
     // Who is sending it, before a byte of it is read. The extractors keep
     // what they found, so the handler does not look again.
@@ -235,29 +257,60 @@ pub async fn intake<B: MessageBody + 'static>(
         (&state.admin_bodies, None)
     };
 
+    let mut payload = req.take_payload();
+    if length.is_some_and(|n| n > limit) {
+        if length.is_some_and(|n| n <= limit.saturating_mul(DRAIN_FACTOR)) {
+            budget.drain(&mut payload, limit).await;
+        }
+        return Ok(refuse(req, ApiError::PayloadTooLarge(limit)));
+    }
     let expected = length.unwrap_or(limit);
     let reservation = match budget.reserve(expected.saturating_mul(2), tenant) {
         Ok(reservation) => reservation,
         Err(e) => return Ok(refuse(req, e)),
     };
-    let body = match read_body(&mut req, expected, limit, budget).await {
+    let body = match read_body(&mut payload, expected, limit, budget).await {
         Ok(body) => body,
-        Err(e) => return Ok(refuse(req, e)),
+        Err(e) => {
+            if matches!(e, ApiError::PayloadTooLarge(_)) {
+                budget.drain(&mut payload, limit).await;
+            }
+            return Ok(refuse(req, e));
+        }
     };
-    req.set_payload(actix_web::dev::Payload::from(body.freeze()));
+    req.set_payload(Payload::from(body.freeze()));
     let response = next.call(req).await;
     drop(reservation);
     Ok(response?.map_into_left_body())
 }
 
+impl BodyBudget {
+    /// Reads and throws away the rest of a body past `limit` (see the
+    /// module's comment), when a drain is free; gives up after [`DRAIN`]
+    /// or [`DRAIN_FACTOR`] times `limit`.
+    async fn drain(&self, payload: &mut Payload, limit: usize) {
+        let Ok(_drain) = self.drains.try_acquire() else {
+            return;
+        };
+        let most = limit.saturating_mul(DRAIN_FACTOR);
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        let mut read = 0usize;
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, payload.next()).await {
+            read += chunk.len();
+            if read > most {
+                return;
+            }
+        }
+    }
+}
+
 /// Reads the whole body within the budget's deadline.
 async fn read_body(
-    req: &mut ServiceRequest,
+    payload: &mut Payload,
     expected: usize,
     limit: usize,
     budget: &BodyBudget,
 ) -> Result<BytesMut, ApiError> {
-    let mut payload = req.take_payload();
     let mut body = BytesMut::with_capacity(expected.min(limit));
     let deadline = tokio::time::Instant::now() + budget.timeout;
     loop {

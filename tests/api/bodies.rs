@@ -188,3 +188,29 @@ async fn a_chunked_body_is_read_within_the_limit() {
 
     until_reserved(&app, 0).await;
 }
+
+#[tokio::test]
+async fn a_known_callers_body_past_the_limit_is_read_so_that_its_client_reads_the_413() {
+    let app = spawn_app_with(|_| {}).await;
+    let (_, key) = app.tenant_with_key("oversized").await;
+
+    // Twelve times the 256 KiB limit, sent only once recept reads it: a
+    // client that sends its body after the head would otherwise meet a
+    // connection closed under it instead of the answer.
+    let length = 12 * 262_144;
+    let mut stream = post(&app, Some(&key), Some(length), b"").await;
+    for _ in 0..500 {
+        if app.app_state.clinic_bodies.draining() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(app.app_state.clinic_bodies.draining(), 1, "never read");
+    let sent = stream.write_all(&vec![b' '; length]).await;
+    assert!(sent.is_ok(), "the body could not be sent: {sent:?}");
+    let (status, problem) = answer(stream).await;
+    assert_eq!(status, 413);
+    assert_eq!(problem["type"], "urn:recept:problem:payload-too-large");
+    assert_eq!(app.app_state.clinic_bodies.usage().0, 0);
+    assert_eq!(app.app_state.clinic_bodies.draining(), 0);
+}
