@@ -17,4 +17,5 @@ mod process;
 mod reliability;
 mod routing;
 mod tenants;
+mod tidy;
 mod transfer;
