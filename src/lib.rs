@@ -11,6 +11,7 @@ pub mod http;
 pub mod master;
 pub mod metrics;
 pub mod migrate;
+pub mod ops;
 pub mod pools;
 pub mod startup;
 pub mod telemetry;

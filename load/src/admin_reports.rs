@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures::StreamExt;
-use recept::master;
 use recept::migrate::quote_ident;
 use recept::pools::Role;
 use recept::tenancy::audit::Actor;
@@ -55,11 +54,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "recept-load admin-reports: {} tenants x {} encounters, clinic {} req/s, admin timeout {} ms",
         o.tenants, o.encounters, o.rate, o.admin_timeout_ms
     );
-    let sample = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tenants/master/2026-04.csv"
-    ))?;
-    master::import_release(&pools, "2026-04", &master::parse_release(&sample)?).await?;
+    crate::stack::import_sample_release(&pools).await?;
     let slugs: Vec<Slug> = (0..o.tenants)
         .map(|i| Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
         .collect();

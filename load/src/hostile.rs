@@ -341,16 +341,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .iter()
         .map(|s| recept::tenancy::Slug::parse(s).expect("a valid slug"))
         .collect();
-    let sample = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tenants/master/2026-04.csv"
-    ))?;
-    recept::master::import_release(
-        &stack.pools,
-        "2026-04",
-        &recept::master::parse_release(&sample)?,
-    )
-    .await?;
+    crate::stack::import_sample_release(&stack.pools).await?;
     crate::stack::create_tenants(&stack.pools, &slugs, "2026-04", 1).await?;
     let clinics = crate::traffic::clinics(&stack, &slugs).await?;
     let (key, patient) = clinics[0].clone();

@@ -107,7 +107,13 @@ async fn benchmark(mut o: Options, everything: bool) -> anyhow::Result<()> {
     if everything {
         let full = generate_release(1, 10_000, 20_000, 25_000, date("2026-06-01"));
         let started = Instant::now();
-        master::import_release(&pools, "full", &full).await?;
+        master::import_release(
+            &pools,
+            "full",
+            &full,
+            &recept::tenancy::audit::Actor::operator(),
+        )
+        .await?;
         out!(
             "import full-size release ({} rows): {:.2}s",
             full.len(),
@@ -143,8 +149,20 @@ async fn benchmark(mut o: Options, everything: bool) -> anyhow::Result<()> {
 
     // 2. Many tenants on A; B changes `changed` items.
     let (a, b) = releases(o.changed)?;
-    master::import_release(&pools, "bench-a", &a).await?;
-    master::import_release(&pools, "bench-b", &b).await?;
+    master::import_release(
+        &pools,
+        "bench-a",
+        &a,
+        &recept::tenancy::audit::Actor::operator(),
+    )
+    .await?;
+    master::import_release(
+        &pools,
+        "bench-b",
+        &b,
+        &recept::tenancy::audit::Actor::operator(),
+    )
+    .await?;
     let started = Instant::now();
     let slugs: Vec<Slug> = (0..o.tenants)
         .map(|i| Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
@@ -195,7 +213,15 @@ async fn benchmark(mut o: Options, everything: bool) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let target = RolloutTarget::Tenants(slugs.clone());
-    let report = master::rollout(&pools, "bench-b", &target, concurrency, |_| {}).await?;
+    let report = master::rollout(
+        &pools,
+        "bench-b",
+        &target,
+        concurrency,
+        &recept::tenancy::audit::Actor::operator(),
+        |_| {},
+    )
+    .await?;
     let rollout_secs = started.elapsed().as_secs_f64();
     done.store(true, Ordering::SeqCst);
     let during = during.await?;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use recept::master;
 use recept::migrate::{self, MigrationSet, RunOptions};
 use recept::tenancy::Slug;
 
@@ -64,11 +63,7 @@ async fn migrations(o: Options, everything: bool) -> anyhow::Result<()> {
         o.concurrency,
         o.clients
     );
-    let sample = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tenants/master/2026-04.csv"
-    ))?;
-    master::import_release(&pools, "2026-04", &master::parse_release(&sample)?).await?;
+    crate::stack::import_sample_release(&pools).await?;
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slugs: Vec<Slug> = (0..o.tenants)

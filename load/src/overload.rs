@@ -94,12 +94,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     .await?;
     let settings_budget = o.pool_size + 4 + 2;
     let pools = stack.pools.clone();
-    let sample = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tenants/master/2026-04.csv"
-    ))?;
-    recept::master::import_release(&pools, "2026-04", &recept::master::parse_release(&sample)?)
-        .await?;
+    crate::stack::import_sample_release(&pools).await?;
     let slugs: Vec<recept::tenancy::Slug> = (0..o.tenants)
         .map(|i| recept::tenancy::Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
         .collect();

@@ -25,12 +25,7 @@ pub struct Options {
 pub async fn run(o: Options) -> anyhow::Result<()> {
     let mut stack = Stack::start(|s| s.server.workers = 2).await?;
     let pools = stack.pools.clone();
-    let sample = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tenants/master/2026-04.csv"
-    ))?;
-    recept::master::import_release(&pools, "2026-04", &recept::master::parse_release(&sample)?)
-        .await?;
+    crate::stack::import_sample_release(&pools).await?;
     let slugs: Vec<recept::tenancy::Slug> = (0..4)
         .map(|i| recept::tenancy::Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
         .collect();

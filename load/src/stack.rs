@@ -214,3 +214,16 @@ pub async fn create_tenants(
         .await;
     created.into_iter().collect()
 }
+
+/// Imports the sample master release (`tenants/master/2026-04.csv`) as
+/// `2026-04`, as an operator would.
+pub async fn import_sample_release(pools: &recept::pools::Pools) -> anyhow::Result<()> {
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tenants/master/2026-04.csv"
+    ))?;
+    let items = recept::master::parse_release(&sample)?;
+    let operator = recept::tenancy::audit::Actor::operator();
+    recept::master::import_release(pools, "2026-04", &items, &operator).await?;
+    Ok(())
+}

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use crate::config::Settings;
 use crate::master;
 use crate::pools::Role;
+use crate::tenancy::audit::Actor;
 use crate::tenancy::Slug;
 
 use super::tenants::operator_pools;
@@ -32,7 +33,7 @@ pub(super) fn master(settings: Settings, command: MasterCommand) -> anyhow::Resu
         let pools = operator_pools(&settings).await?;
         match command {
             MasterCommand::Import { file, version } => {
-                let summary = master::import_file(&pools, &file, &version).await?;
+                let summary = master::import_file(&pools, &file, &version, &Actor::operator()).await?;
                 println!("imported release {} ({} items)", summary.version, summary.items);
             }
             MasterCommand::List => {
@@ -64,7 +65,7 @@ pub(super) fn master(settings: Settings, command: MasterCommand) -> anyhow::Resu
                         settings.admin.pool_size
                     );
                 }
-                let id = master::start_rollout(&pools, &version, &target).await?;
+                let id = master::start_rollout(&pools, &version, &target, concurrency, &Actor::operator()).await?;
                 let started = std::time::Instant::now();
                 let report = master::run_rollout(&pools, id, concurrency, |t| {
                     println!(

@@ -136,6 +136,15 @@ enum TenantsCommand {
         #[arg(long, default_value_t = 30)]
         grace_days: i32,
     },
+    /// Suspend a tenant: its keys get 403 until it is resumed.
+    Suspend { slug: String },
+    /// Resume a suspended tenant.
+    Resume { slug: String },
+    /// Delete a tenant (a soft delete: its keys stop working, `purge` drops
+    /// its schema after the grace period).
+    Delete { slug: String },
+    /// Revoke one of a tenant's API keys, by its id.
+    RevokeKey { slug: String, id: String },
     /// Issue a clinic API key for a tenant; the key is printed once.
     IssueKey {
         slug: String,

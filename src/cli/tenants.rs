@@ -4,9 +4,10 @@ use anyhow::{bail, Context};
 
 use crate::config::Settings;
 use crate::migrate::prepare_control;
+use crate::ops;
 use crate::pools::{Pools, Role};
 use crate::tenancy::audit::Actor;
-use crate::tenancy::{create_tenant, transfer, Registry, Slug};
+use crate::tenancy::{create_tenant, transfer, Registry, Slug, TenantStatus};
 
 use super::TenantsCommand;
 
@@ -86,14 +87,28 @@ pub(super) async fn tenants(settings: Settings, command: TenantsCommand) -> anyh
             println!("{} tenant(s) purged", purged.len());
         }
         TenantsCommand::IssueKey { slug, label } => {
-            let parsed = Slug::parse(&slug).map_err(|e| anyhow::anyhow!("slug `{slug}`: {e}"))?;
-            let client = pools.control(Role::Admin).await?;
-            let tenant = Registry::find(&client, &parsed)
-                .await?
-                .with_context(|| format!("no tenant `{slug}`"))?;
-            let key = crate::tenancy::KeySecrets::from_settings(&settings.clinic).issue();
-            Registry::insert_key(&client, tenant.id, &key, label.as_deref()).await?;
-            println!("{}", key.secret);
+            let slug = parse_slug(&slug)?;
+            let secrets = crate::tenancy::KeySecrets::from_settings(&settings.clinic);
+            let key = ops::issue_key(&pools, &secrets, &slug, label, &Actor::operator()).await?;
+            println!("{}", key.key);
+        }
+        TenantsCommand::RevokeKey { slug, id } => {
+            let slug = parse_slug(&slug)?;
+            let id = uuid::Uuid::parse_str(&id)
+                .map_err(|_| anyhow::anyhow!("key id `{id}` is not a key id (a UUID)"))?;
+            ops::revoke_key(&pools, &slug, id, &Actor::operator()).await?;
+            println!(
+                "revoked key {id} of {slug}; every host refuses it within clinic.key_cache_ttl_ms"
+            );
+        }
+        TenantsCommand::Suspend { slug } => {
+            set_status(&pools, &slug, TenantStatus::Suspended).await?;
+        }
+        TenantsCommand::Resume { slug } => {
+            set_status(&pools, &slug, TenantStatus::Active).await?;
+        }
+        TenantsCommand::Delete { slug } => {
+            set_status(&pools, &slug, TenantStatus::Deleted).await?;
         }
         TenantsCommand::Export { slug, out } => {
             let parsed = Slug::parse(&slug).map_err(|e| anyhow::anyhow!("slug `{slug}`: {e}"))?;
@@ -155,5 +170,21 @@ pub(super) async fn tenants(settings: Settings, command: TenantsCommand) -> anyh
             );
         }
     }
+    Ok(())
+}
+
+fn parse_slug(slug: &str) -> anyhow::Result<Slug> {
+    Slug::parse(slug).map_err(|e| anyhow::anyhow!("slug `{slug}`: {e}"))
+}
+
+/// Suspends, resumes or deletes a tenant, as `POST /admin/tenants/{slug}/…`
+/// does.
+async fn set_status(pools: &Pools, slug: &str, status: TenantStatus) -> anyhow::Result<()> {
+    let slug = parse_slug(slug)?;
+    let record = ops::set_status(pools, &slug, status, &Actor::operator()).await?;
+    println!(
+        "{slug} is {}; every host sees it within clinic.key_cache_ttl_ms",
+        record.status.as_str()
+    );
     Ok(())
 }

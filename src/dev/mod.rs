@@ -191,10 +191,7 @@ pub async fn ensure_demo_tenants(
                     &manifest.name,
                     &cluster,
                     manifest.master_release.as_deref(),
-                    &Actor {
-                        name: "recept dev".into(),
-                        remote_addr: None,
-                    },
+                    &dev_actor(),
                 )
                 .await
                 .with_context(|| format!("creating demo tenant `{slug}`"))?
@@ -250,8 +247,16 @@ pub async fn ensure_sample_releases(pools: &Pools, dir: &Path) -> anyhow::Result
             continue;
         }
         drop(client);
-        master::import_file(pools, &file, version).await?;
+        master::import_file(pools, &file, version, &dev_actor()).await?;
         imported.push(version.to_string());
     }
     Ok(imported)
+}
+
+/// Who `recept dev`'s own writes are audited as.
+fn dev_actor() -> Actor {
+    Actor {
+        name: "recept dev".into(),
+        remote_addr: None,
+    }
 }

@@ -1,13 +1,12 @@
 //! Admin handlers under `/admin`: tenants and their API keys.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{AdminCaller, ApiError, AppState, FieldError};
-use crate::pools::{DbError, Role};
-use crate::tenancy::audit;
+use crate::ops;
+use crate::pools::Role;
 use crate::tenancy::{
     create_tenant as provision, CreateTenantError, Registry, Slug, TenantRecord, TenantStatus,
 };
@@ -111,6 +110,11 @@ pub async fn list_tenants(
     }))
 }
 
+/// A path's slug; one that cannot be a slug names no tenant: `404`.
+fn path_slug(slug: &str) -> Result<Slug, ApiError> {
+    Slug::parse(slug).map_err(|_| ApiError::NotFound(format!("no tenant `{slug}`")))
+}
+
 /// The tenant named by a path's slug; anything else is `404`.
 pub(super) async fn find(state: &AppState, slug: &str) -> Result<TenantRecord, ApiError> {
     let not_found = || ApiError::NotFound(format!("no tenant `{slug}`"));
@@ -134,24 +138,8 @@ async fn change_status(
     slug: &str,
     status: TenantStatus,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = find(state, slug).await?;
-    if tenant.status == TenantStatus::Deleted {
-        return Err(ApiError::Conflict(format!("tenant `{slug}` is deleted")));
-    }
-    let mut client = state.pools.control(Role::Admin).await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    let record = Registry::set_status(&tx, &tenant.slug, status)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no tenant `{slug}`")))?;
-    let action = match status {
-        TenantStatus::Active => "tenant.resume",
-        TenantStatus::Suspended => "tenant.suspend",
-        TenantStatus::Deleted => "tenant.delete",
-    };
-    audit::record(&tx, &caller.actor, action, Some(record.slug.as_str()), None).await?;
-    tx.commit().await.map_err(DbError::from)?;
+    let record = ops::set_status(&state.pools, &path_slug(slug)?, status, &caller.actor).await?;
     state.keys.invalidate_all();
-    tracing::info!(tenant = %record.slug, status = status.as_str(), "tenant status changed");
     Ok(HttpResponse::Ok().json(record))
 }
 
@@ -189,16 +177,6 @@ pub struct NewKey {
     label: Option<String>,
 }
 
-#[derive(Serialize)]
-struct IssuedKeyView {
-    id: Uuid,
-    /// Shown once; only its hash is stored.
-    key: String,
-    prefix: String,
-    label: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
 /// `POST /admin/tenants/{slug}/api-keys` (the body is optional).
 pub async fn issue_key(
     caller: AdminCaller,
@@ -207,38 +185,16 @@ pub async fn issue_key(
     body: Option<web::Json<NewKey>>,
 ) -> Result<HttpResponse, ApiError> {
     let label = body.map(|b| b.into_inner()).unwrap_or_default().label;
-    if label.as_ref().is_some_and(|l| l.chars().count() > 100) {
-        return Err(ApiError::validation(
-            "label",
-            "must be at most 100 characters",
-        ));
-    }
-    let tenant = find(&state, &slug).await?;
-    if tenant.status == TenantStatus::Deleted {
-        return Err(ApiError::Conflict(format!("tenant `{slug}` is deleted")));
-    }
-    let key = state.keys.secrets().issue();
-    let mut client = state.pools.control(Role::Admin).await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    let created_at = Registry::insert_key(&tx, tenant.id, &key, label.as_deref()).await?;
-    let detail = serde_json::json!({"key_id": key.id, "prefix": key.prefix});
-    audit::record(
-        &tx,
+    let slug = path_slug(&slug)?;
+    let key = ops::issue_key(
+        &state.pools,
+        state.keys.secrets(),
+        &slug,
+        label,
         &caller.actor,
-        "key.issue",
-        Some(tenant.slug.as_str()),
-        Some(detail),
     )
     .await?;
-    tx.commit().await.map_err(DbError::from)?;
-    tracing::info!(tenant = %tenant.slug, key_id = %key.id, "api key issued");
-    Ok(HttpResponse::Created().json(IssuedKeyView {
-        id: key.id,
-        key: key.secret,
-        prefix: key.prefix,
-        label,
-        created_at,
-    }))
+    Ok(HttpResponse::Created().json(key))
 }
 
 /// `GET /admin/tenants/{slug}/api-keys`: keys without their secrets.
@@ -261,25 +217,10 @@ pub async fn revoke_key(
 ) -> Result<HttpResponse, ApiError> {
     let (slug, id) = path.into_inner();
     let not_found = || ApiError::NotFound(format!("tenant `{slug}` has no live key `{id}`"));
-    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let tenant = find(&state, &slug).await?;
-    let mut client = state.pools.control(Role::Admin).await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    if !Registry::revoke_key(&tx, tenant.id, id).await? {
-        return Err(not_found());
-    }
-    let detail = serde_json::json!({"key_id": id});
-    audit::record(
-        &tx,
-        &caller.actor,
-        "key.revoke",
-        Some(tenant.slug.as_str()),
-        Some(detail),
-    )
-    .await?;
-    tx.commit().await.map_err(DbError::from)?;
+    let key_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let slug = Slug::parse(&slug).map_err(|_| not_found())?;
+    ops::revoke_key(&state.pools, &slug, key_id, &caller.actor).await?;
     state.keys.invalidate_all();
-    tracing::info!(tenant = %tenant.slug, key_id = %id, "api key revoked");
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -46,7 +46,7 @@ pub async fn import(
         ),
         ImportError::Empty => ApiError::validation("body", "the release has no items"),
     })?;
-    let summary = import_release(&state.pools, &query.version, &items)
+    let summary = import_release(&state.pools, &query.version, &items, &caller.actor)
         .await
         .map_err(|e| match e {
             ReleaseError::Exists(_) => ApiError::Conflict(e.to_string()),
@@ -54,8 +54,6 @@ pub async fn import(
             ReleaseError::Db(e) => e.into(),
         })?;
     tracing::info!(version = %summary.version, items = summary.items, "master release imported");
-    let detail = serde_json::json!({"items": summary.items});
-    audit_after(&state, &caller, "master.import", &summary.version, detail).await?;
     Ok(HttpResponse::Created().json(summary))
 }
 
@@ -114,15 +112,19 @@ pub async fn start(
             ),
         ));
     }
-    let id = start_rollout(&state.pools, &body.version, &target)
-        .await
-        .map_err(|e| match e {
-            RolloutError::UnknownRelease(_) => ApiError::validation("version", e.to_string()),
-            RolloutError::UnknownTenants(_) => ApiError::validation("tenants", e.to_string()),
-            RolloutError::Db(e) => e.into(),
-        })?;
-    let detail = serde_json::json!({"rollout": id, "concurrency": concurrency});
-    audit_after(&state, &caller, "master.rollout", &body.version, detail).await?;
+    let id = start_rollout(
+        &state.pools,
+        &body.version,
+        &target,
+        concurrency,
+        &caller.actor,
+    )
+    .await
+    .map_err(|e| match e {
+        RolloutError::UnknownRelease(_) => ApiError::validation("version", e.to_string()),
+        RolloutError::UnknownTenants(_) => ApiError::validation("tenants", e.to_string()),
+        RolloutError::Db(e) => e.into(),
+    })?;
     let pools = state.pools.clone();
     actix_web::rt::spawn(async move {
         match run_rollout(&pools, id, concurrency, |_| {}).await {
@@ -150,18 +152,4 @@ pub async fn show(
         .await?
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(report))
-}
-
-/// Records an admin write that committed on its own.
-async fn audit_after(
-    state: &AppState,
-    caller: &AdminCaller,
-    action: &str,
-    target: &str,
-    detail: serde_json::Value,
-) -> Result<(), ApiError> {
-    let client = state.pools.control(Role::Admin).await?;
-    crate::tenancy::audit::record(&client, &caller.actor, action, Some(target), Some(detail))
-        .await?;
-    Ok(())
 }

@@ -229,6 +229,18 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<crate::ops::OpError> for ApiError {
+    fn from(e: crate::ops::OpError) -> Self {
+        use crate::ops::OpError;
+        match e {
+            OpError::NotFound(message) => ApiError::NotFound(message),
+            OpError::Conflict(message) => ApiError::Conflict(message),
+            OpError::Invalid { field, message } => ApiError::validation(field, message),
+            OpError::Db(e) => e.into(),
+        }
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{valid_version, MasterItem};
 use crate::pools::{DbError, Pools, Role};
+use crate::tenancy::audit::{self, Actor};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReleaseSummary {
@@ -37,6 +38,7 @@ pub async fn import_release(
     pools: &Pools,
     version: &str,
     items: &[MasterItem],
+    actor: &Actor,
 ) -> Result<ReleaseSummary, ReleaseError> {
     if !valid_version(version) {
         return Err(ReleaseError::BadVersion(version.to_string()));
@@ -63,6 +65,8 @@ pub async fn import_release(
         sink.send(Bytes::from(csv_rows(version, chunk))).await?;
     }
     sink.as_mut().finish().await?;
+    let detail = serde_json::json!({"items": items.len()});
+    audit::record(&tx, actor, "master.import", Some(version), Some(detail)).await?;
     tx.commit().await?;
     Ok(ReleaseSummary {
         version: version.to_string(),
@@ -142,6 +146,7 @@ pub async fn import_file(
     pools: &Pools,
     file: &std::path::Path,
     version: &str,
+    actor: &Actor,
 ) -> anyhow::Result<ReleaseSummary> {
     use anyhow::Context;
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -159,5 +164,5 @@ pub async fn import_file(
         }
         super::ImportError::Empty => anyhow::anyhow!("{} has no items", file.display()),
     })?;
-    Ok(import_release(pools, version, &items).await?)
+    Ok(import_release(pools, version, &items, actor).await?)
 }

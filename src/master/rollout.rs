@@ -18,6 +18,7 @@ use super::copy::{copy_items, literal};
 use super::{release_exists, ITEM_COLUMNS};
 use crate::migrate::quote_ident;
 use crate::pools::{DbError, Pools, Role};
+use crate::tenancy::audit::{self, Actor};
 use crate::tenancy::Slug;
 
 /// Which tenants a rollout upgrades.
@@ -86,6 +87,8 @@ pub async fn start_rollout(
     pools: &Pools,
     version: &str,
     target: &RolloutTarget,
+    concurrency: usize,
+    actor: &Actor,
 ) -> Result<Uuid, RolloutError> {
     let mut client = pools.control(Role::Admin).await?;
     if !release_exists(&client, version).await? {
@@ -131,6 +134,8 @@ pub async fn start_rollout(
             }
         }
     }
+    let detail = serde_json::json!({"rollout": id, "concurrency": concurrency});
+    audit::record(&tx, actor, "master.rollout", Some(version), Some(detail)).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -206,9 +211,10 @@ pub async fn rollout(
     version: &str,
     target: &RolloutTarget,
     concurrency: usize,
+    actor: &Actor,
     on_tenant: impl Fn(&TenantRollout),
 ) -> Result<RolloutReport, RolloutError> {
-    let id = start_rollout(pools, version, target).await?;
+    let id = start_rollout(pools, version, target, concurrency, actor).await?;
     Ok(run_rollout(pools, id, concurrency, on_tenant).await?)
 }
 

@@ -14,10 +14,18 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// The operator's own command line.
+    /// The operator at the command line, by login: the user the process
+    /// runs as (or `$USER` when that user has no name).
     pub fn operator() -> Actor {
+        let uid = nix::unistd::getuid();
+        let login = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| format!("uid {uid}"));
         Actor {
-            name: "operator (command line)".into(),
+            name: format!("{login} (command line)"),
             remote_addr: None,
         }
     }

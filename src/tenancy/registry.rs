@@ -109,6 +109,20 @@ impl Registry {
             .transpose()
     }
 
+    /// The tenant, its row locked until the transaction ends: for a write
+    /// that depends on its status.
+    pub async fn lock(
+        client: &impl GenericClient,
+        slug: &Slug,
+    ) -> Result<Option<TenantRecord>, DbError> {
+        let sql = format!("SELECT {COLUMNS} FROM recept.tenants WHERE slug = $1 FOR UPDATE");
+        client
+            .query_opt(&sql, &[&slug.as_str()])
+            .await?
+            .map(|row| record(&row))
+            .transpose()
+    }
+
     /// Tenants ordered by slug, after `after` (keyset pagination).
     pub async fn list(
         client: &impl GenericClient,

@@ -210,3 +210,85 @@ async fn a_tenant_exported_on_the_command_line_is_imported_under_another_slug() 
     assert_refused(&again, "already exists");
     assert_refused(&missing, "no tenant `cli_nobody`");
 }
+
+#[tokio::test]
+async fn every_command_line_write_is_audited_and_a_deleted_tenant_gets_no_key() {
+    let db_url = fresh_database().await;
+    let env = [
+        ("RECEPT__CLUSTERS__MAIN__URL", db_url.as_str()),
+        ("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123"),
+        (
+            "RECEPT__CLINIC__KEY_SECRET",
+            "0123456789abcdef0123456789abcdef",
+        ),
+    ];
+    let release = concat!(env!("CARGO_MANIFEST_DIR"), "/tenants/master/2026-04.csv");
+    let ok = |args: &[&str]| {
+        let output = recept(args, &env);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+
+    ok(&["tenants", "create", "cli_audit", "--name", "Audited"]);
+    ok(&["master", "import", release, "--version", "2026-04"]);
+    ok(&["master", "rollout", "2026-04", "--tenant", "cli_audit"]);
+    ok(&["tenants", "issue-key", "cli_audit", "--label", "desk"]);
+    ok(&["tenants", "suspend", "cli_audit"]);
+    ok(&["tenants", "resume", "cli_audit"]);
+    let client = crate::helpers::connect(&db_url).await;
+    let key_id: uuid::Uuid = client
+        .query_one("SELECT id FROM recept.api_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    ok(&["tenants", "revoke-key", "cli_audit", &key_id.to_string()]);
+    ok(&["tenants", "delete", "cli_audit"]);
+    let refused = recept(&["tenants", "issue-key", "cli_audit"], &env);
+    let again = recept(
+        &["tenants", "revoke-key", "cli_audit", &key_id.to_string()],
+        &env,
+    );
+
+    assert_refused(&refused, "tenant `cli_audit` is deleted");
+    assert_refused(&again, "has no live key");
+    let keys: i64 = client
+        .query_one("SELECT count(*) FROM recept.api_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 1, "the deleted tenant got a key");
+    let audited: Vec<(String, String, Option<String>)> = client
+        .query(
+            "SELECT action, actor, target FROM recept.audit_log ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let actions: Vec<&str> = audited.iter().map(|(a, _, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "tenant.create",
+            "master.import",
+            "master.rollout",
+            "key.issue",
+            "tenant.suspend",
+            "tenant.resume",
+            "key.revoke",
+            "tenant.delete",
+        ]
+    );
+    for (action, actor, target) in &audited {
+        assert!(actor.ends_with("(command line)"), "{action}: {actor}");
+        assert!(!actor.starts_with(" "), "{action}: {actor}");
+        let expected = if action.starts_with("master.") {
+            "2026-04"
+        } else {
+            "cli_audit"
+        };
+        assert_eq!(target.as_deref(), Some(expected), "{action}");
+    }
+}

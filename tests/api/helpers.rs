@@ -258,12 +258,17 @@ impl TestApp {
 
     /// A direct connection to the app's database, for inspecting it.
     pub async fn db(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
+        connect(&self.db_url).await
     }
+}
+
+/// A direct connection to a test database, for inspecting it.
+pub async fn connect(db_url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
 }
 
 /// Asserts a problem+json answer with `status` and returns its body.

@@ -1,5 +1,6 @@
 //! Master releases, tenant copies and diff-based rollouts.
 
+use recept::tenancy::audit::Actor;
 use std::time::Duration;
 
 use recept::master::{rollout, RolloutTarget};
@@ -254,9 +255,16 @@ async fn a_rollout_that_fails_half_way_resumes_and_applies_every_tenant_exactly_
         ))
         .await
         .unwrap();
-    let first = rollout(&pools, "2026-06", &RolloutTarget::All, 2, |_| {})
-        .await
-        .unwrap();
+    let first = rollout(
+        &pools,
+        "2026-06",
+        &RolloutTarget::All,
+        2,
+        &Actor::operator(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     blocker.batch_execute("ROLLBACK").await.unwrap();
 
     assert_eq!((first.counts.done, first.counts.failed), (5, 1));
@@ -264,9 +272,16 @@ async fn a_rollout_that_fails_half_way_resumes_and_applies_every_tenant_exactly_
     assert_eq!(failed.slug, slugs[2]);
     assert!(failed.error.is_some());
 
-    let second = rollout(&pools, "2026-06", &RolloutTarget::All, 2, |_| {})
-        .await
-        .unwrap();
+    let second = rollout(
+        &pools,
+        "2026-06",
+        &RolloutTarget::All,
+        2,
+        &Actor::operator(),
+        |_| {},
+    )
+    .await
+    .unwrap();
 
     assert_eq!((second.counts.done, second.counts.skipped), (1, 5));
     for slug in &slugs {
@@ -403,6 +418,7 @@ async fn a_tenant_on_another_cluster_gets_its_copy_rollouts_and_migrations_by_co
         "2026-06",
         &RolloutTarget::All,
         1,
+        &Actor::operator(),
         |_| {},
     )
     .await

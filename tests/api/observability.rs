@@ -1,6 +1,7 @@
 //! `/metrics` under real traffic, the README's list of series, and the
 //! dashboard and Prometheus configuration shipped in docker-compose.yml.
 
+use recept::tenancy::audit::Actor;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -212,9 +213,16 @@ async fn every_documented_series_is_exported_with_plausible_values_under_traffic
         run(&pools, &set, &options, |_| {}).await.unwrap().migrated,
         2
     );
-    rollout(&pools, "2026-06", &RolloutTarget::All, 1, |_| {})
-        .await
-        .unwrap();
+    rollout(
+        &pools,
+        "2026-06",
+        &RolloutTarget::All,
+        1,
+        &Actor::operator(),
+        |_| {},
+    )
+    .await
+    .unwrap();
 
     let after = scrape(&app).await;
     for name in documented_series() {
