@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::OpError;
 use crate::pools::{Pools, Role};
 use crate::tenancy::audit::{self, Actor};
-use crate::tenancy::{KeySecrets, Registry, Slug, TenantStatus};
+use crate::tenancy::{KeySecrets, Registry, Slug};
 
 /// The longest label a key may carry, in characters.
 const LABEL_CHARS: usize = 100;
@@ -42,13 +42,7 @@ pub async fn issue_key(
     }
     let mut client = pools.control(Role::Admin).await?;
     let tx = client.transaction().await?;
-    // Locked, so that a delete cannot slip between the check and the key.
-    let tenant = Registry::lock(&tx, slug)
-        .await?
-        .ok_or_else(|| OpError::NotFound(format!("no tenant `{slug}`")))?;
-    if tenant.status == TenantStatus::Deleted {
-        return Err(OpError::Conflict(format!("tenant `{slug}` is deleted")));
-    }
+    let tenant = super::live_tenant(&tx, slug).await?;
     let key = secrets.issue();
     let created_at = Registry::insert_key(&tx, tenant.id, &key, label.as_deref()).await?;
     let detail = serde_json::json!({"key_id": key.id, "prefix": key.prefix});

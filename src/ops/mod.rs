@@ -17,6 +17,7 @@ pub use keys::{issue_key, revoke_key, NewKey};
 pub use tenants::set_status;
 
 use crate::pools::DbError;
+use crate::tenancy::{Registry, Slug, TenantRecord, TenantStatus};
 
 /// Why an admin or operator write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -41,4 +42,20 @@ impl From<tokio_postgres::Error> for OpError {
     fn from(e: tokio_postgres::Error) -> Self {
         OpError::Db(e.into())
     }
+}
+
+/// The tenant, locked until `tx` ends so that a delete cannot slip between
+/// this check and the write; a missing tenant is `NotFound`, a deleted one
+/// `Conflict`.
+async fn live_tenant(
+    tx: &deadpool_postgres::Transaction<'_>,
+    slug: &Slug,
+) -> Result<TenantRecord, OpError> {
+    let tenant = Registry::lock(tx, slug)
+        .await?
+        .ok_or_else(|| OpError::NotFound(format!("no tenant `{slug}`")))?;
+    if tenant.status == TenantStatus::Deleted {
+        return Err(OpError::Conflict(format!("tenant `{slug}` is deleted")));
+    }
+    Ok(tenant)
 }

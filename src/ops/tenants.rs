@@ -17,12 +17,7 @@ pub async fn set_status(
 ) -> Result<TenantRecord, OpError> {
     let mut client = pools.control(Role::Admin).await?;
     let tx = client.transaction().await?;
-    let tenant = Registry::lock(&tx, slug)
-        .await?
-        .ok_or_else(|| OpError::NotFound(format!("no tenant `{slug}`")))?;
-    if tenant.status == TenantStatus::Deleted {
-        return Err(OpError::Conflict(format!("tenant `{slug}` is deleted")));
-    }
+    super::live_tenant(&tx, slug).await?;
     let record = Registry::set_status(&tx, slug, status)
         .await?
         .ok_or_else(|| OpError::NotFound(format!("no tenant `{slug}`")))?;

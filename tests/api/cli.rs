@@ -43,6 +43,18 @@ const VALID: [(&str, &str); 3] = [
     ),
 ];
 
+/// The settings a command needs to run against `db_url`.
+fn on_database(db_url: &str) -> [(&'static str, &str); 3] {
+    [
+        ("RECEPT__CLUSTERS__MAIN__URL", db_url),
+        ("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123"),
+        (
+            "RECEPT__CLINIC__KEY_SECRET",
+            "0123456789abcdef0123456789abcdef",
+        ),
+    ]
+}
+
 #[test]
 fn bad_configuration_names_the_key() {
     let with = |extra: (&'static str, &'static str)| {
@@ -181,14 +193,7 @@ async fn a_tenant_created_on_the_command_line_is_served() {
 #[tokio::test]
 async fn a_tenant_exported_on_the_command_line_is_imported_under_another_slug() {
     let db_url = fresh_database().await;
-    let env = [
-        ("RECEPT__CLUSTERS__MAIN__URL", db_url.as_str()),
-        ("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123"),
-        (
-            "RECEPT__CLINIC__KEY_SECRET",
-            "0123456789abcdef0123456789abcdef",
-        ),
-    ];
+    let env = on_database(&db_url);
     let created = recept(
         &["tenants", "create", "cli_source", "--name", "Source"],
         &env,
@@ -214,14 +219,7 @@ async fn a_tenant_exported_on_the_command_line_is_imported_under_another_slug() 
 #[tokio::test]
 async fn every_command_line_write_is_audited_and_a_deleted_tenant_gets_no_key() {
     let db_url = fresh_database().await;
-    let env = [
-        ("RECEPT__CLUSTERS__MAIN__URL", db_url.as_str()),
-        ("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123"),
-        (
-            "RECEPT__CLINIC__KEY_SECRET",
-            "0123456789abcdef0123456789abcdef",
-        ),
-    ];
+    let env = on_database(&db_url);
     let release = concat!(env!("CARGO_MANIFEST_DIR"), "/tenants/master/2026-04.csv");
     let ok = |args: &[&str]| {
         let output = recept(args, &env);
