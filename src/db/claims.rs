@@ -58,7 +58,7 @@ fn claim_from_row(row: &Row) -> Claim {
 pub async fn generate(tx: &Tx, month: NaiveDate) -> Result<Vec<Claim>, DbError> {
     let next = month
         .checked_add_months(chrono::Months::new(1))
-        .ok_or_else(|| DbError::Unavailable("month out of range".into()))?;
+        .ok_or_else(|| DbError::Corrupt("month out of range".into()))?;
     // One generation per tenant and month at a time.
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':claims:' || $1))",

@@ -106,8 +106,7 @@ pub const SELECT_ENCOUNTER: &str = "SELECT e.id, e.patient_id, e.date, e.departm
      FROM encounters e";
 
 pub fn encounter_from_row(row: &Row) -> Result<Encounter, DbError> {
-    let unreadable =
-        |e: serde_json::Error| DbError::Unavailable(format!("unreadable encounter: {e}"));
+    let unreadable = |e: serde_json::Error| DbError::Corrupt(format!("unreadable encounter: {e}"));
     Ok(Encounter {
         id: row.get("id"),
         patient_id: row.get("patient_id"),
@@ -283,7 +282,7 @@ pub async fn insert(tx: &Tx, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
 }
 
 fn too_large() -> DbError {
-    DbError::Unavailable("an amount does not fit the database column".into())
+    DbError::Corrupt("an amount does not fit the database column".into())
 }
 
 /// Why an encounter cannot be voided.

@@ -88,7 +88,7 @@ pub const SELECT_PATIENT: &str = "SELECT p.id, p.name, p.name_kana, p.birth_date
 fn patient_from_row(row: &Row) -> Result<Patient, DbError> {
     let insurances: serde_json::Value = row.get("insurances");
     let insurances: Vec<Insurance> = serde_json::from_value(insurances)
-        .map_err(|e| DbError::Unavailable(format!("unreadable insurances: {e}")))?;
+        .map_err(|e| DbError::Corrupt(format!("unreadable insurances: {e}")))?;
     Ok(Patient {
         id: row.get("id"),
         name: row.get("name"),
@@ -154,7 +154,7 @@ pub async fn insert(
     insert_insurances(tx, id, insurances).await?;
     get_in(tx, id)
         .await?
-        .ok_or_else(|| DbError::Unavailable("a patient vanished inside its transaction".into()))
+        .ok_or_else(|| DbError::Corrupt("a patient vanished inside its transaction".into()))
 }
 
 async fn insert_insurances(

@@ -202,7 +202,7 @@ pub async fn run_rollout(
         .await?;
     rollout_status(&client, id)
         .await?
-        .ok_or_else(|| DbError::Unavailable("the rollout vanished".into()))
+        .ok_or_else(|| DbError::Corrupt("the rollout vanished".into()))
 }
 
 /// Starts and runs a rollout; see [`start_rollout`] and [`run_rollout`].

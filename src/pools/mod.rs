@@ -446,6 +446,12 @@ pub enum DbError {
     /// retry.
     #[error("the outcome of transaction {0} is unknown: the connection broke during COMMIT")]
     OutcomeUnknown(String),
+    /// Stored data breaks recept's own invariants (an unreadable row, a
+    /// record gone inside its own transaction, an amount past its column):
+    /// a permanent fault that retrying cannot mend, for an operator to
+    /// look at. Never answered with an invitation to retry.
+    #[error("stored data breaks an invariant: {0}")]
+    Corrupt(String),
     #[error(transparent)]
     Postgres(tokio_postgres::Error),
 }

@@ -63,7 +63,7 @@ fn record(row: &Row) -> Result<TenantRecord, DbError> {
 }
 
 fn corrupt(what: String) -> DbError {
-    DbError::Unavailable(format!("tenant registry holds {what}"))
+    DbError::Corrupt(format!("tenant registry holds {what}"))
 }
 
 impl Registry {

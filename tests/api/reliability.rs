@@ -454,6 +454,36 @@ async fn a_tenant_schema_dropped_under_a_running_server_is_a_503_for_that_tenant
 }
 
 #[tokio::test]
+async fn a_stored_row_recept_cannot_read_is_a_500_that_invites_no_retry() {
+    let app = spawn_app().await;
+    let (odd, _) = app.tenant_with_key("odd").await;
+    let (fine, _) = app.tenant_with_key("fine").await;
+
+    // A status no version of recept writes (as a hand edit or a newer
+    // version might leave): not the client's doing, and no retry reads it.
+    app.db()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE recept.tenants DROP CONSTRAINT tenants_status_check; \
+             UPDATE recept.tenants SET status = 'archived' WHERE slug = '{odd}'"
+        ))
+        .await
+        .unwrap();
+
+    let response = app
+        .admin_request(Method::GET, &format!("/admin/tenants/{odd}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("retry-after").is_none());
+    let problem = assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
+    assert_eq!(problem["type"], "urn:recept:problem:internal");
+    // Its neighbours are read as before.
+    let neighbour = app.admin_json(&format!("/admin/tenants/{fine}")).await;
+    assert_eq!(neighbour["status"], "active");
+}
+
+#[tokio::test]
 async fn a_rolling_restart_on_a_shared_port_drops_no_request() {
     let app = spawn_app().await;
     let (_, key) = app.tenant_with_key("rolling").await;
