@@ -256,6 +256,10 @@ impl From<DbError> for ApiError {
                 message: "the server is at capacity; retry shortly".into(),
                 retry_after_ms: 500,
             },
+            DbError::WaitTimeout => ApiError::Unavailable {
+                message: "no database connection came free in time; retry shortly".into(),
+                retry_after_ms: 500,
+            },
             DbError::BadText => {
                 ApiError::BadRequest("text must not contain NUL (\\u0000) characters".into())
             }

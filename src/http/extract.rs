@@ -62,6 +62,7 @@ impl FromRequest for Clinic {
                     .map_err(|e| match &*e {
                         DbError::StatementTimeout => ApiError::Timeout,
                         DbError::QueueFull => ApiError::from(DbError::QueueFull),
+                        DbError::WaitTimeout => ApiError::from(DbError::WaitTimeout),
                         DbError::Corrupt(cause) => ApiError::from(DbError::Corrupt(cause.clone())),
                         other => ApiError::from(DbError::Unavailable(other.to_string())),
                     })?;

@@ -430,6 +430,11 @@ pub enum DbError {
     /// already wait for this cluster's connections.
     #[error("too many requests are waiting for a connection")]
     QueueFull,
+    /// Admission let the request wait, and no connection came free within
+    /// its deadline (`clinic.queue_timeout_ms`, or less once the queue
+    /// stands).
+    #[error("no connection came free within the wait deadline")]
+    WaitTimeout,
     /// This tenant already has its share of connections in use.
     #[error("this clinic has too many requests in flight")]
     TenantBusy,
@@ -712,7 +717,7 @@ impl Pools {
     /// through admission: refused at once (`TenantBusy`) when the tenant
     /// already has its share in flight, or (`QueueFull`) when too many
     /// requests already wait for that share; otherwise it waits at most
-    /// `clinic.queue_timeout_ms`.
+    /// `clinic.queue_timeout_ms` (then `WaitTimeout`).
     pub async fn tenant(
         &self,
         tenant: Uuid,
@@ -751,7 +756,7 @@ impl Pools {
                 queue.refused();
                 self.admission.deadline.fetch_add(1, Ordering::Relaxed);
                 counts.timeouts.fetch_add(1, Ordering::Relaxed);
-                return Err(DbError::QueueFull);
+                return Err(DbError::WaitTimeout);
             }
             Err(e) => return Err(e.into()),
         };
