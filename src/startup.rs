@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::http::{self, AppState, BodyBudget, Listener};
 use crate::master::MasterCache;
 use crate::migrate::prepare_control;
-use crate::pools::{budget, Pools, Role};
+use crate::pools::{budget, Pools};
 use crate::tenancy::{KeyResolver, KeySecrets};
 
 /// How often the hashes of the legacy (untagged) API keys are read again,
@@ -109,7 +109,7 @@ impl Application {
         let clinic = serve(
             clinic_listener,
             state.clone(),
-            Role::Clinic,
+            Listener::Clinic,
             settings.server.workers,
             memory.clinic_connections_per_worker as usize,
             &settings,
@@ -117,7 +117,7 @@ impl Application {
         let admin = serve(
             admin_listener,
             state.clone(),
-            Role::Admin,
+            Listener::Admin,
             settings.server.admin_workers,
             (memory.admin_connections as usize).div_ceil(settings.server.admin_workers),
             &settings,
@@ -254,9 +254,9 @@ fn listen(address: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
 }
 
 fn serve(
-    listener: TcpListener,
+    socket: TcpListener,
     state: web::Data<AppState>,
-    role: Role,
+    listener: Listener,
     workers: usize,
     connections_per_worker: usize,
     settings: &Settings,
@@ -266,22 +266,21 @@ fn serve(
     let server = HttpServer::new(move || {
         // Runs on each worker's own thread: a clinic worker claims its
         // shard of the clinic pools, held for as long as its app lives.
-        let shard = (role == Role::Clinic).then(|| web::Data::new(state.pools.clinic_worker()));
+        let shard =
+            (listener == Listener::Clinic).then(|| web::Data::new(state.pools.clinic_worker()));
         let app = App::new()
             .app_data(state.clone())
             .app_data(shard)
-            .app_data(web::Data::new(Listener(role)))
+            .app_data(web::Data::new(listener))
             .configure(|cfg| http::extractor_configs(cfg, body_limit))
             .wrap(from_fn(http::intake))
             .wrap(ErrorHandlers::new().default_handler(http::error::ensure_problem))
             .wrap(from_fn(http::request_span))
             .wrap(from_fn(http::shed))
             .default_service(web::to(http::not_found));
-        match role {
-            Role::Clinic => app.configure(http::clinic_routes),
-            Role::Admin | Role::Migration | Role::Keys => {
-                app.configure(|cfg| http::admin_routes(cfg, release_limit))
-            }
+        match listener {
+            Listener::Clinic => app.configure(http::clinic_routes),
+            Listener::Admin => app.configure(|cfg| http::admin_routes(cfg, release_limit)),
         }
     })
     .workers(workers)
@@ -292,7 +291,7 @@ fn serve(
     .client_disconnect_timeout(Duration::from_millis(DISCONNECT_MS))
     .disable_signals()
     .shutdown_timeout(settings.server.shutdown_timeout_s)
-    .listen(listener)?
+    .listen(socket)?
     .run();
     Ok(server)
 }

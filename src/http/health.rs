@@ -14,7 +14,7 @@ pub async fn readyz(
     state: web::Data<AppState>,
     listener: web::Data<Listener>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = state.pools.control(listener.0).await?;
+    let client = state.pools.control(listener.role()).await?;
     client
         .simple_query("SELECT 1")
         .await

@@ -44,7 +44,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::{AdminCaller, ApiError, AppState, Clinic, Listener};
-use crate::pools::Role;
 
 /// How long a known caller's body past the limit is read (and thrown
 /// away) before its `413`.
@@ -228,7 +227,7 @@ pub async fn intake<B: MessageBody + 'static>(
     }
     let (Some(state), Some(listener)) = (
         req.app_data::<web::Data<AppState>>().cloned(),
-        req.app_data::<web::Data<Listener>>().map(|l| l.0),
+        req.app_data::<web::Data<Listener>>().map(|l| *l.get_ref()),
     ) else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
@@ -236,7 +235,7 @@ pub async fn intake<B: MessageBody + 'static>(
 
     // Who is sending it, before a byte of it is read. The extractors keep
     // what they found, so the handler does not look again.
-    let (budget, tenant) = if listener == Role::Clinic {
+    let (budget, tenant) = if listener == Listener::Clinic {
         if !super::shed::uses_the_pool(req.path()) {
             // Probes and the document read no body.
             return Ok(next.call(req).await?.map_into_left_body());

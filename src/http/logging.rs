@@ -18,7 +18,6 @@ use actix_web::web;
 
 use super::extract::RequestTenant;
 use super::{AppState, Listener};
-use crate::pools::Role;
 
 /// The longest query string served; longer ones get `414`.
 pub const MAX_QUERY_BYTES: usize = 2048;
@@ -78,10 +77,10 @@ pub async fn request_span(
             span.record("route", route);
             let mut draining = false;
             if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
-                let listener = match response.request().app_data::<web::Data<Listener>>() {
-                    Some(l) if l.0 == Role::Clinic => "clinic",
-                    _ => "admin",
-                };
+                let listener = response
+                    .request()
+                    .app_data::<web::Data<Listener>>()
+                    .map_or("admin", |l| l.name());
                 let tenant = response
                     .request()
                     .extensions()

@@ -53,9 +53,30 @@ pub struct AppState {
     pub admin_bodies: std::sync::Arc<BodyBudget>,
 }
 
-/// Which listener a route table belongs to.
-#[derive(Debug, Clone, Copy)]
-pub struct Listener(pub Role);
+/// Which listener a route table belongs to: only these two exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Clinic,
+    Admin,
+}
+
+impl Listener {
+    /// The pool role its own database work (probes) uses.
+    pub fn role(self) -> Role {
+        match self {
+            Listener::Clinic => Role::Clinic,
+            Listener::Admin => Role::Admin,
+        }
+    }
+
+    /// Its name in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Clinic => "clinic",
+            Listener::Admin => "admin",
+        }
+    }
+}
 
 /// A resource whose other methods answer `405` with an `Allow` header
 /// listing `allow`.

@@ -15,7 +15,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{Error, HttpResponse, ResponseError};
 
 use super::{ApiError, AppState, Listener};
-use crate::pools::{DbError, Role};
+use crate::pools::DbError;
 
 /// The answer to a shed request: the same problem, status and headers as a
 /// request refused by admission for a full queue, serialized once.
@@ -48,7 +48,7 @@ pub async fn shed<B: MessageBody + 'static>(
         req.app_data::<web::Data<Listener>>(),
     ) {
         (Some(state), Some(listener))
-            if listener.0 == Role::Clinic
+            if *listener.get_ref() == Listener::Clinic
                 && uses_the_pool(req.path())
                 && state.pools.clinic_refuses_all() =>
         {

@@ -18,25 +18,28 @@
 //! migration pools are shared and driven on the runtime that built them.
 
 pub mod budget;
+mod connect;
+mod error;
+mod overload;
 mod tenant_conn;
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
-    Status, Timeouts,
-};
+use deadpool_postgres::{Object, Pool, PoolError, Status, Timeouts};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use tokio_postgres::NoTls;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::Settings;
+pub use error::DbError;
 pub use tenant_conn::{ExpectedSettings, TenantConn, Tx};
+
+use connect::{build_pool, connection_timeouts, PoolSpec};
+use overload::{QueueState, Standing};
 
 /// Which side of recept a pool serves; each has its own settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,131 +127,6 @@ impl Drop for ClinicWorker {
 /// remainder.
 fn split(total: usize, parts: usize, index: usize) -> usize {
     total / parts + usize::from(index < total % parts)
-}
-
-/// Whether a pool is overloaded, told apart from a busy pool the way CoDel
-/// does for packet queues: a queue whose waits are short, or that drains
-/// now and then, is doing its job; one in which every request served over
-/// an interval (`clinic.standing_queue_ms`) waited at least
-/// `clinic.overload_queue_timeout_ms`, or that fills up
-/// (`clinic.max_waiting`), is a standing queue: the pool is overloaded.
-/// It stays so until no request has been refused for an interval. Both
-/// changes are logged, so saturation is never silent.
-struct QueueState {
-    /// The cluster and the shard (worker), for the log.
-    cluster: String,
-    shard: usize,
-    epoch: Instant,
-    /// When the current interval began, in milliseconds from `epoch`.
-    interval_start_ms: AtomicU64,
-    /// The shortest wait of a request served in the current interval, in
-    /// microseconds (`u64::MAX`: none served yet).
-    interval_min_wait_us: AtomicU64,
-    /// Milliseconds from `epoch` to the last refusal (or to the start of
-    /// overload).
-    last_refusal_ms: AtomicU64,
-    overloaded: AtomicBool,
-    /// Requests refused since the pool became overloaded.
-    refusals: AtomicU64,
-}
-
-impl QueueState {
-    fn new() -> QueueState {
-        QueueState {
-            cluster: String::new(),
-            shard: 0,
-            epoch: Instant::now(),
-            interval_start_ms: AtomicU64::new(0),
-            interval_min_wait_us: AtomicU64::new(u64::MAX),
-            last_refusal_ms: AtomicU64::new(0),
-            overloaded: AtomicBool::new(false),
-            refusals: AtomicU64::new(0),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// Notes how long a request that got a connection waited for it.
-    fn served(&self, waited: Duration) {
-        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
-        self.interval_min_wait_us
-            .fetch_min(micros, Ordering::Relaxed);
-    }
-
-    /// Notes the queue's length now (`full` when it is at its limit) and
-    /// says whether the pool is overloaded; `limits` are the interval and
-    /// the wait that make a queue standing.
-    fn observe(&self, waiting: usize, full: bool, limits: &Standing) -> bool {
-        let now = self.now_ms();
-        let since = |at: &AtomicU64| now.saturating_sub(at.load(Ordering::Relaxed));
-        if self.overloaded.load(Ordering::Relaxed) {
-            if since(&self.last_refusal_ms) < limits.interval_ms {
-                return true;
-            }
-            // Nobody refused for a while: the load is back within capacity.
-            self.restart_interval(now);
-            if self.overloaded.swap(false, Ordering::Relaxed) {
-                tracing::info!(
-                    cluster = %self.cluster,
-                    worker = self.shard,
-                    refused = self.refusals.swap(0, Ordering::Relaxed),
-                    "clinic pool no longer overloaded"
-                );
-            }
-            return false;
-        }
-        let mut standing = false;
-        if since(&self.interval_start_ms) >= limits.interval_ms {
-            // The interval is over: did every request served in it wait
-            // long (or was none served while some waited)?
-            let min_wait = self.interval_min_wait_us.load(Ordering::Relaxed);
-            standing = waiting > 0 && min_wait >= limits.wait_us;
-            self.restart_interval(now);
-        }
-        if full || standing {
-            self.last_refusal_ms.store(now, Ordering::Relaxed);
-            if !self.overloaded.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    cluster = %self.cluster,
-                    worker = self.shard,
-                    waiting,
-                    queue_full = full,
-                    "clinic pool overloaded: waits cut short, excess requests refused"
-                );
-            }
-            return true;
-        }
-        false
-    }
-
-    fn restart_interval(&self, now: u64) {
-        self.interval_start_ms.store(now, Ordering::Relaxed);
-        self.interval_min_wait_us.store(u64::MAX, Ordering::Relaxed);
-    }
-
-    fn refused(&self) {
-        self.last_refusal_ms.store(self.now_ms(), Ordering::Relaxed);
-        self.refusals.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Whether the pool is overloaded, as the next request would find it.
-    fn is_overloaded(&self, interval_ms: u64) -> bool {
-        self.overloaded.load(Ordering::Relaxed)
-            && self
-                .now_ms()
-                .saturating_sub(self.last_refusal_ms.load(Ordering::Relaxed))
-                < interval_ms
-    }
-}
-
-/// What makes a queue standing: over `interval_ms`, no request served
-/// waited less than `wait_us`.
-#[derive(Debug, Clone, Copy)]
-struct Standing {
-    interval_ms: u64,
-    wait_us: u64,
 }
 
 /// What happened to one pool's connections so far, for metrics.
@@ -410,115 +288,6 @@ pub struct ShardStatus {
     pub size: usize,
     pub in_use: usize,
     pub waiting: usize,
-}
-
-/// Why no database work could be done.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// No connection within the wait deadline, or the cluster is down:
-    /// the client should retry later.
-    #[error("the database is busy or unavailable: {0}")]
-    Unavailable(String),
-    /// PostgreSQL cancelled a statement that ran past `statement_timeout`,
-    /// or that waited past `lock_timeout` for a lock.
-    #[error("a statement ran past its time limit")]
-    StatementTimeout,
-    /// The tenant's cluster is not configured on this host.
-    #[error("unknown cluster `{0}`")]
-    UnknownCluster(String),
-    /// Admission refused the request before it waited: too many requests
-    /// already wait for this cluster's connections.
-    #[error("too many requests are waiting for a connection")]
-    QueueFull,
-    /// Admission let the request wait, and no connection came free within
-    /// its deadline (`clinic.queue_timeout_ms`, or less once the queue
-    /// stands).
-    #[error("no connection came free within the wait deadline")]
-    WaitTimeout,
-    /// This tenant already has its share of connections in use.
-    #[error("this clinic has too many requests in flight")]
-    TenantBusy,
-    /// Text PostgreSQL cannot store (a NUL character) reached a statement.
-    #[error("text contains a character that cannot be stored")]
-    BadText,
-    /// A table or schema a statement names does not exist: a tenant's
-    /// schema dropped or damaged under a running server.
-    #[error("missing schema or table: {0}")]
-    SchemaMissing(String),
-    /// The connection broke while `COMMIT` was under way and PostgreSQL
-    /// could not be asked whether transaction `0` committed: the write may
-    /// or may not be stored. Never to be answered with an invitation to
-    /// retry.
-    #[error("the outcome of transaction {0} is unknown: the connection broke during COMMIT")]
-    OutcomeUnknown(String),
-    /// Stored data breaks recept's own invariants (an unreadable row, a
-    /// record gone inside its own transaction, an amount past its column):
-    /// a permanent fault that retrying cannot mend, for an operator to
-    /// look at. Never answered with an invitation to retry.
-    #[error("stored data breaks an invariant: {0}")]
-    Corrupt(String),
-    #[error(transparent)]
-    Postgres(tokio_postgres::Error),
-}
-
-impl From<tokio_postgres::Error> for DbError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        use tokio_postgres::error::SqlState;
-        match e.code() {
-            Some(code)
-                if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE =>
-            {
-                DbError::StatementTimeout
-            }
-            Some(code)
-                if *code == SqlState::ADMIN_SHUTDOWN
-                    || *code == SqlState::CRASH_SHUTDOWN
-                    || *code == SqlState::CANNOT_CONNECT_NOW
-                    || *code == SqlState::TOO_MANY_CONNECTIONS =>
-            {
-                DbError::Unavailable(e.to_string())
-            }
-            Some(code)
-                if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
-                    || *code == SqlState::UNTRANSLATABLE_CHARACTER =>
-            {
-                DbError::BadText
-            }
-            Some(code)
-                if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME =>
-            {
-                DbError::SchemaMissing(
-                    e.as_db_error()
-                        .map_or_else(|| e.to_string(), |d| d.message().to_string()),
-                )
-            }
-            None if e.is_closed() || source_is_io(&e) => DbError::Unavailable(e.to_string()),
-            _ => DbError::Postgres(e),
-        }
-    }
-}
-
-fn source_is_io(e: &tokio_postgres::Error) -> bool {
-    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-}
-
-impl From<PoolError> for DbError {
-    fn from(e: PoolError) -> Self {
-        match e {
-            PoolError::Backend(e) => match DbError::from(e) {
-                DbError::Postgres(e) => DbError::Unavailable(e.to_string()),
-                other => other,
-            },
-            other => DbError::Unavailable(other.to_string()),
-        }
-    }
-}
-
-impl DbError {
-    /// Whether this is PostgreSQL's unique-violation error.
-    pub fn is_unique_violation(&self) -> bool {
-        matches!(self, DbError::Postgres(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
-    }
 }
 
 impl Pools {
@@ -895,145 +664,6 @@ impl Pools {
             }
         }
     }
-}
-
-/// Opens connections and drives them on one runtime: for admin and
-/// migration pools the one that built the pools, whichever actix worker
-/// asked for the connection (a worker that stops at shutdown must not take
-/// with it connections other workers are using); for a clinic shard, its
-/// worker's own runtime once the worker has claimed it
-/// ([`Pools::clinic_worker`]), since only that worker uses them.
-struct OnRuntime(Arc<RwLock<tokio::runtime::Handle>>);
-
-impl deadpool_postgres::Connect for OnRuntime {
-    fn connect(
-        &self,
-        pg_config: &tokio_postgres::Config,
-    ) -> futures::future::BoxFuture<
-        '_,
-        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
-    > {
-        let pg_config = pg_config.clone();
-        let driver = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let opened = driver.spawn(async move {
-            let (client, connection) = pg_config.connect(NoTls).await?;
-            let task = tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "a database connection ended");
-                }
-            });
-            Ok((client, task))
-        });
-        Box::pin(async move {
-            match opened.await {
-                Ok(result) => result,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // The runtime is shutting down: nothing opens again, and the
-                // pool's create timeout answers the caller.
-                Err(_) => std::future::pending().await,
-            }
-        })
-    }
-}
-
-/// A pool's timeouts: `wait_ms` for a free connection, a few seconds to
-/// open or check one.
-fn connection_timeouts(wait_ms: u64) -> Timeouts {
-    Timeouts {
-        wait: Some(Duration::from_millis(wait_ms)),
-        create: Some(Duration::from_secs(5)),
-        recycle: Some(Duration::from_secs(5)),
-    }
-}
-
-/// What one pool is built with.
-struct PoolSpec {
-    role: Role,
-    size: usize,
-    statement_timeout_ms: u64,
-    lock_timeout_ms: u64,
-    /// The longest wait for a connection.
-    queue_timeout_ms: u64,
-    /// Retire connections past this age or number of uses.
-    retire: Option<(Duration, usize)>,
-}
-
-fn build_pool(
-    mut pg: tokio_postgres::Config,
-    spec: PoolSpec,
-    counts: Arc<ConnectionCounts>,
-) -> anyhow::Result<CountedPool> {
-    let PoolSpec {
-        role,
-        size,
-        statement_timeout_ms,
-        lock_timeout_ms,
-        queue_timeout_ms,
-        retire,
-    } = spec;
-    pg.application_name(role.application_name());
-    // Fixed for the life of the connection; a request cannot change them
-    // for the next one because recept never runs a session-level SET.
-    pg.options(format!(
-        "-c statement_timeout={statement_timeout_ms} \
-         -c idle_in_transaction_session_timeout={} \
-         -c lock_timeout={lock_timeout_ms}",
-        statement_timeout_ms.max(1_000) * 2
-    ));
-    pg.connect_timeout(Duration::from_secs(5));
-    // Clinic connections are checked inside each request's first flight
-    // (TenantConn), at no extra round trip. Admin and migration traffic is
-    // light: their connections are checked with a query whenever they are
-    // handed out, and one whose settings changed fails it and is replaced.
-    let recycling_method = match role {
-        Role::Clinic => RecyclingMethod::Fast,
-        Role::Admin | Role::Migration | Role::Keys => RecyclingMethod::Custom(format!(
-            "DO $$BEGIN IF current_setting('statement_timeout')::interval <> '{statement_timeout_ms}ms'::interval \
-             OR current_setting('application_name') <> '{}' \
-             THEN RAISE EXCEPTION 'session settings changed'; END IF; END$$",
-            role.application_name()
-        )),
-    };
-    let driver = Arc::new(RwLock::new(tokio::runtime::Handle::current()));
-    let manager = Manager::from_connect(
-        pg,
-        OnRuntime(driver.clone()),
-        ManagerConfig { recycling_method },
-    );
-    let opened = counts.clone();
-    let returned = counts.clone();
-    let retire = retire.unwrap_or((Duration::MAX, usize::MAX));
-    let pool = Pool::builder(manager)
-        .post_create(Hook::sync_fn(move |_, _| {
-            opened.opened.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        }))
-        .pre_recycle(Hook::sync_fn(move |client, metrics| {
-            let (max_age, max_uses) = retire;
-            if client.is_closed() {
-                returned.broken.fetch_add(1, Ordering::Relaxed);
-                Err(HookError::message("closed"))
-            } else if metrics.age() > max_age || metrics.recycle_count >= max_uses {
-                // Each backend caches the catalog of every schema it
-                // touched; retiring a connection after an age or a number
-                // of uses keeps memory bounded with thousands of tenants.
-                returned.retired.fetch_add(1, Ordering::Relaxed);
-                Err(HookError::message("retired"))
-            } else {
-                Ok(())
-            }
-        }))
-        .max_size(size)
-        .timeouts(connection_timeouts(queue_timeout_ms))
-        .runtime(Runtime::Tokio1)
-        .build()?;
-    Ok(CountedPool {
-        pool,
-        counts,
-        queue: QueueState::new(),
-        driver,
-        max_waiting: usize::MAX,
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,153 @@
+//! Building a pool: its manager, its session settings fixed in the
+//! startup options, the checks its hooks make, and the runtime its
+//! connections are driven on.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts,
+};
+use tokio_postgres::NoTls;
+
+use super::{ConnectionCounts, CountedPool, QueueState, Role};
+
+/// Opens connections and drives them on one runtime: for admin and
+/// migration pools the one that built the pools, whichever actix worker
+/// asked for the connection (a worker that stops at shutdown must not take
+/// with it connections other workers are using); for a clinic shard, its
+/// worker's own runtime once the worker has claimed it
+/// ([`Pools::clinic_worker`]), since only that worker uses them.
+pub(super) struct OnRuntime(Arc<RwLock<tokio::runtime::Handle>>);
+
+impl deadpool_postgres::Connect for OnRuntime {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let pg_config = pg_config.clone();
+        let driver = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let opened = driver.spawn(async move {
+            let (client, connection) = pg_config.connect(NoTls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "a database connection ended");
+                }
+            });
+            Ok((client, task))
+        });
+        Box::pin(async move {
+            match opened.await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down: nothing opens again, and the
+                // pool's create timeout answers the caller.
+                Err(_) => std::future::pending().await,
+            }
+        })
+    }
+}
+
+/// A pool's timeouts: `wait_ms` for a free connection, a few seconds to
+/// open or check one.
+pub(super) fn connection_timeouts(wait_ms: u64) -> Timeouts {
+    Timeouts {
+        wait: Some(Duration::from_millis(wait_ms)),
+        create: Some(Duration::from_secs(5)),
+        recycle: Some(Duration::from_secs(5)),
+    }
+}
+
+/// What one pool is built with.
+pub(super) struct PoolSpec {
+    pub(super) role: Role,
+    pub(super) size: usize,
+    pub(super) statement_timeout_ms: u64,
+    pub(super) lock_timeout_ms: u64,
+    /// The longest wait for a connection.
+    pub(super) queue_timeout_ms: u64,
+    /// Retire connections past this age or number of uses.
+    pub(super) retire: Option<(Duration, usize)>,
+}
+
+pub(super) fn build_pool(
+    mut pg: tokio_postgres::Config,
+    spec: PoolSpec,
+    counts: Arc<ConnectionCounts>,
+) -> anyhow::Result<CountedPool> {
+    let PoolSpec {
+        role,
+        size,
+        statement_timeout_ms,
+        lock_timeout_ms,
+        queue_timeout_ms,
+        retire,
+    } = spec;
+    pg.application_name(role.application_name());
+    // Fixed for the life of the connection; a request cannot change them
+    // for the next one because recept never runs a session-level SET.
+    pg.options(format!(
+        "-c statement_timeout={statement_timeout_ms} \
+         -c idle_in_transaction_session_timeout={} \
+         -c lock_timeout={lock_timeout_ms}",
+        statement_timeout_ms.max(1_000) * 2
+    ));
+    pg.connect_timeout(Duration::from_secs(5));
+    // Clinic connections are checked inside each request's first flight
+    // (TenantConn), at no extra round trip. Admin and migration traffic is
+    // light: their connections are checked with a query whenever they are
+    // handed out, and one whose settings changed fails it and is replaced.
+    let recycling_method = match role {
+        Role::Clinic => RecyclingMethod::Fast,
+        Role::Admin | Role::Migration | Role::Keys => RecyclingMethod::Custom(format!(
+            "DO $$BEGIN IF current_setting('statement_timeout')::interval <> '{statement_timeout_ms}ms'::interval \
+             OR current_setting('application_name') <> '{}' \
+             THEN RAISE EXCEPTION 'session settings changed'; END IF; END$$",
+            role.application_name()
+        )),
+    };
+    let driver = Arc::new(RwLock::new(tokio::runtime::Handle::current()));
+    let manager = Manager::from_connect(
+        pg,
+        OnRuntime(driver.clone()),
+        ManagerConfig { recycling_method },
+    );
+    let opened = counts.clone();
+    let returned = counts.clone();
+    let retire = retire.unwrap_or((Duration::MAX, usize::MAX));
+    let pool = Pool::builder(manager)
+        .post_create(Hook::sync_fn(move |_, _| {
+            opened.opened.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }))
+        .pre_recycle(Hook::sync_fn(move |client, metrics| {
+            let (max_age, max_uses) = retire;
+            if client.is_closed() {
+                returned.broken.fetch_add(1, Ordering::Relaxed);
+                Err(HookError::message("closed"))
+            } else if metrics.age() > max_age || metrics.recycle_count >= max_uses {
+                // Each backend caches the catalog of every schema it
+                // touched; retiring a connection after an age or a number
+                // of uses keeps memory bounded with thousands of tenants.
+                returned.retired.fetch_add(1, Ordering::Relaxed);
+                Err(HookError::message("retired"))
+            } else {
+                Ok(())
+            }
+        }))
+        .max_size(size)
+        .timeouts(connection_timeouts(queue_timeout_ms))
+        .runtime(Runtime::Tokio1)
+        .build()?;
+    Ok(CountedPool {
+        pool,
+        counts,
+        queue: QueueState::new(),
+        driver,
+        max_waiting: usize::MAX,
+    })
+}

@@ -1,0 +1,113 @@
+//! `DbError`: why no database work could be done, told apart by what the
+//! caller can do about it (retry, refuse, look).
+
+use deadpool_postgres::PoolError;
+
+/// Why no database work could be done.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection within the wait deadline, or the cluster is down:
+    /// the client should retry later.
+    #[error("the database is busy or unavailable: {0}")]
+    Unavailable(String),
+    /// PostgreSQL cancelled a statement that ran past `statement_timeout`,
+    /// or that waited past `lock_timeout` for a lock.
+    #[error("a statement ran past its time limit")]
+    StatementTimeout,
+    /// The tenant's cluster is not configured on this host.
+    #[error("unknown cluster `{0}`")]
+    UnknownCluster(String),
+    /// Admission refused the request before it waited: too many requests
+    /// already wait for this cluster's connections.
+    #[error("too many requests are waiting for a connection")]
+    QueueFull,
+    /// Admission let the request wait, and no connection came free within
+    /// its deadline (`clinic.queue_timeout_ms`, or less once the queue
+    /// stands).
+    #[error("no connection came free within the wait deadline")]
+    WaitTimeout,
+    /// This tenant already has its share of connections in use.
+    #[error("this clinic has too many requests in flight")]
+    TenantBusy,
+    /// Text PostgreSQL cannot store (a NUL character) reached a statement.
+    #[error("text contains a character that cannot be stored")]
+    BadText,
+    /// A table or schema a statement names does not exist: a tenant's
+    /// schema dropped or damaged under a running server.
+    #[error("missing schema or table: {0}")]
+    SchemaMissing(String),
+    /// The connection broke while `COMMIT` was under way and PostgreSQL
+    /// could not be asked whether transaction `0` committed: the write may
+    /// or may not be stored. Never to be answered with an invitation to
+    /// retry.
+    #[error("the outcome of transaction {0} is unknown: the connection broke during COMMIT")]
+    OutcomeUnknown(String),
+    /// Stored data breaks recept's own invariants (an unreadable row, a
+    /// record gone inside its own transaction, an amount past its column):
+    /// a permanent fault that retrying cannot mend, for an operator to
+    /// look at. Never answered with an invitation to retry.
+    #[error("stored data breaks an invariant: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Postgres(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        match e.code() {
+            Some(code)
+                if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE =>
+            {
+                DbError::StatementTimeout
+            }
+            Some(code)
+                if *code == SqlState::ADMIN_SHUTDOWN
+                    || *code == SqlState::CRASH_SHUTDOWN
+                    || *code == SqlState::CANNOT_CONNECT_NOW
+                    || *code == SqlState::TOO_MANY_CONNECTIONS =>
+            {
+                DbError::Unavailable(e.to_string())
+            }
+            Some(code)
+                if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                    || *code == SqlState::UNTRANSLATABLE_CHARACTER =>
+            {
+                DbError::BadText
+            }
+            Some(code)
+                if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME =>
+            {
+                DbError::SchemaMissing(
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_string()),
+                )
+            }
+            None if e.is_closed() || source_is_io(&e) => DbError::Unavailable(e.to_string()),
+            _ => DbError::Postgres(e),
+        }
+    }
+}
+
+fn source_is_io(e: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+impl From<PoolError> for DbError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Backend(e) => match DbError::from(e) {
+                DbError::Postgres(e) => DbError::Unavailable(e.to_string()),
+                other => other,
+            },
+            other => DbError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl DbError {
+    /// Whether this is PostgreSQL's unique-violation error.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, DbError::Postgres(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+    }
+}
