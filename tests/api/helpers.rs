@@ -396,3 +396,17 @@ pub async fn spawn_app_on_two_clusters(
     tweak(&mut settings);
     (spawn_app_on(settings).await, main, second)
 }
+
+/// Rolls every tenant out to `version`, `concurrency` at a time, as an
+/// operator would.
+pub async fn rollout_everyone(
+    pools: &recept::pools::Pools,
+    version: &str,
+    concurrency: usize,
+) -> recept::master::RolloutReport {
+    let operator = recept::tenancy::audit::Actor::operator();
+    let everyone = recept::master::RolloutTarget::All;
+    recept::master::rollout(pools, version, &everyone, concurrency, &operator, |_| {})
+        .await
+        .unwrap()
+}

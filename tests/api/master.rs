@@ -1,9 +1,7 @@
 //! Master releases, tenant copies and diff-based rollouts.
 
-use recept::tenancy::audit::Actor;
 use std::time::Duration;
 
-use recept::master::{rollout, RolloutTarget};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -255,16 +253,7 @@ async fn a_rollout_that_fails_half_way_resumes_and_applies_every_tenant_exactly_
         ))
         .await
         .unwrap();
-    let first = rollout(
-        &pools,
-        "2026-06",
-        &RolloutTarget::All,
-        2,
-        &Actor::operator(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let first = crate::helpers::rollout_everyone(&pools, "2026-06", 2).await;
     blocker.batch_execute("ROLLBACK").await.unwrap();
 
     assert_eq!((first.counts.done, first.counts.failed), (5, 1));
@@ -272,16 +261,7 @@ async fn a_rollout_that_fails_half_way_resumes_and_applies_every_tenant_exactly_
     assert_eq!(failed.slug, slugs[2]);
     assert!(failed.error.is_some());
 
-    let second = rollout(
-        &pools,
-        "2026-06",
-        &RolloutTarget::All,
-        2,
-        &Actor::operator(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let second = crate::helpers::rollout_everyone(&pools, "2026-06", 2).await;
 
     assert_eq!((second.counts.done, second.counts.skipped), (1, 5));
     for slug in &slugs {
@@ -413,16 +393,7 @@ async fn a_tenant_on_another_cluster_gets_its_copy_rollouts_and_migrations_by_co
         .await
         .unwrap();
     assert_eq!(before["unit_price_yen"], "10.10");
-    let report = rollout(
-        &app.app_state.pools,
-        "2026-06",
-        &RolloutTarget::All,
-        1,
-        &Actor::operator(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let report = crate::helpers::rollout_everyone(&app.app_state.pools, "2026-06", 1).await;
     assert_eq!(report.counts.done, 1);
     let after = item_on(&app, &key, "620098801", "2026-07-01")
         .await

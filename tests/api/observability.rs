@@ -1,11 +1,9 @@
 //! `/metrics` under real traffic, the README's list of series, and the
 //! dashboard and Prometheus configuration shipped in docker-compose.yml.
 
-use recept::tenancy::audit::Actor;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use recept::master::{rollout, RolloutTarget};
 use recept::migrate::{run, MigrationSet, RunOptions};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -213,16 +211,7 @@ async fn every_documented_series_is_exported_with_plausible_values_under_traffic
         run(&pools, &set, &options, |_| {}).await.unwrap().migrated,
         2
     );
-    rollout(
-        &pools,
-        "2026-06",
-        &RolloutTarget::All,
-        1,
-        &Actor::operator(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    crate::helpers::rollout_everyone(&pools, "2026-06", 1).await;
 
     let after = scrape(&app).await;
     for name in documented_series() {
