@@ -215,7 +215,7 @@ pub async fn intake<B: MessageBody + 'static>(
     let length = declared_length(&req);
     if length == Some(0) {
         let mut response = next.call(req).await?;
-        if response.status() == actix_web::http::StatusCode::UNAUTHORIZED {
+        if response.status() == ApiError::Unauthorized.status_code() {
             // A caller without a valid key loses its connection: guessing
             // keys costs a new connection each time.
             response

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::ConnectionType;
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
 use actix_web::{Error, HttpResponse, ResponseError};
@@ -18,9 +18,12 @@ use super::{ApiError, AppState, Listener};
 use crate::pools::DbError;
 
 /// The answer to a shed request: the same problem, status and headers as a
-/// request refused by admission for a full queue, serialized once.
-static REFUSAL: LazyLock<(Vec<(header::HeaderName, HeaderValue)>, Bytes)> = LazyLock::new(|| {
+/// request refused by admission for a full queue (`ApiError` chooses them),
+/// serialized once.
+type Refusal = (StatusCode, Vec<(header::HeaderName, HeaderValue)>, Bytes);
+static REFUSAL: LazyLock<Refusal> = LazyLock::new(|| {
     let response = ApiError::from(DbError::QueueFull).error_response();
+    let status = response.status();
     let headers = response
         .headers()
         .iter()
@@ -30,7 +33,7 @@ static REFUSAL: LazyLock<(Vec<(header::HeaderName, HeaderValue)>, Bytes)> = Lazy
         .into_body()
         .try_into_bytes()
         .unwrap_or_else(|_| Bytes::new());
-    (headers, body)
+    (status, headers, body)
 });
 
 /// Whether `path` needs a clinic connection: the API, not its documents or
@@ -65,8 +68,8 @@ pub async fn shed<B: MessageBody + 'static>(
 /// The refusal, counted, closing the connection when the server is stopping.
 fn refusal(state: &AppState) -> HttpResponse {
     state.metrics.shed();
-    let (headers, body) = &*REFUSAL;
-    let mut response = HttpResponse::ServiceUnavailable();
+    let (status, headers, body) = &*REFUSAL;
+    let mut response = HttpResponse::build(*status);
     for (name, value) in headers {
         response.insert_header((name.clone(), value.clone()));
     }

@@ -98,3 +98,36 @@ fn a_schema_is_selected_only_where_architecture_md_says() {
         found.join("\n")
     );
 }
+
+#[test]
+fn failure_statuses_are_chosen_only_in_api_error() {
+    // Handlers name their success (`OK`, `CREATED`) and a replay restores
+    // a stored one; every refusal and failure comes from `ApiError`.
+    let found: Vec<String> = offenders("StatusCode::", |f| f == "src/http/error.rs")
+        .into_iter()
+        .filter(|line| {
+            let rest = line
+                .replace("StatusCode::OK", "")
+                .replace("StatusCode::CREATED", "");
+            let rest = rest.replace("StatusCode::from_u16", "");
+            rest.contains("StatusCode::")
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "a failure status chosen outside ApiError:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn no_thread_local_state_but_the_clinic_shard() {
+    // The clinic worker's shard (pools/mod.rs) is the one left; see
+    // ARCHITECTURE.md.
+    let found = offenders("thread_local!", |f| f == "src/pools/mod.rs");
+    assert!(
+        found.is_empty(),
+        "thread-local state:\n{}",
+        found.join("\n")
+    );
+}
