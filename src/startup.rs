@@ -266,11 +266,14 @@ fn serve(
     let server = HttpServer::new(move || {
         // Runs on each worker's own thread: a clinic worker claims its
         // shard of the clinic pools, held for as long as its app lives.
-        let shard =
-            (listener == Listener::Clinic).then(|| web::Data::new(state.pools.clinic_worker()));
-        let app = App::new()
+        let app = App::new();
+        let app = match listener {
+            // Its requests find the claim here and carry its shard.
+            Listener::Clinic => app.app_data(web::Data::new(state.pools.clinic_worker())),
+            Listener::Admin => app,
+        };
+        let app = app
             .app_data(state.clone())
-            .app_data(shard)
             .app_data(web::Data::new(listener))
             .configure(|cfg| http::extractor_configs(cfg, body_limit))
             .wrap(from_fn(http::intake))

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
-use crate::pools::DbError;
+use crate::pools::{ClinicWorker, DbError, Shard};
 use crate::tenancy::audit::Actor;
 use crate::tenancy::{Resolution, Slug, TenantCtx, TenantStatus};
 
@@ -35,11 +35,12 @@ fn state(req: &HttpRequest) -> web::Data<AppState> {
 #[derive(Debug, Clone)]
 pub struct RequestTenant(pub Slug);
 
-/// The tenant a clinic request is bound to, by its API key alone. Found
-/// once per request: kept in the request's extensions for the handler when
-/// [`super::intake`] authenticated the caller before reading its body.
+/// The tenant a clinic request is bound to, by its API key alone, and the
+/// shard of the clinic pools its worker uses. Found once per request: kept
+/// in the request's extensions for the handler when [`super::intake`]
+/// authenticated the caller before reading its body.
 #[derive(Clone)]
-pub struct Clinic(pub TenantCtx);
+pub struct Clinic(pub TenantCtx, pub Shard);
 
 impl FromRequest for Clinic {
     type Error = ApiError;
@@ -51,6 +52,10 @@ impl FromRequest for Clinic {
         }
         let token = bearer(req);
         let state = state(req);
+        // Set up by the clinic listener's worker when it started.
+        let shard = req
+            .app_data::<web::Data<ClinicWorker>>()
+            .map_or(Shard::FIRST, |w| w.shard());
         let req = req.clone();
         Box::pin(async move {
             let token = token.ok_or(ApiError::Unauthorized)?;
@@ -92,7 +97,7 @@ impl FromRequest for Clinic {
             tracing::Span::current().record("tenant", tenant.slug.as_str());
             req.extensions_mut()
                 .insert(RequestTenant(tenant.slug.clone()));
-            Ok(Clinic(tenant))
+            Ok(Clinic(tenant, shard))
         })
     }
 }

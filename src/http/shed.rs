@@ -15,7 +15,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{Error, HttpResponse, ResponseError};
 
 use super::{ApiError, AppState, Listener};
-use crate::pools::DbError;
+use crate::pools::{ClinicWorker, DbError, Shard};
 
 /// The answer to a shed request: the same problem, status and headers as a
 /// request refused by admission for a full queue (`ApiError` chooses them),
@@ -53,7 +53,10 @@ pub async fn shed<B: MessageBody + 'static>(
         (Some(state), Some(listener))
             if *listener.get_ref() == Listener::Clinic
                 && uses_the_pool(req.path())
-                && state.pools.clinic_refuses_all() =>
+                && state.pools.clinic_refuses_all(
+                    req.app_data::<web::Data<ClinicWorker>>()
+                        .map_or(Shard::FIRST, |w| w.shard()),
+                ) =>
         {
             Some(refusal(state))
         }

@@ -23,7 +23,6 @@ mod error;
 mod overload;
 mod tenant_conn;
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,6 +35,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 pub use error::DbError;
+
 pub use tenant_conn::{ExpectedSettings, TenantConn, Tx};
 
 use connect::{build_pool, connection_timeouts, PoolSpec};
@@ -92,17 +92,21 @@ struct CountedPool {
 }
 
 impl ClusterPools {
-    /// The calling worker's shard of the clinic pool; outside a clinic
-    /// worker (operators' tools, start-up checks), the first.
-    fn clinic_shard(&self) -> &CountedPool {
-        let shard = CLINIC_SHARD.with(Cell::get).unwrap_or(0);
-        &self.clinic[shard.min(self.clinic.len() - 1)]
+    /// A worker's shard of the clinic pool.
+    fn clinic_shard(&self, shard: Shard) -> &CountedPool {
+        &self.clinic[shard.0.min(self.clinic.len() - 1)]
     }
 }
 
-thread_local! {
-    /// The clinic shard of the worker running on this thread, if any.
-    static CLINIC_SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+/// Which shard of every clinic pool a piece of clinic work uses: a clinic
+/// worker's own ([`ClinicWorker::shard`]), handed down with the request;
+/// [`Shard::FIRST`] for work outside a clinic worker (operators' tools,
+/// start-up checks, benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard(usize);
+
+impl Shard {
+    pub const FIRST: Shard = Shard(0);
 }
 
 /// A clinic worker's claim on its shard of every clinic pool, from
@@ -113,6 +117,13 @@ pub struct ClinicWorker {
     /// `None` when every shard was taken and this worker shares the first
     /// (its owner keeps the claim).
     claimed: Option<Arc<Vec<AtomicBool>>>,
+}
+
+impl ClinicWorker {
+    /// The shard this worker's requests use.
+    pub fn shard(&self) -> Shard {
+        Shard(self.shard)
+    }
 }
 
 impl Drop for ClinicWorker {
@@ -414,7 +425,6 @@ impl Pools {
             .iter()
             .position(|c| !c.swap(true, Ordering::SeqCst));
         let shard = claimed.unwrap_or(0);
-        CLINIC_SHARD.with(|s| s.set(Some(shard)));
         tracing::debug!(shard, "clinic worker started");
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             for pools in self.clusters.values() {
@@ -447,7 +457,7 @@ impl Pools {
             .get(cluster)
             .ok_or_else(|| DbError::UnknownCluster(cluster.to_string()))?;
         Ok(match role {
-            Role::Clinic => pools.clinic_shard(),
+            Role::Clinic => pools.clinic_shard(Shard::FIRST),
             Role::Admin => &pools.admin,
             Role::Migration => &pools.migration,
             Role::Keys => pools
@@ -489,12 +499,17 @@ impl Pools {
     /// `clinic.queue_timeout_ms` (then `WaitTimeout`).
     pub async fn tenant(
         &self,
+        worker: Shard,
         tenant: Uuid,
         cluster: &str,
         schema: &str,
     ) -> Result<TenantConn, DbError> {
         let share = self.admission.enter(tenant)?;
-        let shard = self.counted(cluster, Role::Clinic)?;
+        let shard = self
+            .clusters
+            .get(cluster)
+            .ok_or_else(|| DbError::UnknownCluster(cluster.to_string()))?
+            .clinic_shard(worker);
         let CountedPool {
             pool,
             counts,
@@ -545,8 +560,8 @@ impl Pools {
     /// HTTP layer asks before doing any work for a request, so that under
     /// overload refusing costs as little as possible. A refusal here is
     /// counted as `queue_full`.
-    pub fn clinic_refuses_all(&self) -> bool {
-        let shards = || self.clusters.values().map(ClusterPools::clinic_shard);
+    pub fn clinic_refuses_all(&self, worker: Shard) -> bool {
+        let shards = || self.clusters.values().map(|c| c.clinic_shard(worker));
         let full = shards().all(|pool| {
             let status = pool.pool.status();
             let (limit, _) = self.admission.limits(pool, &status);

@@ -265,7 +265,12 @@ async fn metrics_show_requests_by_route_pools_and_rejections_on_the_admin_listen
     let held = app
         .app_state
         .pools
-        .tenant(id, "main", &format!("t_{slug}"))
+        .tenant(
+            recept::pools::Shard::FIRST,
+            id,
+            "main",
+            &format!("t_{slug}"),
+        )
         .await
         .unwrap();
     let refused = app

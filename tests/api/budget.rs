@@ -220,7 +220,12 @@ async fn a_tenant_over_its_share_gets_429_while_another_is_served() {
     let held = app
         .app_state
         .pools
-        .tenant(noisy_id, "main", &format!("t_{noisy}"))
+        .tenant(
+            recept::pools::Shard::FIRST,
+            noisy_id,
+            "main",
+            &format!("t_{noisy}"),
+        )
         .await
         .unwrap();
 

@@ -57,12 +57,12 @@ pub struct GenerateBody {
 #[utoipa::path(post, path = "/v1/claims/generate", operation_id = "generate_claims", tag = "claims", request_body = GenerateBody, responses((status = 200, description = "The month's draft claims, regenerated", body = ClaimList), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn generate(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let input: GenerateBody = parse(&body)?;
     let month = parse_month(&input.month)?;
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     write_once(&conn, None, async |tx| {
         let drafts = claims::generate(tx, month).await?;
         stored(
@@ -87,11 +87,11 @@ pub struct MonthQuery {
 #[utoipa::path(get, path = "/v1/claims", operation_id = "list_claims", tag = "claims", params(("month" = String, Query, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, body = ClaimList), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     query: web::Query<MonthQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let month = parse_month(&query.month)?;
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let found = claims::list(&conn, month).await?;
     Ok(HttpResponse::Ok().json(ClaimList {
         month: query.into_inner().month,
@@ -103,11 +103,11 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/claims/{id}", operation_id = "get_claim", tag = "claims", params(("id" = uuid::Uuid, Path, description = "The claim's id")), responses((status = 200, body = ClaimWithEncounters), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "claim")?;
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let (claim, encounters) = claims::get(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no claim {id}")))?;
@@ -118,11 +118,11 @@ pub async fn show(
 #[utoipa::path(post, path = "/v1/claims/{id}/confirm", operation_id = "confirm_claim", tag = "claims", params(("id" = uuid::Uuid, Path, description = "The claim's id")), responses((status = 200, body = Claim), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn confirm(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "claim")?;
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     write_once(&conn, None, async |tx| {
         match claims::confirm(tx, id).await? {
             ConfirmOutcome::NotFound => Err(ApiError::NotFound(format!("no claim {id}"))),
@@ -139,11 +139,11 @@ pub async fn confirm(
 #[utoipa::path(get, path = "/v1/claims/export", operation_id = "export_claims", tag = "claims", params(("month" = String, Query, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, description = "Confirmed claims as CSV: claim_id, month, insurer_number, insurance_symbol, insurance_number, patient_id, patient_name, patient_name_kana, birth_date, sex, visit_days, total_points, charge_yen, diagnoses (space-separated codes)", content_type = "text/csv", body = String), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn export(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     query: web::Query<MonthQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let month = parse_month(&query.month)?;
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let rows = claims::export(&conn, month).await?;
     let mut writer = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<&str> = EXPORT_COLUMNS.to_vec();

@@ -98,7 +98,7 @@ fn short(errors: &mut Vec<FieldError>, field: &str, value: &Option<String>, max:
 #[utoipa::path(post, path = "/v1/encounters", operation_id = "create_encounter", tag = "encounters", request_body = NewEncounterBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, description = "Priced from the clinic's master copy valid on the date", body = Encounter), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -156,7 +156,7 @@ pub async fn create(
     let mut codes: Vec<&str> = lines.iter().map(|l| l.code.as_str()).collect();
     codes.extend(input.diagnoses.iter().map(String::as_str));
 
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let cache = &state.master_cache;
     write_once(&conn, idempotency, async |tx| {
         // The copy's release (locked against rollouts) and the patient's
@@ -226,11 +226,11 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/encounters/{id}", operation_id = "get_encounter", tag = "encounters", params(("id" = uuid::Uuid, Path, description = "The encounter's id")), responses((status = 200, body = Encounter), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "encounter")?;
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let encounter = encounters::get(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no encounter {id}")))?;
@@ -251,7 +251,7 @@ pub struct ListQuery {
 #[utoipa::path(get, path = "/v1/encounters", operation_id = "list_encounters", tag = "encounters", params(("patient_id" = Option<uuid::Uuid>, Query, description = "Only this patient's visits"), ("from" = Option<chrono::NaiveDate>, Query, description = "Only visits on or after this day"), ("to" = Option<chrono::NaiveDate>, Query, description = "Only visits on or before this day"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = EncounterPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -291,7 +291,7 @@ pub async fn list(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let found = encounters::list(&conn, patient, from, to, after, limit).await?;
     let next_cursor = (found.len() as i64 == limit)
         .then(|| found.last())
@@ -316,7 +316,7 @@ pub struct VoidBody {
 #[utoipa::path(post, path = "/v1/encounters/{id}/void", operation_id = "void_encounter", tag = "encounters", request_body(content = Option<VoidBody>), params(("id" = uuid::Uuid, Path, description = "The encounter's id")), responses((status = 200, body = Encounter), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn void(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     id: web::Path<String>,
     req: HttpRequest,
     body: web::Bytes,
@@ -336,7 +336,7 @@ pub async fn void(
             "must be at most 500 characters",
         ));
     }
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     write_once(&conn, None, async |tx| {
         match encounters::void(tx, id, input.reason.as_deref()).await? {
             VoidOutcome::NotFound => Err(ApiError::NotFound(format!("no encounter {id}"))),
@@ -383,7 +383,7 @@ pub struct NewPaymentBody {
 #[utoipa::path(post, path = "/v1/payments", operation_id = "create_payment", tag = "payments", request_body = NewPaymentBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, body = Payment), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn pay(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -398,7 +398,7 @@ pub async fn pay(
         Method::Card => "card",
         Method::Other => "other",
     };
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     write_once(&conn, idempotency, async |tx| {
         match payments::record(tx, input.encounter_id, amount, method).await? {
             PaymentOutcome::NoEncounter => Err(ApiError::NotFound(format!(

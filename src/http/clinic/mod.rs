@@ -37,9 +37,9 @@ struct TenantView {
 #[utoipa::path(get, path = "/v1/tenant", operation_id = "get_tenant", tag = "clinic", responses((status = 200, body = TenantView)), security(("clinic_key" = [])))]
 pub async fn tenant(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
 ) -> Result<HttpResponse, ApiError> {
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let rows = conn
         .read(
             "SELECT name, current_schema(), created_at, (SELECT release FROM master_meta) \
@@ -120,7 +120,7 @@ pub struct ItemsQuery {
 #[utoipa::path(get, path = "/v1/master/items", operation_id = "list_master_items", tag = "master", params(("kind" = Option<Kind>, Query, description = "Only items of this kind"), ("q" = Option<String>, Query, description = "Part of the name, at most 100 characters without control characters", max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("code" = Option<String>, Query, description = "Exactly this code, at most 20 characters without control characters", max_length = 20, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("on" = Option<chrono::NaiveDate>, Query, description = "Only items valid on this date"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = ItemPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn master_items(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     query: web::Query<ItemsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -179,7 +179,7 @@ pub async fn master_items(
         after,
         limit,
     };
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let items = master_items::search(&conn, &search).await?;
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last())
@@ -230,9 +230,10 @@ pub fn parse_id(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
 pub async fn conn(
     state: &AppState,
     tenant: &crate::tenancy::TenantCtx,
+    shard: crate::pools::Shard,
 ) -> Result<crate::pools::TenantConn, ApiError> {
     Ok(state
         .pools
-        .tenant(tenant.id, &tenant.cluster, &tenant.schema)
+        .tenant(shard, tenant.id, &tenant.cluster, &tenant.schema)
         .await?)
 }

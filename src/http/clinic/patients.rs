@@ -273,7 +273,7 @@ fn etag(version: i32) -> String {
 #[utoipa::path(post, path = "/v1/patients", operation_id = "create_patient", tag = "patients", request_body = NewPatientBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, body = Patient, headers(("ETag" = String))), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -296,7 +296,7 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     write_once(&conn, idempotency, async |tx| {
         let patient = patients::insert(tx, &fields, &insurances).await?;
         stored(StatusCode::CREATED, &patient, Some(etag(patient.version)))
@@ -308,11 +308,11 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/patients/{id}", operation_id = "get_patient", tag = "patients", params(("id" = uuid::Uuid, Path, description = "The patient's id")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "patient")?;
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let patient = patients::get(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
@@ -333,7 +333,7 @@ pub struct SearchQuery {
 #[utoipa::path(get, path = "/v1/patients", operation_id = "search_patients", tag = "patients", params(("q" = Option<String>, Query, description = "Start of the name or kana, at most 100 characters without control characters (surrounding spaces are trimmed)", max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("limit" = Option<i64>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = PatientPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn search(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     query: web::Query<SearchQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -366,7 +366,7 @@ pub async fn search(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let found = patients::search(&conn, q.as_deref(), after, limit).await?;
     let next_cursor = (found.len() as i64 == limit)
         .then(|| found.last().map(|p| encode_cursor(&[&p.id.to_string()])))
@@ -403,7 +403,7 @@ fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
 #[utoipa::path(patch, path = "/v1/patients/{id}", operation_id = "update_patient", tag = "patients", request_body = PatchPatientBody, params(("id" = uuid::Uuid, Path, description = "The patient's id"), ("If-Match" = String, Header, description = "The ETag last seen (`\"3\"`, or `W/\"3\"`), or `*` for whatever version is current", pattern = "^(\\*|(W/)?\"[0-9]{1,9}\")$")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 428, description = "If-Match missing", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn update(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     req: HttpRequest,
     id: web::Path<String>,
     body: web::Json<Value>,
@@ -411,7 +411,7 @@ pub async fn update(
     let id = parse_id(&id, "patient")?;
     let expected = if_match(&req)?;
     let patch: PatchPatientBody = parse(&body)?;
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     write_once(&conn, None, async |tx| {
         let current = patients::get_in(tx, id)
             .await?
@@ -464,11 +464,11 @@ pub async fn update(
 #[utoipa::path(get, path = "/v1/patients/{id}/balance", operation_id = "get_patient_balance", tag = "patients", params(("id" = uuid::Uuid, Path, description = "The patient's id")), responses((status = 200, body = Balance), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn balance(
     state: web::Data<AppState>,
-    Clinic(tenant): Clinic,
+    Clinic(tenant, shard): Clinic,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "patient")?;
-    let conn = conn(&state, &tenant).await?;
+    let conn = conn(&state, &tenant, shard).await?;
     let (billed, paid) = patients::balance(&conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
