@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
-use crate::pools::{ClinicWorker, DbError, Shard};
+use crate::pools::{ClinicWorker, Shard};
 use crate::tenancy::audit::Actor;
 use crate::tenancy::{Resolution, Slug, TenantCtx, TenantStatus};
 
@@ -59,18 +59,11 @@ impl FromRequest for Clinic {
         let req = req.clone();
         Box::pin(async move {
             let token = token.ok_or(ApiError::Unauthorized)?;
-            let resolution =
-                state
-                    .keys
-                    .resolve(&state.pools, &token)
-                    .await
-                    .map_err(|e| match &*e {
-                        DbError::StatementTimeout => ApiError::Timeout,
-                        DbError::QueueFull => ApiError::from(DbError::QueueFull),
-                        DbError::WaitTimeout => ApiError::from(DbError::WaitTimeout),
-                        DbError::Corrupt(cause) => ApiError::from(DbError::Corrupt(cause.clone())),
-                        other => ApiError::from(DbError::Unavailable(other.to_string())),
-                    })?;
+            let resolution = state
+                .keys
+                .resolve(&state.pools, &token)
+                .await
+                .map_err(|e| ApiError::from(e.duplicate()))?;
             let tenant = match resolution {
                 Resolution::Tenant(tenant) => tenant,
                 Resolution::Unknown => return Err(ApiError::Unauthorized),

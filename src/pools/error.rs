@@ -106,6 +106,26 @@ impl From<PoolError> for DbError {
 }
 
 impl DbError {
+    /// A copy of an error shared by several waiters (the key cache hands
+    /// the same `Arc` to every request that waited on one lookup): each
+    /// variant is kept, except a raw PostgreSQL error, which cannot be
+    /// copied and becomes `Unavailable` with its text.
+    pub fn duplicate(&self) -> DbError {
+        match self {
+            DbError::Unavailable(s) => DbError::Unavailable(s.clone()),
+            DbError::StatementTimeout => DbError::StatementTimeout,
+            DbError::UnknownCluster(s) => DbError::UnknownCluster(s.clone()),
+            DbError::QueueFull => DbError::QueueFull,
+            DbError::WaitTimeout => DbError::WaitTimeout,
+            DbError::TenantBusy => DbError::TenantBusy,
+            DbError::BadText => DbError::BadText,
+            DbError::SchemaMissing(s) => DbError::SchemaMissing(s.clone()),
+            DbError::OutcomeUnknown(s) => DbError::OutcomeUnknown(s.clone()),
+            DbError::Corrupt(s) => DbError::Corrupt(s.clone()),
+            DbError::Postgres(e) => DbError::Unavailable(e.to_string()),
+        }
+    }
+
     /// Whether this is PostgreSQL's unique-violation error.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, DbError::Postgres(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
