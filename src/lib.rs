@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the code map and the invariants.
 
+pub mod audit;
 pub mod billing;
 pub mod cli;
 pub mod config;
@@ -9,8 +10,10 @@ pub mod db;
 pub mod dev;
 pub mod http;
 pub mod master;
+pub mod memory;
 pub mod metrics;
 pub mod migrate;
+pub mod names;
 pub mod ops;
 pub mod pools;
 pub mod startup;

@@ -48,7 +48,7 @@ pub struct Sources {
     /// `server.memory_mb`, in bytes.
     pub memory_budget_bytes: u64,
     /// Space for clinic request bodies in flight.
-    pub clinic_bodies: Arc<crate::http::BodyBudget>,
+    pub clinic_bodies: Arc<crate::memory::BodyBudget>,
 }
 
 /// The application's metrics.

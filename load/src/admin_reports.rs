@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures::StreamExt;
-use recept::migrate::quote_ident;
+use recept::audit::Actor;
+use recept::names::quote_ident;
 use recept::pools::Role;
-use recept::tenancy::audit::Actor;
 use recept::tenancy::{create_tenant, Slug};
 
 use crate::stack::Stack;

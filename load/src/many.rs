@@ -56,7 +56,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         let control = pools.control(Role::Admin).await?;
         let writer = pools.get("main", Role::Migration).await?;
         for (i, slug) in slugs.iter().enumerate() {
-            let s = recept::migrate::quote_ident(&slug.schema_name());
+            let s = recept::names::quote_ident(&slug.schema_name());
             writer
                 .batch_execute(&format!(
                     "INSERT INTO {s}.patients (id, name, name_kana, birth_date, sex) VALUES \

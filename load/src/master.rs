@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use clap::Args;
+use recept::audit::Actor;
 use recept::master::{self, generate_release, Kind, MasterItem, RolloutTarget};
-use recept::tenancy::audit::Actor;
 use recept::tenancy::{create_tenant, Registry, Slug};
 
 use crate::stack::Stack;
@@ -107,13 +107,7 @@ async fn benchmark(mut o: Options, everything: bool) -> anyhow::Result<()> {
     if everything {
         let full = generate_release(1, 10_000, 20_000, 25_000, date("2026-06-01"));
         let started = Instant::now();
-        master::import_release(
-            &pools,
-            "full",
-            &full,
-            &recept::tenancy::audit::Actor::operator(),
-        )
-        .await?;
+        master::import_release(&pools, "full", &full, &recept::audit::Actor::operator()).await?;
         out!(
             "import full-size release ({} rows): {:.2}s",
             full.len(),
@@ -149,20 +143,8 @@ async fn benchmark(mut o: Options, everything: bool) -> anyhow::Result<()> {
 
     // 2. Many tenants on A; B changes `changed` items.
     let (a, b) = releases(o.changed)?;
-    master::import_release(
-        &pools,
-        "bench-a",
-        &a,
-        &recept::tenancy::audit::Actor::operator(),
-    )
-    .await?;
-    master::import_release(
-        &pools,
-        "bench-b",
-        &b,
-        &recept::tenancy::audit::Actor::operator(),
-    )
-    .await?;
+    master::import_release(&pools, "bench-a", &a, &recept::audit::Actor::operator()).await?;
+    master::import_release(&pools, "bench-b", &b, &recept::audit::Actor::operator()).await?;
     let started = Instant::now();
     let slugs: Vec<Slug> = (0..o.tenants)
         .map(|i| Slug::parse(&format!("clinic_{i:05}")).expect("a valid slug"))
@@ -218,7 +200,7 @@ async fn benchmark(mut o: Options, everything: bool) -> anyhow::Result<()> {
         "bench-b",
         &target,
         concurrency,
-        &recept::tenancy::audit::Actor::operator(),
+        &recept::audit::Actor::operator(),
         |_| {},
     )
     .await?;

@@ -192,7 +192,7 @@ pub async fn create_tenants(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     use futures::StreamExt;
-    let actor = recept::tenancy::audit::Actor::operator();
+    let actor = recept::audit::Actor::operator();
     let created: Vec<anyhow::Result<()>> = futures::stream::iter(slugs.iter())
         .map(|slug| {
             let actor = &actor;
@@ -223,7 +223,7 @@ pub async fn import_sample_release(pools: &recept::pools::Pools) -> anyhow::Resu
         "/../tenants/master/2026-04.csv"
     ))?;
     let items = recept::master::parse_release(&sample)?;
-    let operator = recept::tenancy::audit::Actor::operator();
+    let operator = recept::audit::Actor::operator();
     recept::master::import_release(pools, "2026-04", &items, &operator).await?;
     Ok(())
 }

@@ -8,9 +8,11 @@
 //! - The patient charge is total points × 10 × copay rate, rounded to the
 //!   nearest 10 yen with 5 yen rounding up.
 
+mod items;
 mod money;
 pub mod pricing;
 
+pub use items::{Kind, MasterItem};
 pub use money::{Centiyen, ParseYenError};
 
 /// Yen per point.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 
 use super::{drug_points, procedure_points};
-use crate::master::{Kind, MasterItem};
+use super::{Kind, MasterItem};
 
 /// A line as entered: a code and a quantity (already checked positive).
 #[derive(Debug, Clone)]

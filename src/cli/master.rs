@@ -4,10 +4,10 @@ use std::fs;
 
 use anyhow::{bail, Context};
 
+use crate::audit::Actor;
 use crate::config::Settings;
 use crate::master;
 use crate::pools::Role;
-use crate::tenancy::audit::Actor;
 use crate::tenancy::Slug;
 
 use super::tenants::operator_pools;

@@ -2,11 +2,11 @@
 
 use anyhow::{bail, Context};
 
+use crate::audit::Actor;
 use crate::config::Settings;
 use crate::migrate::prepare_control;
 use crate::ops;
 use crate::pools::{Pools, Role};
-use crate::tenancy::audit::Actor;
 use crate::tenancy::{create_tenant, transfer, Registry, Slug, TenantStatus};
 
 use super::TenantsCommand;

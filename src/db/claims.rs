@@ -109,9 +109,29 @@ pub async fn generate(tx: &Tx, month: NaiveDate) -> Result<Vec<Claim>, DbError> 
     Ok(rows.iter().map(claim_from_row).collect())
 }
 
+/// Takes a voided encounter out of the draft claims that hold it and
+/// recomputes them (confirmed claims never hold a voidable encounter).
+pub async fn release_encounter(tx: &Tx, encounter: Uuid) -> Result<(), DbError> {
+    let drafts: Vec<Uuid> = tx
+        .query(
+            "DELETE FROM claim_encounters ce USING claims c \
+             WHERE ce.encounter_id = $1 AND c.id = ce.claim_id AND c.status = 'draft' \
+             RETURNING ce.claim_id",
+            &[&encounter],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for claim in drafts {
+        refresh_totals(tx, claim).await?;
+    }
+    Ok(())
+}
+
 /// Recomputes a draft claim from the encounters it still holds; removes it
 /// when it holds none.
-pub async fn refresh_totals(tx: &Tx, claim: Uuid) -> Result<(), DbError> {
+async fn refresh_totals(tx: &Tx, claim: Uuid) -> Result<(), DbError> {
     tx.execute(
         "UPDATE claims c SET \
            total_points = coalesce((SELECT sum(e.total_points) FROM claim_encounters ce \

@@ -294,8 +294,8 @@ pub enum VoidOutcome {
     Voided,
 }
 
-/// Voids an encounter unless a confirmed claim includes it; a draft claim
-/// that included it loses it and is recomputed.
+/// Voids an encounter unless a confirmed claim includes it. Draft claims
+/// that hold it are the caller's to release (`claims::release_encounter`).
 pub async fn void(tx: &Tx, id: Uuid, reason: Option<&str>) -> Result<VoidOutcome, DbError> {
     let row = tx
         .query_opt(
@@ -320,19 +320,5 @@ pub async fn void(tx: &Tx, id: Uuid, reason: Option<&str>) -> Result<VoidOutcome
         &[&id, &reason],
     )
     .await?;
-    let drafts: Vec<Uuid> = tx
-        .query(
-            "DELETE FROM claim_encounters ce USING claims c \
-             WHERE ce.encounter_id = $1 AND c.id = ce.claim_id AND c.status = 'draft' \
-             RETURNING ce.claim_id",
-            &[&id],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for claim in drafts {
-        super::claims::refresh_totals(tx, claim).await?;
-    }
     Ok(VoidOutcome::Voided)
 }

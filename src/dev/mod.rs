@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 
 pub use postgres::{ClusterSpec, PgBinaries, PrivatePostgres};
 
+use crate::audit::Actor;
 use crate::config::{ClusterSettings, Settings};
 use crate::master;
 use crate::pools::{Pools, Role};
-use crate::tenancy::audit::Actor;
 use crate::tenancy::{create_tenant, ApiKey, KeySecrets, Presented, Registry, Slug};
 
 /// The database recept uses inside a private cluster.
@@ -142,7 +142,7 @@ pub async fn ensure_database(pg: &PrivatePostgres, database: &str) -> anyhow::Re
         client
             .batch_execute(&format!(
                 "CREATE DATABASE {}",
-                crate::migrate::quote_ident(database)
+                crate::names::quote_ident(database)
             ))
             .await?;
     }

@@ -11,9 +11,10 @@ use tokio_postgres::SimpleQueryMessage;
 
 use super::clinic::parse_limit;
 use super::{AdminCaller, ApiError, AppState, FieldError};
-use crate::migrate::quote_ident;
+use crate::audit;
+use crate::names::quote_ident;
 use crate::pools::{DbError, Role};
-use crate::tenancy::{audit, Registry, TenantStatus};
+use crate::tenancy::{Registry, TenantStatus};
 
 #[derive(Serialize)]
 struct TenantStats {

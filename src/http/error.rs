@@ -241,6 +241,23 @@ impl From<crate::ops::OpError> for ApiError {
     }
 }
 
+impl From<crate::memory::Refusal> for ApiError {
+    fn from(refusal: crate::memory::Refusal) -> Self {
+        match refusal {
+            crate::memory::Refusal::TenantShare => ApiError::TooManyRequests {
+                message: "this clinic has too many request bodies in flight".into(),
+                retry_after_ms: 1_000,
+            },
+            crate::memory::Refusal::Budget => ApiError::Unavailable {
+                message:
+                    "this server's space for request bodies in flight is in use; retry shortly"
+                        .into(),
+                retry_after_ms: 1_000,
+            },
+        }
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {

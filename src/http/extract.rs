@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::audit::Actor;
 use crate::pools::{ClinicWorker, Shard};
-use crate::tenancy::audit::Actor;
 use crate::tenancy::{Resolution, Slug, TenantCtx, TenantStatus};
 
 fn bearer(req: &HttpRequest) -> Option<String> {

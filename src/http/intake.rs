@@ -25,11 +25,9 @@
 //! mistake more often than an attack, and a client still sending it would
 //! read a reset connection instead of the `413`. Such a body is read and
 //! thrown away for up to [`DRAIN`] and [`DRAIN_FACTOR`] times the limit,
-//! by at most [`DRAINS`] requests of a listener at once, then answered.
+//! by at most [`DRAINS`](crate::memory::DRAINS) requests of a listener at once, then answered.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
@@ -40,8 +38,8 @@ use actix_web::middleware::Next;
 use actix_web::{web, Error, FromRequest, HttpMessage, ResponseError};
 use bytes::BytesMut;
 use futures::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use uuid::Uuid;
+
+pub use crate::memory::BodyBudget;
 
 use super::{AdminCaller, ApiError, AppState, Clinic, Listener};
 
@@ -50,130 +48,6 @@ use super::{AdminCaller, ApiError, AppState, Clinic, Listener};
 const DRAIN: Duration = Duration::from_secs(1);
 /// How much of it, in multiples of the route's limit.
 const DRAIN_FACTOR: usize = 16;
-/// How many such bodies one listener drains at once; past that the `413`
-/// is sent at once.
-const DRAINS: usize = 16;
-
-/// The space request bodies of one listener may hold at once.
-pub struct BodyBudget {
-    space: Arc<Semaphore>,
-    /// Bodies past the limit being read and thrown away.
-    drains: Semaphore,
-    bytes: usize,
-    /// Bytes reserved now, by tenant, and the most one tenant may hold.
-    tenants: Mutex<HashMap<Uuid, usize>>,
-    tenant_bytes: usize,
-    timeout: Duration,
-    counts: BodyCounts,
-}
-
-/// What happened to bodies, for metrics.
-#[derive(Debug, Default)]
-pub struct BodyCounts {
-    pub refused_budget: std::sync::atomic::AtomicU64,
-    pub refused_tenant: std::sync::atomic::AtomicU64,
-    pub timed_out: std::sync::atomic::AtomicU64,
-}
-
-/// Space held for one body (and the tenant's part of it); returned when
-/// dropped.
-struct Reservation<'a> {
-    _space: OwnedSemaphorePermit,
-    _share: Option<TenantShare<'a>>,
-}
-
-/// A tenant's part of the bodies in flight.
-struct TenantShare<'a> {
-    tenant: Uuid,
-    bytes: usize,
-    budget: &'a BodyBudget,
-}
-
-impl Drop for TenantShare<'_> {
-    fn drop(&mut self) {
-        let mut tenants = self
-            .budget
-            .tenants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = tenants.get_mut(&self.tenant) {
-            *held = held.saturating_sub(self.bytes);
-            if *held == 0 {
-                tenants.remove(&self.tenant);
-            }
-        }
-    }
-}
-
-impl BodyBudget {
-    /// `bytes` of space for bodies, at most `tenant_bytes` of it for one
-    /// tenant; each body must arrive within `timeout`.
-    pub fn new(bytes: usize, tenant_bytes: usize, timeout: Duration) -> BodyBudget {
-        BodyBudget {
-            space: Arc::new(Semaphore::new(bytes)),
-            drains: Semaphore::new(DRAINS),
-            bytes,
-            tenants: Mutex::default(),
-            tenant_bytes,
-            timeout,
-            counts: BodyCounts::default(),
-        }
-    }
-
-    /// Bytes reserved now, and the budget.
-    pub fn usage(&self) -> (usize, usize) {
-        (self.bytes - self.space.available_permits(), self.bytes)
-    }
-
-    /// Bodies past the limit being read and thrown away now.
-    pub fn draining(&self) -> usize {
-        DRAINS - self.drains.available_permits()
-    }
-
-    pub fn counts(&self) -> &BodyCounts {
-        &self.counts
-    }
-
-    fn share(&self, tenant: Uuid, bytes: usize) -> Result<TenantShare<'_>, ApiError> {
-        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        let held = tenants.get(&tenant).copied().unwrap_or(0);
-        if held + bytes > self.tenant_bytes {
-            self.counts.refused_tenant.fetch_add(1, Relaxed);
-            return Err(ApiError::TooManyRequests {
-                message: "this clinic has too many request bodies in flight".into(),
-                retry_after_ms: 1_000,
-            });
-        }
-        tenants.insert(tenant, held + bytes);
-        Ok(TenantShare {
-            tenant,
-            bytes,
-            budget: self,
-        })
-    }
-
-    fn reserve(&self, bytes: usize, tenant: Option<Uuid>) -> Result<Reservation<'_>, ApiError> {
-        let share = tenant.map(|t| self.share(t, bytes)).transpose()?;
-        let space = u32::try_from(bytes)
-            .ok()
-            .and_then(|permits| self.space.clone().try_acquire_many_owned(permits).ok());
-        match space {
-            Some(space) => Ok(Reservation {
-                _space: space,
-                _share: share,
-            }),
-            None => {
-                self.counts.refused_budget.fetch_add(1, Relaxed);
-                Err(ApiError::Unavailable {
-                    message:
-                        "this server's space for request bodies in flight is in use; retry shortly"
-                            .into(),
-                    retry_after_ms: 1_000,
-                })
-            }
-        }
-    }
-}
 
 /// The largest body a route accepts.
 fn limit_of(req: &ServiceRequest, state: &AppState) -> usize {
@@ -259,20 +133,20 @@ pub async fn intake<B: MessageBody + 'static>(
     let mut payload = req.take_payload();
     if length.is_some_and(|n| n > limit) {
         if length.is_some_and(|n| n <= limit.saturating_mul(DRAIN_FACTOR)) {
-            budget.drain(&mut payload, limit).await;
+            drain(budget, &mut payload, limit).await;
         }
         return Ok(refuse(req, ApiError::PayloadTooLarge(limit)));
     }
     let expected = length.unwrap_or(limit);
     let reservation = match budget.reserve(expected.saturating_mul(2), tenant) {
         Ok(reservation) => reservation,
-        Err(e) => return Ok(refuse(req, e)),
+        Err(refusal) => return Ok(refuse(req, refusal.into())),
     };
     let body = match read_body(&mut payload, expected, limit, budget).await {
         Ok(body) => body,
         Err(e) => {
             if matches!(e, ApiError::PayloadTooLarge(_)) {
-                budget.drain(&mut payload, limit).await;
+                drain(budget, &mut payload, limit).await;
             }
             return Ok(refuse(req, e));
         }
@@ -283,22 +157,20 @@ pub async fn intake<B: MessageBody + 'static>(
     Ok(response?.map_into_left_body())
 }
 
-impl BodyBudget {
-    /// Reads and throws away the rest of a body past `limit` (see the
-    /// module's comment), when a drain is free; gives up after [`DRAIN`]
-    /// or [`DRAIN_FACTOR`] times `limit`.
-    async fn drain(&self, payload: &mut Payload, limit: usize) {
-        let Ok(_drain) = self.drains.try_acquire() else {
+/// Reads and throws away the rest of a body past `limit` (see the
+/// module's comment), when one of the budget's drains is free; gives up
+/// after [`DRAIN`] or [`DRAIN_FACTOR`] times `limit`.
+async fn drain(budget: &BodyBudget, payload: &mut Payload, limit: usize) {
+    let Some(_drain) = budget.try_drain() else {
+        return;
+    };
+    let most = limit.saturating_mul(DRAIN_FACTOR);
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    let mut read = 0usize;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, payload.next()).await {
+        read += chunk.len();
+        if read > most {
             return;
-        };
-        let most = limit.saturating_mul(DRAIN_FACTOR);
-        let deadline = tokio::time::Instant::now() + DRAIN;
-        let mut read = 0usize;
-        while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, payload.next()).await {
-            read += chunk.len();
-            if read > most {
-                return;
-            }
         }
     }
 }
@@ -311,12 +183,12 @@ async fn read_body(
     budget: &BodyBudget,
 ) -> Result<BytesMut, ApiError> {
     let mut body = BytesMut::with_capacity(expected.min(limit));
-    let deadline = tokio::time::Instant::now() + budget.timeout;
+    let deadline = tokio::time::Instant::now() + budget.timeout();
     loop {
         match tokio::time::timeout_at(deadline, payload.next()).await {
             Err(_) => {
-                budget.counts.timed_out.fetch_add(1, Relaxed);
-                return Err(ApiError::BodyTimeout(budget.timeout.as_millis() as u64));
+                budget.counts().timed_out.fetch_add(1, Relaxed);
+                return Err(ApiError::BodyTimeout(budget.timeout().as_millis() as u64));
             }
             Ok(None) => return Ok(body),
             Ok(Some(Err(e))) => {

@@ -13,10 +13,8 @@ mod generate;
 mod release;
 mod rollout;
 
-use chrono::NaiveDate;
-use serde::Serialize;
-
 use crate::billing::Centiyen;
+pub use crate::billing::{Kind, MasterItem};
 
 pub use cache::{CachedItems, MasterCache};
 pub use copy::copy_release_into;
@@ -30,61 +28,6 @@ pub use rollout::{
     latest_rollout, rollout, rollout_status, run_rollout, start_rollout, RolloutCounts,
     RolloutError, RolloutReport, RolloutTarget, TenantRollout,
 };
-
-/// What a master item is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Procedure,
-    Drug,
-    Disease,
-}
-
-impl Kind {
-    pub fn parse(s: &str) -> Option<Kind> {
-        match s {
-            "procedure" => Some(Kind::Procedure),
-            "drug" => Some(Kind::Drug),
-            "disease" => Some(Kind::Disease),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Procedure => "procedure",
-            Kind::Drug => "drug",
-            Kind::Disease => "disease",
-        }
-    }
-}
-
-/// One row of a release: a code with its price for one validity period.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MasterItem {
-    pub code: String,
-    pub kind: Kind,
-    pub name: String,
-    /// Procedures only.
-    pub points: Option<i32>,
-    /// Drugs only.
-    pub unit_price: Option<Centiyen>,
-    pub valid_from: NaiveDate,
-    /// Inclusive; `None` is open-ended.
-    pub valid_to: Option<NaiveDate>,
-}
-
-impl MasterItem {
-    /// Whether this row applies on `date`.
-    pub fn valid_on(&self, date: NaiveDate) -> bool {
-        self.valid_from <= date && self.valid_to.is_none_or(|to| date <= to)
-    }
-
-    /// Approximate bytes held, for the cache's weigher.
-    pub fn weight(&self) -> usize {
-        std::mem::size_of::<MasterItem>() + self.code.len() + self.name.len()
-    }
-}
 
 /// How many tenants a rollout upgrades at once by default: one per core of
 /// this host, at most `admin_pool_size`. More steals CPU from clinic

@@ -7,8 +7,8 @@ use futures::SinkExt;
 use serde::Serialize;
 
 use super::{valid_version, MasterItem};
+use crate::audit::{self, Actor};
 use crate::pools::{DbError, Pools, Role};
-use crate::tenancy::audit::{self, Actor};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReleaseSummary {

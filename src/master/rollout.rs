@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use super::copy::{copy_items, literal};
 use super::{release_exists, ITEM_COLUMNS};
-use crate::migrate::quote_ident;
+use crate::audit::{self, Actor};
+use crate::names::quote_ident;
+use crate::names::Slug;
 use crate::pools::{DbError, Pools, Role};
-use crate::tenancy::audit::{self, Actor};
-use crate::tenancy::Slug;
 
 /// Which tenants a rollout upgrades.
 #[derive(Debug, Clone)]

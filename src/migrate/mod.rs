@@ -14,6 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio_postgres::{Client, GenericClient};
 
+use crate::names::quote_ident;
 use crate::pools::{Pools, Role};
 
 /// The schema that holds the tenant registry and keys.
@@ -131,11 +132,6 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     parts.join(": ")
-}
-
-/// Quotes an identifier for PostgreSQL.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A client already inside a transaction, seen by refinery as a connection

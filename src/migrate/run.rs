@@ -12,8 +12,8 @@ use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::{migrate_in_transaction, prepare_control, tenant_runner, MigrateError};
+use crate::names::Slug;
 use crate::pools::{DbError, Pools, Role};
-use crate::tenancy::Slug;
 
 /// Advisory-lock key held (session-level, on a connection taken out of its
 /// pool for the run) while a migration run is under way.

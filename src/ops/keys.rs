@@ -5,8 +5,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::OpError;
+use crate::audit::{self, Actor};
 use crate::pools::{Pools, Role};
-use crate::tenancy::audit::{self, Actor};
 use crate::tenancy::{KeySecrets, Registry, Slug};
 
 /// The longest label a key may carry, in characters.

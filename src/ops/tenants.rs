@@ -1,8 +1,8 @@
 //! A tenant's status: suspended, resumed or deleted, with its audit record.
 
 use super::OpError;
+use crate::audit::{self, Actor};
 use crate::pools::{Pools, Role};
-use crate::tenancy::audit::{self, Actor};
 use crate::tenancy::{Registry, Slug, TenantRecord, TenantStatus};
 
 /// Sets a tenant's status. A deleted tenant stays deleted (its schema is

@@ -132,7 +132,7 @@ impl TenantConn {
         TenantConn {
             client: RefCell::new(Some(client)),
             pool,
-            search_path: crate::migrate::quote_ident(schema).into(),
+            search_path: crate::names::quote_ident(schema).into(),
             open: Cell::new(false),
             expected,
             tainted: Cell::new(false),

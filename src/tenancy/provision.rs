@@ -3,12 +3,11 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Transaction;
 
-use super::audit::{self, Actor};
 use super::{Registry, Slug, TenantRecord};
+use crate::audit::{self, Actor};
 use crate::master::{copy_release_into, current_release, release_exists};
-use crate::migrate::{
-    latest_tenant_version, migrate_in_transaction, quote_ident, tenant_runner, MigrateError,
-};
+use crate::migrate::{latest_tenant_version, migrate_in_transaction, tenant_runner, MigrateError};
+use crate::names::quote_ident;
 use crate::pools::{DbError, Pools, Role};
 
 /// Why a tenant was not created. Nothing of it is left behind.

@@ -14,9 +14,10 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::audit::Actor;
 use super::{create_tenant, CreateTenantError, Registry, Slug, TenantStatus};
-use crate::migrate::{latest_tenant_version, quote_ident};
+use crate::audit::Actor;
+use crate::migrate::latest_tenant_version;
+use crate::names::quote_ident;
 use crate::pools::{DbError, Pools, Role};
 
 const FORMAT: &str = "recept-tenant-export";
@@ -532,7 +533,7 @@ async fn copy_and_switch(
         )
         .await?;
         let detail = serde_json::json!({"from": tenant.cluster, "to": to, "old_copy": old_copy});
-        super::audit::record(&tx, actor, "tenant.move", Some(tenant.slug.as_str()), Some(detail))
+        crate::audit::record(&tx, actor, "tenant.move", Some(tenant.slug.as_str()), Some(detail))
             .await?;
         tx.commit().await?;
         Ok::<_, TransferError>(())

@@ -1,7 +1,7 @@
 //! Admin routes: audit, deletion and purge, stats, cross-tenant reports
 //! bounded by the admin statement timeout, pools.
 
-use recept::tenancy::audit::Actor;
+use recept::audit::Actor;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -404,7 +404,7 @@ pub async fn rollout_everyone(
     version: &str,
     concurrency: usize,
 ) -> recept::master::RolloutReport {
-    let operator = recept::tenancy::audit::Actor::operator();
+    let operator = recept::audit::Actor::operator();
     let everyone = recept::master::RolloutTarget::All;
     recept::master::rollout(pools, version, &everyone, concurrency, &operator, |_| {})
         .await

@@ -129,3 +129,195 @@ fn no_thread_local_state() {
         found.join("\n")
     );
 }
+
+/// The module path of a source file: `src/db/claims.rs` is `db::claims`,
+/// `src/db/mod.rs` is `db`, `src/lib.rs` is empty.
+fn module_of(file: &str) -> Vec<String> {
+    let path = file.trim_start_matches("src/").trim_end_matches(".rs");
+    let mut parts: Vec<String> = path.split('/').map(str::to_string).collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts
+}
+
+/// The module paths a line of code names through `crate::` or `super::`
+/// (grouped imports such as `use crate::{db, pools::Tx}` included), for a
+/// line in the module `at`.
+fn paths_named(line: &str, at: &[String]) -> Vec<Vec<String>> {
+    let ident = |s: &str| -> Vec<String> {
+        s.split("::")
+            .map(|p| {
+                p.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+            .take_while(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect()
+    };
+    let mut found = Vec::new();
+    for (prefix, base) in [
+        ("crate::", Vec::new()),
+        // `super` of `db::claims` (`db/claims.rs`) and of `db` (`db/mod.rs`)
+        // alike is the module one up.
+        ("super::", at[..at.len().saturating_sub(1)].to_vec()),
+    ] {
+        let mut rest = line;
+        while let Some(i) = rest.find(prefix) {
+            let before = rest[..i].chars().last();
+            rest = &rest[i + prefix.len()..];
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let heads: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                let end = group.find('}').unwrap_or(group.len());
+                group[..end].split(',').map(str::trim).collect()
+            } else {
+                vec![rest]
+            };
+            for head in heads {
+                let mut path = base.clone();
+                path.extend(ident(head));
+                if !path.is_empty() {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Edges `from → to` between the modules at `depth` (1: the crate's
+/// top-level modules; 2: the files of one top-level module) with their
+/// first witness line.
+fn module_edges(depth: usize) -> std::collections::BTreeMap<(String, String), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut edges = std::collections::BTreeMap::new();
+    for file in sources() {
+        let name = file.to_string_lossy().replace('\\', "/");
+        let at = module_of(&name);
+        if at.len() < depth {
+            continue;
+        }
+        let text = std::fs::read_to_string(root.join(&file)).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            for target in paths_named(code, &at) {
+                if target.len() < depth || target[..depth - 1] != at[..depth - 1] {
+                    continue;
+                }
+                let (from, to) = (at[..depth].join("::"), target[..depth].join("::"));
+                if from != to {
+                    edges
+                        .entry((from, to))
+                        .or_insert_with(|| format!("{name}:{}: {code}", n + 1));
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// A cycle among `edges`, as the witness lines that make it, if any.
+fn a_cycle(edges: &std::collections::BTreeMap<(String, String), String>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        edges: &std::collections::BTreeMap<(String, String), String>,
+        stack: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = stack.iter().position(|n| n == node) {
+            let mut cycle: Vec<String> = stack[start..].to_vec();
+            cycle.push(node.to_string());
+            return Some(
+                cycle
+                    .windows(2)
+                    .map(|w| edges[&(w[0].clone(), w[1].clone())].clone())
+                    .collect(),
+            );
+        }
+        if !done.insert(node.to_string()) {
+            return None;
+        }
+        stack.push(node.to_string());
+        for ((from, to), _) in edges.iter() {
+            if from == node {
+                if let Some(cycle) = visit(to, edges, stack, done) {
+                    return Some(cycle);
+                }
+            }
+        }
+        stack.pop();
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for (from, _) in edges.keys() {
+        if let Some(cycle) = visit(from, edges, &mut Vec::new(), &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+#[test]
+fn no_module_imports_one_that_imports_it() {
+    for depth in [1, 2] {
+        let edges = module_edges(depth);
+        assert!(
+            !edges.is_empty(),
+            "the module graph at depth {depth} was not read"
+        );
+        if let Some(cycle) = a_cycle(&edges) {
+            panic!("a circle of imports:\n{}", cycle.join("\n"));
+        }
+    }
+}
+
+#[test]
+fn billing_imports_nothing_else_of_recept() {
+    let edges = module_edges(1);
+    let found: Vec<&String> = edges
+        .iter()
+        .filter(|((from, _), _)| from == "billing")
+        .map(|(_, witness)| witness)
+        .collect();
+    assert!(
+        found.is_empty(),
+        "billing imports other modules:\n{}",
+        found
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn the_module_graph_reader_sees_a_known_edge_and_a_planted_circle() {
+    // The reader itself, on lines it must understand.
+    let at = vec!["db".to_string(), "claims".to_string()];
+    assert_eq!(
+        paths_named("use crate::{pools::Tx, billing};", &at),
+        vec![vec!["pools".to_string()], vec!["billing".to_string()]]
+    );
+    assert_eq!(
+        paths_named("use super::encounters::Encounter;", &at),
+        vec![vec!["db".to_string(), "encounters".to_string()]]
+    );
+    let mut edges = std::collections::BTreeMap::new();
+    edges.insert(("a".to_string(), "b".to_string()), "a uses b".to_string());
+    edges.insert(("b".to_string(), "a".to_string()), "b uses a".to_string());
+    assert!(a_cycle(&edges).is_some());
+    edges.remove(&("b".to_string(), "a".to_string()));
+    assert!(a_cycle(&edges).is_none());
+}

@@ -1,7 +1,7 @@
 //! Per-tenant export and import: a snapshot of one tenant reproduces it
 //! exactly, under another slug and on another cluster.
 
-use recept::tenancy::audit::Actor;
+use recept::audit::Actor;
 use recept::tenancy::{transfer, Slug};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{conn, parse_date, parse_id, parse_limit};
 use crate::billing::pricing::{price_lines, resolve_diagnoses, LineRequest};
 use crate::billing::{patient_charge, UNINSURED_COPAY_PERCENT};
+use crate::db::claims;
 use crate::db::encounters::{self, Encounter, NewEncounter, VoidOutcome};
 use crate::db::payments::{self, Payment, PaymentOutcome};
 use crate::db::{decode_cursor, encode_cursor};
@@ -347,6 +348,7 @@ pub async fn void(
                 "encounter {id} is part of confirmed claim {claim}; it cannot change"
             ))),
             VoidOutcome::Voided => {
+                claims::release_encounter(tx, id).await?;
                 let encounter = encounters::get_in(tx, id)
                     .await?
                     .ok_or_else(|| ApiError::NotFound(format!("no encounter {id}")))?;

@@ -1,4 +1,5 @@
-//! The audit log of admin writes, in the control schema.
+//! The audit log of admin and operator writes, in the control schema: who
+//! did what to which tenant, written inside the write's own transaction.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
