@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod billing;
 pub mod cli;
+pub mod clinic;
 pub mod config;
 pub mod db;
 pub mod dev;

@@ -1,7 +1,6 @@
 //! Idempotency keys: the first response to a key is stored in the same
 //! transaction as the write, so a retry replays it and never writes twice.
 
-use serde_json::Value;
 use tokio_postgres::error::SqlState;
 
 use crate::pools::{DbError, Tx};
@@ -10,7 +9,9 @@ use crate::pools::{DbError, Tx};
 #[derive(Debug, Clone)]
 pub struct StoredResponse {
     pub status: u16,
-    pub body: Value,
+    /// The JSON body, serialized once: sent as it is the first time and
+    /// stored for replays.
+    pub body: String,
     pub etag: Option<String>,
 }
 
@@ -56,7 +57,7 @@ pub async fn claim(
     }
     let select = tx
         .prepare_cached(
-            "SELECT route, request_hash, status, response, etag FROM idempotency_keys WHERE key = $1",
+            "SELECT route, request_hash, status, response::text, etag FROM idempotency_keys WHERE key = $1",
         )
         .await?;
     let row = tx.query_one(&select, &[&key]).await?;
@@ -64,7 +65,10 @@ pub async fn claim(
     if stored_route != route || stored_hash != hash {
         return Ok(KeyState::Mismatch);
     }
-    match (row.get::<_, Option<i16>>(2), row.get::<_, Option<Value>>(3)) {
+    match (
+        row.get::<_, Option<i16>>(2),
+        row.get::<_, Option<String>>(3),
+    ) {
         (Some(status), Some(body)) => Ok(KeyState::Replay(StoredResponse {
             status: status as u16,
             body,
@@ -91,7 +95,8 @@ pub async fn purge_expired(tx: &Tx, ttl_s: f64) -> Result<u64, DbError> {
 pub async fn complete(tx: &Tx, key: &str, response: &StoredResponse) -> Result<(), DbError> {
     let update = tx
         .prepare_cached(
-            "UPDATE idempotency_keys SET status = $2, response = $3, etag = $4 WHERE key = $1",
+            "UPDATE idempotency_keys SET status = $2, response = CAST($3::text AS jsonb), etag = $4 \
+             WHERE key = $1",
         )
         .await?;
     tx.execute(

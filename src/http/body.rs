@@ -1,15 +1,14 @@
-//! Request bodies and idempotency, shared by the clinic handlers that write.
+//! Request bodies, the `Idempotency-Key` header and write answers, shared
+//! by the clinic handlers that write.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
-use crate::db::idempotency::{self, KeyState, StoredResponse};
-use crate::pools::{TenantConn, Tx};
+use crate::clinic::{IdempotencyKey, Written};
 
 /// Deserializes a JSON body into `T`, naming the field that is wrong.
 pub fn parse<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
@@ -83,112 +82,33 @@ where
     Ok(Some(Option::deserialize(deserializer)?))
 }
 
-/// An `Idempotency-Key` and the request it guards.
-pub struct Idempotency {
-    key: String,
-    route: &'static str,
-    hash: [u8; 32],
-    /// `clinic.idempotency_ttl_s`.
-    ttl_s: f64,
+/// The request's `Idempotency-Key`, if it sent one, bound to `operation`
+/// and the body.
+pub fn idempotency_key(
+    state: &AppState,
+    req: &HttpRequest,
+    operation: &'static str,
+    body: &Value,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    Ok(Some(IdempotencyKey::new(
+        value.as_bytes(),
+        operation,
+        body,
+        state.settings.clinic.idempotency_ttl_s,
+    )?))
 }
 
-impl Idempotency {
-    /// The key of `req`, if it has one, bound to `route` and the body.
-    pub fn of(
-        req: &HttpRequest,
-        route: &'static str,
-        body: &Value,
-    ) -> Result<Option<Idempotency>, ApiError> {
-        let Some(value) = req.headers().get("idempotency-key") else {
-            return Ok(None);
-        };
-        let key = value
-            .to_str()
-            .ok()
-            .filter(|k| (1..=200).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
-            .ok_or_else(|| {
-                ApiError::validation(
-                    "Idempotency-Key",
-                    "must be 1 to 200 visible ASCII characters",
-                )
-            })?;
-        // serde_json's maps are ordered, so equal JSON hashes equally
-        // whatever the key order or spacing of the request.
-        let canonical = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.into()))?;
-        let ttl_s = req
-            .app_data::<web::Data<AppState>>()
-            .map_or(86_400, |state| state.settings.clinic.idempotency_ttl_s);
-        Ok(Some(Idempotency {
-            key: key.to_string(),
-            route,
-            hash: Sha256::digest(&canonical).into(),
-            ttl_s: ttl_s as f64,
-        }))
-    }
-}
-
-/// Runs `work` in one tenant transaction; with a key, a repeat of the same
-/// request replays the first response and a different request under the
-/// same key is refused.
-pub async fn write_once(
-    conn: &TenantConn,
-    idempotency: Option<Idempotency>,
-    work: impl AsyncFnOnce(&Tx) -> Result<StoredResponse, ApiError>,
-) -> Result<HttpResponse, ApiError> {
-    let stored = conn
-        .write(async |tx| {
-            if let Some(idem) = &idempotency {
-                match idempotency::claim(tx, &idem.key, idem.route, &idem.hash, idem.ttl_s).await? {
-                    KeyState::Fresh => {
-                        // Expired keys go a few at a time, on about one
-                        // keyed write in 64, so the table stays bounded.
-                        if rand::random::<u8>() < 4 {
-                            idempotency::purge_expired(tx, idem.ttl_s).await?;
-                        }
-                    }
-                    KeyState::Replay(stored) => return Ok(stored),
-                    KeyState::Mismatch => {
-                        return Err(ApiError::validation(
-                            "Idempotency-Key",
-                            "was already used for a different request",
-                        ))
-                    }
-                    KeyState::InProgress => {
-                        return Err(ApiError::Conflict(
-                            "a request with this Idempotency-Key is still being processed".into(),
-                        ))
-                    }
-                }
-            }
-            let stored = work(tx).await?;
-            if let Some(idem) = &idempotency {
-                idempotency::complete(tx, &idem.key, &stored).await?;
-            }
-            Ok::<_, ApiError>(stored)
-        })
-        .await?;
-    Ok(respond(stored))
-}
-
-/// A stored response as HTTP.
-pub fn respond(stored: StoredResponse) -> HttpResponse {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+/// A write's answer as HTTP: the body as it was serialized (and stored).
+pub fn respond(written: Written) -> HttpResponse {
+    let status = StatusCode::from_u16(written.status).unwrap_or(StatusCode::OK);
     let mut response = HttpResponse::build(status);
-    if let Some(etag) = &stored.etag {
+    if let Some(etag) = &written.etag {
         response.insert_header((header::ETAG, etag.as_str()));
     }
-    response.json(stored.body)
-}
-
-/// A JSON response to store.
-pub fn stored(
-    status: StatusCode,
-    body: &impl serde::Serialize,
-    etag: Option<String>,
-) -> Result<StoredResponse, ApiError> {
-    Ok(StoredResponse {
-        status: status.as_u16(),
-        body: serde_json::to_value(body).map_err(|e| ApiError::Internal(e.into()))?,
-        etag,
-    })
+    response
+        .content_type(actix_web::mime::APPLICATION_JSON)
+        .body(written.body)
 }

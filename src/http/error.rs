@@ -10,23 +10,7 @@ use serde::Serialize;
 
 use crate::pools::DbError;
 
-/// A field that failed validation, named the way the client sent it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct FieldError {
-    /// A JSON Pointer-like path, e.g. `items/3/quantity`.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use crate::clinic::FieldError;
 
 /// Everything a handler can answer other than success.
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +221,21 @@ impl From<crate::ops::OpError> for ApiError {
             OpError::Conflict(message) => ApiError::Conflict(message),
             OpError::Invalid { field, message } => ApiError::validation(field, message),
             OpError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::clinic::ClinicError> for ApiError {
+    fn from(e: crate::clinic::ClinicError) -> Self {
+        use crate::clinic::ClinicError;
+        match e {
+            ClinicError::NotFound(message) => ApiError::NotFound(message),
+            ClinicError::Conflict(message) => ApiError::Conflict(message),
+            ClinicError::Invalid(errors) => ApiError::Validation(errors),
+            ClinicError::Stale(message) => ApiError::PreconditionFailed(message),
+            ClinicError::KeyInProgress => ApiError::Conflict(e.to_string()),
+            ClinicError::Db(e) => e.into(),
+            ClinicError::Internal(e) => ApiError::Internal(e),
         }
     }
 }

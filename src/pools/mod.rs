@@ -16,11 +16,19 @@
 //! connections, and those connections are driven on that worker's thread,
 //! so a request and its database answers never cross threads. Admin and
 //! migration pools are shared and driven on the runtime that built them.
+//!
+//! This file is `Pools` itself (building every pool from the settings and
+//! handing out connections by cluster, role and tenant) with its tests,
+//! which is why it passes 400 lines; admission, shards, status, overload,
+//! connecting and errors have files of their own.
 
+mod admission;
 pub mod budget;
 mod connect;
 mod error;
 mod overload;
+mod shard;
+mod status;
 mod tenant_conn;
 
 use std::collections::HashMap;
@@ -28,13 +36,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Pool, PoolError, Status, Timeouts};
+use deadpool_postgres::{Object, Pool, PoolError};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::Settings;
+pub use admission::{AdmissionStats, TenantShare};
 pub use error::DbError;
+pub use shard::{ClinicWorker, Shard};
+pub use status::{PoolStatus, ShardStatus};
+
+use admission::Admission;
+use shard::split;
 
 pub use tenant_conn::{ExpectedSettings, TenantConn, Tx};
 
@@ -98,48 +112,6 @@ impl ClusterPools {
     }
 }
 
-/// Which shard of every clinic pool a piece of clinic work uses: a clinic
-/// worker's own ([`ClinicWorker::shard`]), handed down with the request;
-/// [`Shard::FIRST`] for work outside a clinic worker (operators' tools,
-/// start-up checks, benchmarks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard(usize);
-
-impl Shard {
-    pub const FIRST: Shard = Shard(0);
-}
-
-/// A clinic worker's claim on its shard of every clinic pool, from
-/// [`Pools::clinic_worker`]; the shard is free again when it is dropped
-/// (the worker stopped).
-pub struct ClinicWorker {
-    shard: usize,
-    /// `None` when every shard was taken and this worker shares the first
-    /// (its owner keeps the claim).
-    claimed: Option<Arc<Vec<AtomicBool>>>,
-}
-
-impl ClinicWorker {
-    /// The shard this worker's requests use.
-    pub fn shard(&self) -> Shard {
-        Shard(self.shard)
-    }
-}
-
-impl Drop for ClinicWorker {
-    fn drop(&mut self) {
-        if let Some(claimed) = &self.claimed {
-            claimed[self.shard].store(false, Ordering::SeqCst);
-        }
-    }
-}
-
-/// `total` split into `parts` nearly equal parts; the first ones get the
-/// remainder.
-fn split(total: usize, parts: usize, index: usize) -> usize {
-    total / parts + usize::from(index < total % parts)
-}
-
 /// What happened to one pool's connections so far, for metrics.
 #[derive(Debug, Default)]
 pub struct ConnectionCounts {
@@ -174,131 +146,6 @@ pub struct Pools {
     clinic_settings: Arc<ExpectedSettings>,
     /// Which clinic shards a running worker has claimed.
     claimed: Arc<Vec<AtomicBool>>,
-}
-
-/// Per-tenant in-flight accounting for clinic requests.
-struct Admission {
-    tenant_max_in_flight: usize,
-    /// The wait for a connection: `queue_timeout_ms`, or the overload
-    /// wait once the queue has stood for `standing_queue_ms`.
-    wait: Timeouts,
-    overload_wait: Timeouts,
-    standing: Standing,
-    /// Refusals so far, by reason, for metrics.
-    queue_full: AtomicU64,
-    tenant_share: AtomicU64,
-    deadline: AtomicU64,
-    /// How long clinic requests waited for a connection, in seconds.
-    waits: Histogram,
-    /// Requests in flight by tenant; entries go when they reach zero. A
-    /// std mutex: held only to bump a counter, never across an await.
-    in_flight: Arc<Mutex<HashMap<Uuid, usize>>>,
-}
-
-impl Admission {
-    /// How many may wait for a clinic shard and for how long, given its
-    /// state now: its part of `clinic.max_waiting` for
-    /// `clinic.queue_timeout_ms`, or, while the shard is overloaded (see
-    /// [`QueueState`]), one waiter per connection for
-    /// `clinic.overload_queue_timeout_ms`. Under overload a long wait only
-    /// makes the answer late, whichever it is, and waiters past one per
-    /// connection would mostly be refused anyway.
-    fn limits(&self, shard: &CountedPool, status: &Status) -> (usize, &Timeouts) {
-        let full = status.waiting >= shard.max_waiting;
-        if shard.queue.observe(status.waiting, full, &self.standing) {
-            (shard.max_waiting.min(status.max_size), &self.overload_wait)
-        } else {
-            (shard.max_waiting, &self.wait)
-        }
-    }
-
-    fn enter(&self, tenant: Uuid) -> Result<TenantShare, DbError> {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let count = in_flight.entry(tenant).or_insert(0);
-        if *count >= self.tenant_max_in_flight {
-            self.tenant_share.fetch_add(1, Ordering::Relaxed);
-            return Err(DbError::TenantBusy);
-        }
-        *count += 1;
-        Ok(TenantShare {
-            tenant,
-            in_flight: self.in_flight.clone(),
-        })
-    }
-}
-
-/// Admission refusals so far.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct AdmissionStats {
-    /// Refused at once: `clinic.max_waiting` requests already waited.
-    pub queue_full: u64,
-    /// Waited `clinic.queue_timeout_ms` without a connection.
-    pub deadline: u64,
-    /// The tenant had `clinic.tenant_max_in_flight` requests in flight.
-    pub tenant_share: u64,
-}
-
-/// One request's place in its tenant's share, given back on drop.
-pub struct TenantShare {
-    tenant: Uuid,
-    in_flight: Arc<Mutex<HashMap<Uuid, usize>>>,
-}
-
-impl Drop for TenantShare {
-    fn drop(&mut self) {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = in_flight.get_mut(&self.tenant) {
-            *count -= 1;
-            if *count == 0 {
-                in_flight.remove(&self.tenant);
-            }
-        }
-    }
-}
-
-/// A snapshot of one pool.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PoolStatus {
-    pub cluster: String,
-    /// The `application_name` its connections carry.
-    pub role: &'static str,
-    pub max_size: usize,
-    /// The pool's shards, one per clinic worker (one for admin and
-    /// migration pools); the figures above and below are their sums.
-    pub shards: usize,
-    /// Each shard on its own, by worker: shows a worker whose clients
-    /// keep its share busy while another's idles.
-    pub by_worker: Vec<ShardStatus>,
-    /// Connections open now.
-    pub size: usize,
-    pub available: usize,
-    pub in_use: usize,
-    /// Requests waiting for a connection.
-    pub waiting: usize,
-    /// Whether the pool is overloaded (any shard): its queue stood for
-    /// `clinic.standing_queue_ms`, so waits are cut to
-    /// `clinic.overload_queue_timeout_ms` until nobody is refused for as
-    /// long (clinic pools only).
-    pub overloaded: bool,
-    /// Connections opened since start.
-    pub opened: u64,
-    /// Connections retired by age or uses.
-    pub retired: u64,
-    /// Connections found closed when they came back.
-    pub broken: u64,
-    /// Connections taken out mid-transaction or with changed settings.
-    pub discarded: u64,
-    /// Waits for a connection that reached the pool's deadline.
-    pub timeouts: u64,
-}
-
-/// One shard of a pool.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ShardStatus {
-    pub max_size: usize,
-    pub size: usize,
-    pub in_use: usize,
-    pub waiting: usize,
 }
 
 impl Pools {
@@ -603,67 +450,6 @@ impl Pools {
     /// The histogram of clinic connection waits (shared, for metrics).
     pub fn wait_histogram(&self) -> Histogram {
         self.admission.waits.clone()
-    }
-
-    /// Each pool's state, by cluster and role.
-    pub fn status(&self) -> Vec<PoolStatus> {
-        let interval_ms = self.admission.standing.interval_ms;
-        let mut all: Vec<PoolStatus> = self
-            .clusters
-            .iter()
-            .flat_map(|(cluster, pools)| {
-                [
-                    (Role::Clinic, &pools.clinic[..]),
-                    (Role::Admin, std::slice::from_ref(&pools.admin)),
-                    (Role::Migration, std::slice::from_ref(&pools.migration)),
-                    (Role::Keys, pools.keys.as_slice()),
-                ]
-                .into_iter()
-                .filter(|(_, shards)| !shards.is_empty())
-                .map(move |(role, shards)| {
-                    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
-                    // A cluster's clinic shards share one set of counts.
-                    let counts = &shards[0].counts;
-                    let mut status = PoolStatus {
-                        cluster: cluster.clone(),
-                        role: role.application_name(),
-                        max_size: 0,
-                        shards: shards.len(),
-                        by_worker: Vec::with_capacity(shards.len()),
-                        size: 0,
-                        available: 0,
-                        in_use: 0,
-                        waiting: 0,
-                        overloaded: false,
-                        opened: count(&counts.opened),
-                        retired: count(&counts.retired),
-                        broken: count(&counts.broken),
-                        discarded: count(&counts.discarded),
-                        timeouts: count(&counts.timeouts),
-                    };
-                    for shard in shards {
-                        let now = shard.pool.status();
-                        let in_use = now.size.saturating_sub(now.available);
-                        status.max_size += now.max_size;
-                        status.size += now.size;
-                        status.available += now.available;
-                        status.in_use += in_use;
-                        status.waiting += now.waiting;
-                        status.overloaded |=
-                            role == Role::Clinic && shard.queue.is_overloaded(interval_ms);
-                        status.by_worker.push(ShardStatus {
-                            max_size: now.max_size,
-                            size: now.size,
-                            in_use,
-                            waiting: now.waiting,
-                        });
-                    }
-                    status
-                })
-            })
-            .collect();
-        all.sort_by(|a, b| (&a.cluster, a.role).cmp(&(&b.cluster, b.role)));
-        all
     }
 
     /// Closes every pool; waiting requests fail fast.

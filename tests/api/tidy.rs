@@ -69,11 +69,25 @@ fn only_cli_knows_clap() {
 
 #[test]
 fn operations_know_neither_http_nor_the_command_line() {
-    let mut found = offenders("crate::http", |f| !f.starts_with("src/ops/"));
-    found.extend(offenders("crate::cli", |f| !f.starts_with("src/ops/")));
+    let use_case = |f: &str| f.starts_with("src/ops/") || f.starts_with("src/clinic/");
+    let mut found = offenders("crate::http", |f| !use_case(f));
+    found.extend(offenders("crate::cli", |f| !use_case(f)));
     assert!(
         found.is_empty(),
-        "ops/ reaches a door:\n{}",
+        "ops/ or clinic/ reaches a door:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn clinic_operations_hold_no_sql_text() {
+    let mut found = Vec::new();
+    for statement in ["SELECT ", "INSERT ", "UPDATE ", "DELETE "] {
+        found.extend(offenders(statement, |f| !f.starts_with("src/clinic/")));
+    }
+    assert!(
+        found.is_empty(),
+        "SQL in clinic/ (it belongs in db/):\n{}",
         found.join("\n")
     );
 }

@@ -1,27 +1,17 @@
 //! `/v1/claims`: monthly claims, their confirmation and export.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{conn, parse_id};
-use crate::db::claims::{self, Claim, ConfirmOutcome, EXPORT_COLUMNS};
+use crate::clinic::{confirm_claim, export_claims_csv, generate_claims, ClaimList, Month};
+use crate::db::claims::{self, Claim};
 use crate::db::encounters::Encounter;
-use crate::http::body::{parse, stored, write_once};
+use crate::http::body::{parse, respond};
 #[allow(unused_imports)]
 use crate::http::error::Problem;
 use crate::http::{ApiError, AppState, Clinic};
-
-/// A month's claims.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ClaimList {
-    /// The month, `YYYY-MM`.
-    month: String,
-    /// The month's claims: one per patient and insurer.
-    claims: Vec<Claim>,
-}
 
 /// A claim with the encounters it holds.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -32,17 +22,9 @@ pub struct ClaimWithEncounters {
     encounters: Vec<Encounter>,
 }
 
-/// The first day of a `YYYY-MM` month.
-fn parse_month(text: &str) -> Result<NaiveDate, ApiError> {
-    let bad = || ApiError::validation("month", "must be a month (YYYY-MM)");
-    if text.len() != 7 {
-        return Err(bad());
-    }
-    let date = NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d").map_err(|_| bad())?;
-    if date.format("%Y-%m").to_string() != text {
-        return Err(bad());
-    }
-    Ok(date)
+/// A `YYYY-MM` month from the field `month`.
+fn parse_month(text: &str) -> Result<Month, ApiError> {
+    Month::parse(text).ok_or_else(|| ApiError::validation("month", "must be a month (YYYY-MM)"))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -63,18 +45,7 @@ pub async fn generate(
     let input: GenerateBody = parse(&body)?;
     let month = parse_month(&input.month)?;
     let conn = conn(&state, &tenant, shard).await?;
-    write_once(&conn, None, async |tx| {
-        let drafts = claims::generate(tx, month).await?;
-        stored(
-            StatusCode::OK,
-            &ClaimList {
-                month: input.month,
-                claims: drafts,
-            },
-            None,
-        )
-    })
-    .await
+    Ok(respond(generate_claims(&conn, month).await?))
 }
 
 #[derive(Deserialize)]
@@ -92,9 +63,9 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let month = parse_month(&query.month)?;
     let conn = conn(&state, &tenant, shard).await?;
-    let found = claims::list(&conn, month).await?;
+    let found = claims::list(&conn, month.first_day()).await?;
     Ok(HttpResponse::Ok().json(ClaimList {
-        month: query.into_inner().month,
+        month: month.to_string(),
         claims: found,
     }))
 }
@@ -123,16 +94,7 @@ pub async fn confirm(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "claim")?;
     let conn = conn(&state, &tenant, shard).await?;
-    write_once(&conn, None, async |tx| {
-        match claims::confirm(tx, id).await? {
-            ConfirmOutcome::NotFound => Err(ApiError::NotFound(format!("no claim {id}"))),
-            ConfirmOutcome::AlreadyConfirmed => Err(ApiError::Conflict(format!(
-                "claim {id} is already confirmed"
-            ))),
-            ConfirmOutcome::Confirmed(claim) => stored(StatusCode::OK, &claim, None),
-        }
-    })
-    .await
+    Ok(respond(confirm_claim(&conn, id).await?))
 }
 
 /// `GET /v1/claims/export?month=`: the month's confirmed claims as CSV.
@@ -144,22 +106,12 @@ pub async fn export(
 ) -> Result<HttpResponse, ApiError> {
     let month = parse_month(&query.month)?;
     let conn = conn(&state, &tenant, shard).await?;
-    let rows = claims::export(&conn, month).await?;
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    let mut header: Vec<&str> = EXPORT_COLUMNS.to_vec();
-    header.push("diagnoses");
-    let written = writer
-        .write_record(&header)
-        .and_then(|_| rows.iter().try_for_each(|row| writer.write_record(row)));
-    written.map_err(|e| ApiError::Internal(e.into()))?;
-    let body = writer
-        .into_inner()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let body = export_claims_csv(&conn, month).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header((
             "Content-Disposition",
-            format!("attachment; filename=\"claims-{}.csv\"", query.month),
+            format!("attachment; filename=\"claims-{month}.csv\""),
         ))
         .body(body))
 }

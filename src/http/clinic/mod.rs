@@ -141,21 +141,9 @@ pub async fn master_items(
         })
     });
     let limit = parse_limit(query.limit.as_deref(), 50, 200, &mut errors);
-    let after = query
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .and_then(|c| {
-            let parts = decode_cursor(c, 2);
-            let parsed = parts.and_then(|p| Some((p[0].clone(), parse_date(&p[1])?)));
-            if parsed.is_none() {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor this API returned",
-                ));
-            }
-            parsed
-        });
+    let after = cursor_after(query.cursor.as_deref(), 2, &mut errors, |p| {
+        Some((p[0].clone(), parse_date(&p[1])?))
+    });
     if !plain_text(query.q.as_deref(), 100) {
         errors.push(FieldError::new(
             "q",
@@ -181,25 +169,50 @@ pub async fn master_items(
     };
     let conn = conn(&state, &tenant, shard).await?;
     let items = master_items::search(&conn, &search).await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last())
-        .flatten()
-        .map(|last| encode_cursor(&[&last.code, &last.valid_from.to_string()]));
+    let next_cursor = next_cursor(&items, limit, |last| {
+        [last.code.clone(), last.valid_from.to_string()]
+    });
     Ok(HttpResponse::Ok().json(ItemPage {
         items: items.into_iter().map(MasterItemView::from).collect(),
         next_cursor,
     }))
 }
 
-/// Whether optional search text is at most `max` characters and free of
-/// control characters (PostgreSQL cannot even hold NUL).
-pub fn plain_text(text: Option<&str>, max: usize) -> bool {
-    text.is_none_or(|t| t.chars().count() <= max && !t.chars().any(char::is_control))
+pub use crate::clinic::{parse_date, plain_text};
+
+/// Where a page starts: the position a `cursor` this API returned encodes
+/// in `parts` parts, read by `read`; absent or empty for the first page.
+/// Anything else is named in `errors`.
+pub fn cursor_after<T>(
+    cursor: Option<&str>,
+    parts: usize,
+    errors: &mut Vec<FieldError>,
+    read: impl FnOnce(&[String]) -> Option<T>,
+) -> Option<T> {
+    let cursor = cursor.filter(|c| !c.is_empty())?;
+    let after = decode_cursor(cursor, parts).and_then(|p| read(&p));
+    if after.is_none() {
+        errors.push(FieldError::new(
+            "cursor",
+            "is not a cursor this API returned",
+        ));
+    }
+    after
 }
 
-/// A `YYYY-MM-DD` date.
-pub fn parse_date(text: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
+/// The cursor of the page after `page`: the position of its last item
+/// (`parts_of`), or none when the page was not full.
+pub fn next_cursor<T, const N: usize>(
+    page: &[T],
+    limit: i64,
+    parts_of: impl FnOnce(&T) -> [String; N],
+) -> Option<String> {
+    if page.len() as i64 != limit {
+        return None;
+    }
+    let parts = parts_of(page.last()?);
+    let borrowed: Vec<&str> = parts.iter().map(String::as_str).collect();
+    Some(encode_cursor(&borrowed))
 }
 
 /// `limit` between 1 and `max`, `default` when absent.

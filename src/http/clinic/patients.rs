@@ -1,16 +1,16 @@
 //! `/v1/patients`: registration, lookup, search, guarded updates, balance.
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{conn, parse_id, parse_limit};
-use crate::db::patients::{self, NewInsurance, Patient, PatientFields, PatientSummary, Update};
-use crate::db::{decode_cursor, encode_cursor};
-use crate::http::body::{double_option, parse, stored, whole_number, write_once, Idempotency};
+use super::{conn, cursor_after, next_cursor, parse_id, parse_limit};
+use crate::clinic::{etag, register_patient, update_patient, InsuranceInput, PatientChange};
+use crate::db::patients::{self, Patient, PatientFields, PatientSummary};
+use crate::http::body::{double_option, idempotency_key, parse, respond, whole_number};
 #[allow(unused_imports)]
 use crate::http::error::Problem;
 use crate::http::{ApiError, AppState, Clinic, FieldError};
@@ -159,114 +159,16 @@ pub struct Balance {
     outstanding_yen: i64,
 }
 
-const MAX_INSURANCES: usize = 10;
-
-fn text(
-    errors: &mut Vec<FieldError>,
-    field: &str,
-    value: Option<String>,
-    max: usize,
-    required: bool,
-) -> Option<String> {
-    let value = value
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty());
-    match &value {
-        None if required => errors.push(FieldError::new(field, "is required")),
-        Some(v) if v.chars().count() > max || v.chars().any(char::is_control) => {
-            errors.push(FieldError::new(
-                field,
-                format!("must be at most {max} characters, without control characters"),
-            ))
-        }
-        _ => {}
+/// The wire form of an insurance as the clinic layer takes it.
+fn insurance_input(body: InsuranceBody) -> InsuranceInput {
+    InsuranceInput {
+        insurer_number: body.insurer_number,
+        symbol: body.symbol,
+        number: body.number,
+        copay_rate: body.copay_rate,
+        valid_from: body.valid_from,
+        valid_to: body.valid_to,
     }
-    value
-}
-
-/// Checks and normalizes the patient's fields.
-fn check_fields(fields: PatientFields, errors: &mut Vec<FieldError>) -> PatientFields {
-    let name = text(errors, "name", Some(fields.name), 100, true).unwrap_or_default();
-    let name_kana = text(errors, "name_kana", fields.name_kana, 100, false);
-    let phone = text(errors, "phone", fields.phone, 30, false);
-    let address = text(errors, "address", fields.address, 200, false);
-    let notes = text(errors, "notes", fields.notes, 2000, false);
-    let today = chrono::Utc::now().date_naive();
-    let oldest = NaiveDate::from_ymd_opt(1900, 1, 1).expect("a valid date");
-    if fields.birth_date > today || fields.birth_date < oldest {
-        errors.push(FieldError::new(
-            "birth_date",
-            "must be between 1900-01-01 and today",
-        ));
-    }
-    PatientFields {
-        name,
-        name_kana,
-        birth_date: fields.birth_date,
-        sex: fields.sex,
-        phone,
-        address,
-        notes,
-    }
-}
-
-/// Checks insurances: insurer numbers, copay rates, non-overlapping periods.
-fn check_insurances(list: Vec<InsuranceBody>, errors: &mut Vec<FieldError>) -> Vec<NewInsurance> {
-    if list.len() > MAX_INSURANCES {
-        errors.push(FieldError::new(
-            "insurances",
-            format!("at most {MAX_INSURANCES}"),
-        ));
-        return Vec::new();
-    }
-    let mut checked = Vec::with_capacity(list.len());
-    for (i, ins) in list.into_iter().enumerate() {
-        let at = |f: &str| format!("insurances/{i}/{f}");
-        let insurer = ins.insurer_number.trim().to_string();
-        if !(insurer.len() == 6 || insurer.len() == 8)
-            || !insurer.bytes().all(|b| b.is_ascii_digit())
-        {
-            errors.push(FieldError::new(
-                at("insurer_number"),
-                "must be 6 or 8 digits",
-            ));
-        }
-        if ![10, 20, 30].contains(&ins.copay_rate) {
-            errors.push(FieldError::new(
-                at("copay_rate"),
-                "must be 10, 20 or 30 (percent)",
-            ));
-        }
-        let symbol = text(errors, &at("symbol"), ins.symbol, 20, false);
-        let number = text(errors, &at("number"), ins.number, 20, false);
-        if ins.valid_to.is_some_and(|to| to < ins.valid_from) {
-            errors.push(FieldError::new(at("valid_to"), "is before valid_from"));
-        }
-        checked.push(NewInsurance {
-            insurer_number: insurer,
-            symbol,
-            number,
-            copay_rate: ins.copay_rate.clamp(0, 100) as i16,
-            valid_from: ins.valid_from,
-            valid_to: ins.valid_to,
-        });
-    }
-    let mut periods: Vec<(usize, &NewInsurance)> = checked.iter().enumerate().collect();
-    periods.sort_by_key(|(_, ins)| ins.valid_from);
-    for pair in periods.windows(2) {
-        let ((_, first), (i, next)) = (pair[0], pair[1]);
-        if first.valid_to.is_none_or(|to| to >= next.valid_from) {
-            errors.push(FieldError::new(
-                format!("insurances/{i}/valid_from"),
-                "overlaps another insurance's period",
-            ));
-        }
-    }
-    checked
-}
-
-fn etag(version: i32) -> String {
-    format!("\"{version}\"")
 }
 
 /// `POST /v1/patients` (accepts `Idempotency-Key`).
@@ -277,31 +179,22 @@ pub async fn create(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let idempotency = Idempotency::of(&req, "POST /v1/patients", &body)?;
+    let key = idempotency_key(&state, &req, "POST /v1/patients", &body)?;
     let input: NewPatientBody = parse(&body)?;
-    let mut errors = Vec::new();
-    let fields = check_fields(
-        PatientFields {
-            name: input.name,
-            name_kana: input.name_kana,
-            birth_date: input.birth_date,
-            sex: input.sex.as_str().into(),
-            phone: input.phone,
-            address: input.address,
-            notes: input.notes,
-        },
-        &mut errors,
-    );
-    let insurances = check_insurances(input.insurances, &mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let fields = PatientFields {
+        name: input.name,
+        name_kana: input.name_kana,
+        birth_date: input.birth_date,
+        sex: input.sex.as_str().into(),
+        phone: input.phone,
+        address: input.address,
+        notes: input.notes,
+    };
+    let insurances = input.insurances.into_iter().map(insurance_input).collect();
     let conn = conn(&state, &tenant, shard).await?;
-    write_once(&conn, idempotency, async |tx| {
-        let patient = patients::insert(tx, &fields, &insurances).await?;
-        stored(StatusCode::CREATED, &patient, Some(etag(patient.version)))
-    })
-    .await
+    Ok(respond(
+        register_patient(&conn, key, fields, insurances).await?,
+    ))
 }
 
 /// `GET /v1/patients/{id}`
@@ -339,20 +232,9 @@ pub async fn search(
     let query = query.into_inner();
     let mut errors = Vec::new();
     let limit = parse_limit(query.limit.as_deref(), 20, 100, &mut errors);
-    let after = query
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .and_then(|c| {
-            let id = decode_cursor(c, 1).and_then(|p| Uuid::parse_str(&p[0]).ok());
-            if id.is_none() {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor this API returned",
-                ));
-            }
-            id
-        });
+    let after = cursor_after(query.cursor.as_deref(), 1, &mut errors, |p| {
+        Uuid::parse_str(&p[0]).ok()
+    });
     let q = query
         .q
         .map(|q| q.trim().to_string())
@@ -368,9 +250,7 @@ pub async fn search(
     }
     let conn = conn(&state, &tenant, shard).await?;
     let found = patients::search(&conn, q.as_deref(), after, limit).await?;
-    let next_cursor = (found.len() as i64 == limit)
-        .then(|| found.last().map(|p| encode_cursor(&[&p.id.to_string()])))
-        .flatten();
+    let next_cursor = next_cursor(&found, limit, |p| [p.id.to_string()]);
     Ok(HttpResponse::Ok().json(PatientPage {
         patients: found,
         next_cursor,
@@ -411,53 +291,20 @@ pub async fn update(
     let id = parse_id(&id, "patient")?;
     let expected = if_match(&req)?;
     let patch: PatchPatientBody = parse(&body)?;
-    let conn = conn(&state, &tenant, shard).await?;
-    write_once(&conn, None, async |tx| {
-        let current = patients::get_in(tx, id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
-        let version = current.version;
-        let mut errors = Vec::new();
-        let fields = check_fields(
-            PatientFields {
-                name: patch.name.unwrap_or(current.name),
-                name_kana: patch.name_kana.unwrap_or(current.name_kana),
-                birth_date: patch.birth_date.unwrap_or(current.birth_date),
-                sex: patch
-                    .sex
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or(current.sex),
-                phone: patch.phone.unwrap_or(current.phone),
-                address: patch.address.unwrap_or(current.address),
-                notes: patch.notes.unwrap_or(current.notes),
-            },
-            &mut errors,
-        );
-        let insurances = patch
+    let change = PatientChange {
+        name: patch.name,
+        name_kana: patch.name_kana,
+        birth_date: patch.birth_date,
+        sex: patch.sex.map(Sex::as_str),
+        phone: patch.phone,
+        address: patch.address,
+        notes: patch.notes,
+        insurances: patch
             .insurances
-            .map(|list| check_insurances(list, &mut errors));
-        // A change that could never be made is refused as such (422) before
-        // the version is compared (412).
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
-        }
-        let expected = expected.unwrap_or(version);
-        if version != expected {
-            return Err(ApiError::PreconditionFailed(format!(
-                "the patient changed (now version {version}); fetch it again"
-            )));
-        }
-        match patients::update(tx, id, expected, &fields, insurances.as_deref()).await? {
-            Update::NotFound => Err(ApiError::NotFound(format!("no patient {id}"))),
-            Update::Stale(now) => Err(ApiError::PreconditionFailed(format!(
-                "the patient changed (now version {now}); fetch it again"
-            ))),
-            Update::Updated(patient) => {
-                stored(StatusCode::OK, &patient, Some(etag(patient.version)))
-            }
-        }
-    })
-    .await
+            .map(|list| list.into_iter().map(insurance_input).collect()),
+    };
+    let conn = conn(&state, &tenant, shard).await?;
+    Ok(respond(update_patient(&conn, id, expected, change).await?))
 }
 
 /// `GET /v1/patients/{id}/balance`

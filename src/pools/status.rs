@@ -1,0 +1,114 @@
+//! Snapshots of the pools, by cluster, role and worker: what `/admin/pools`
+//! and the metrics read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Pools, Role};
+
+/// A snapshot of one pool.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolStatus {
+    pub cluster: String,
+    /// The `application_name` its connections carry.
+    pub role: &'static str,
+    pub max_size: usize,
+    /// The pool's shards, one per clinic worker (one for admin and
+    /// migration pools); the figures above and below are their sums.
+    pub shards: usize,
+    /// Each shard on its own, by worker: shows a worker whose clients
+    /// keep its share busy while another's idles.
+    pub by_worker: Vec<ShardStatus>,
+    /// Connections open now.
+    pub size: usize,
+    pub available: usize,
+    pub in_use: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+    /// Whether the pool is overloaded (any shard): its queue stood for
+    /// `clinic.standing_queue_ms`, so waits are cut to
+    /// `clinic.overload_queue_timeout_ms` until nobody is refused for as
+    /// long (clinic pools only).
+    pub overloaded: bool,
+    /// Connections opened since start.
+    pub opened: u64,
+    /// Connections retired by age or uses.
+    pub retired: u64,
+    /// Connections found closed when they came back.
+    pub broken: u64,
+    /// Connections taken out mid-transaction or with changed settings.
+    pub discarded: u64,
+    /// Waits for a connection that reached the pool's deadline.
+    pub timeouts: u64,
+}
+
+/// One shard of a pool.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub in_use: usize,
+    pub waiting: usize,
+}
+
+impl Pools {
+    /// Each pool's state, by cluster and role.
+    pub fn status(&self) -> Vec<PoolStatus> {
+        let interval_ms = self.admission.standing.interval_ms;
+        let mut all: Vec<PoolStatus> = self
+            .clusters
+            .iter()
+            .flat_map(|(cluster, pools)| {
+                [
+                    (Role::Clinic, &pools.clinic[..]),
+                    (Role::Admin, std::slice::from_ref(&pools.admin)),
+                    (Role::Migration, std::slice::from_ref(&pools.migration)),
+                    (Role::Keys, pools.keys.as_slice()),
+                ]
+                .into_iter()
+                .filter(|(_, shards)| !shards.is_empty())
+                .map(move |(role, shards)| {
+                    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                    // A cluster's clinic shards share one set of counts.
+                    let counts = &shards[0].counts;
+                    let mut status = PoolStatus {
+                        cluster: cluster.clone(),
+                        role: role.application_name(),
+                        max_size: 0,
+                        shards: shards.len(),
+                        by_worker: Vec::with_capacity(shards.len()),
+                        size: 0,
+                        available: 0,
+                        in_use: 0,
+                        waiting: 0,
+                        overloaded: false,
+                        opened: count(&counts.opened),
+                        retired: count(&counts.retired),
+                        broken: count(&counts.broken),
+                        discarded: count(&counts.discarded),
+                        timeouts: count(&counts.timeouts),
+                    };
+                    for shard in shards {
+                        let now = shard.pool.status();
+                        let in_use = now.size.saturating_sub(now.available);
+                        status.max_size += now.max_size;
+                        status.size += now.size;
+                        status.available += now.available;
+                        status.in_use += in_use;
+                        status.waiting += now.waiting;
+                        status.overloaded |=
+                            role == Role::Clinic && shard.queue.is_overloaded(interval_ms);
+                        status.by_worker.push(ShardStatus {
+                            max_size: now.max_size,
+                            size: now.size,
+                            in_use,
+                            waiting: now.waiting,
+                        });
+                    }
+                    status
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.cluster, a.role).cmp(&(&b.cluster, b.role)));
+        all
+    }
+}
