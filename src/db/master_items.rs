@@ -2,7 +2,7 @@
 
 use chrono::NaiveDate;
 
-use crate::master::{item_from_row, Kind, MasterItem, ITEM_COLUMNS};
+use crate::billing::{Centiyen, Kind, MasterItem};
 use crate::pools::{DbError, TenantConn};
 
 /// A search of the tenant's master copy.
@@ -51,4 +51,23 @@ pub async fn search(conn: &TenantConn, q: &ItemSearch) -> Result<Vec<MasterItem>
         )
         .await?;
     Ok(rows.iter().map(item_from_row).collect())
+}
+
+/// The columns of `master_items`, in table order after `version`.
+pub const ITEM_COLUMNS: &str =
+    "code, kind, name, points, unit_price_centiyen, valid_from, valid_to";
+
+pub fn item_from_row(row: &tokio_postgres::Row) -> MasterItem {
+    let kind: String = row.get("kind");
+    MasterItem {
+        code: row.get("code"),
+        kind: Kind::parse(&kind).unwrap_or(Kind::Disease),
+        name: row.get("name"),
+        points: row.get("points"),
+        unit_price: row
+            .get::<_, Option<i64>>("unit_price_centiyen")
+            .map(Centiyen),
+        valid_from: row.get("valid_from"),
+        valid_to: row.get("valid_to"),
+    }
 }

@@ -13,8 +13,8 @@ mod generate;
 mod release;
 mod rollout;
 
-use crate::billing::Centiyen;
 pub use crate::billing::{Kind, MasterItem};
+pub use crate::db::master_items::{item_from_row, ITEM_COLUMNS};
 
 pub use cache::{CachedItems, MasterCache};
 pub use copy::copy_release_into;
@@ -45,23 +45,4 @@ pub fn valid_version(version: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// The columns of `master_items`, in table order after `version`.
-pub const ITEM_COLUMNS: &str =
-    "code, kind, name, points, unit_price_centiyen, valid_from, valid_to";
-
-pub fn item_from_row(row: &tokio_postgres::Row) -> MasterItem {
-    let kind: String = row.get("kind");
-    MasterItem {
-        code: row.get("code"),
-        kind: Kind::parse(&kind).unwrap_or(Kind::Disease),
-        name: row.get("name"),
-        points: row.get("points"),
-        unit_price: row
-            .get::<_, Option<i64>>("unit_price_centiyen")
-            .map(Centiyen),
-        valid_from: row.get("valid_from"),
-        valid_to: row.get("valid_to"),
-    }
 }

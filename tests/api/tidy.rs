@@ -230,6 +230,15 @@ fn module_edges(depth: usize) -> std::collections::BTreeMap<(String, String), St
                 if target.len() < depth || target[..depth - 1] != at[..depth - 1] {
                     continue;
                 }
+                // Only modules with a file of their own (`super::f` from an
+                // inline test module names a function, not a module).
+                let path = target[..depth].join("/");
+                let src = root.join("src");
+                if !src.join(format!("{path}.rs")).exists()
+                    && !src.join(&path).join("mod.rs").exists()
+                {
+                    continue;
+                }
                 let (from, to) = (at[..depth].join("::"), target[..depth].join("::"));
                 if from != to {
                     edges
@@ -334,4 +343,35 @@ fn the_module_graph_reader_sees_a_known_edge_and_a_planted_circle() {
     assert!(a_cycle(&edges).is_some());
     edges.remove(&("b".to_string(), "a".to_string()));
     assert!(a_cycle(&edges).is_none());
+}
+
+/// ARCHITECTURE.md's layers, lowest first: a module imports only modules
+/// of its own layer or lower ones.
+const LAYERS: &[&[&str]] = &[
+    &["billing", "names", "config", "memory"],
+    &["pools", "audit", "telemetry"],
+    &["db", "migrate"],
+    &["master", "tenancy"],
+    &["clinic", "ops"],
+    &["metrics", "http", "cli", "startup", "dev"],
+];
+
+#[test]
+fn no_module_imports_one_above_it() {
+    let layer = |module: &str| {
+        LAYERS
+            .iter()
+            .position(|l| l.contains(&module))
+            .unwrap_or_else(|| panic!("module {module} is in no layer of ARCHITECTURE.md"))
+    };
+    let found: Vec<String> = module_edges(1)
+        .into_iter()
+        .filter(|((from, to), _)| layer(from) < layer(to))
+        .map(|((from, to), witness)| format!("{from} → {to}: {witness}"))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "imports of a higher layer:\n{}",
+        found.join("\n")
+    );
 }
