@@ -103,8 +103,7 @@ pub async fn create_tenant(
     build_schema(&remote_tx, pools, cluster, slug, name, release.as_deref()).await?;
     remote_tx.commit().await?;
     if let Err(e) = control_tx.commit().await {
-        let drop = format!("DROP SCHEMA {} CASCADE", quote_ident(&slug.schema_name()));
-        if let Err(cleanup) = remote.batch_execute(&drop).await {
+        if let Err(cleanup) = drop_schema(&remote, &slug.schema_name()).await {
             tracing::error!(tenant = %slug, error = %cleanup, "could not drop the schema of a tenant whose registration failed");
         }
         return Err(e.into());
@@ -191,12 +190,7 @@ pub async fn purge_deleted(
         let (slug, cluster, schema): (String, String, String) =
             (row.get(0), row.get(1), row.get(2));
         let client = pools.get(&cluster, Role::Admin).await?;
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                quote_ident(&schema)
-            ))
-            .await?;
+        drop_schema(&client, &schema).await?;
         drop(client);
         let mut control = pools.control(Role::Admin).await?;
         let tx = control.transaction().await?;
@@ -227,12 +221,7 @@ pub async fn purge_deleted(
             continue;
         }
         let client = pools.get(&cluster, Role::Admin).await?;
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                quote_ident(&schema)
-            ))
-            .await?;
+        drop_schema(&client, &schema).await?;
         let control = pools.control(Role::Admin).await?;
         control
             .execute(
@@ -244,4 +233,18 @@ pub async fn purge_deleted(
         purged.push(format!("{schema} (moved copy on {cluster})"));
     }
     Ok(purged)
+}
+
+/// Drops a tenant's schema (or a copy of it) with everything in it; one
+/// that is already gone is not an error.
+pub(super) async fn drop_schema(
+    client: &deadpool_postgres::Client,
+    schema: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(schema)
+        ))
+        .await
 }

@@ -267,12 +267,7 @@ pub async fn import(
         Err(e) => {
             // Leave nothing half-made behind.
             if let Ok(client) = pools.get(&record.cluster, Role::Admin).await {
-                let _ = client
-                    .batch_execute(&format!(
-                        "DROP SCHEMA IF EXISTS {} CASCADE",
-                        quote_ident(&record.schema)
-                    ))
-                    .await;
+                let _ = super::provision::drop_schema(&client, &record.schema).await;
             }
             if let Ok(control) = pools.control(Role::Admin).await {
                 let _ = Registry::set_status(&control, &slug, TenantStatus::Deleted).await;
@@ -542,9 +537,7 @@ async fn copy_and_switch(
     if let Err(e) = switched {
         // Not switched: the new copy goes, the original stays in use.
         if let Ok(client) = pools.get(to, Role::Admin).await {
-            let _ = client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                .await;
+            let _ = super::provision::drop_schema(&client, &tenant.schema).await;
         }
         return Err(e);
     }
