@@ -3,6 +3,10 @@
 //!
 //! Every tunable has its default here, in the `Default` impls, and nowhere
 //! else. This module knows nothing of actix or clap.
+//!
+//! Long on purpose: every section's settings, their defaults, their
+//! validation and the memory budget's division sit together so that a
+//! default is never stated twice.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

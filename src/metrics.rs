@@ -4,6 +4,10 @@
 //! process's memory are read as snapshots on each scrape; migration and
 //! rollout progress is read from the control schema when `/metrics` is
 //! asked for, so it shows runs made by any process (`recept migrate` too).
+//!
+//! Long because the registry is one value: every series is declared and
+//! read in one place, so a metric's name, help and labels are never
+//! repeated.
 
 use std::collections::HashMap;
 use std::fmt;

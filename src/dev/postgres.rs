@@ -4,6 +4,9 @@
 //! PostgreSQL refuses to run as root, so when recept runs as root the
 //! cluster runs as the unprivileged `postgres` user, with its data directory
 //! in a place that user can reach.
+//!
+//! Just past 400 lines: starting, waiting for and stopping the server as
+//! another user belong together.
 
 use std::fs;
 use std::io::Read;

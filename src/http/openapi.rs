@@ -1,6 +1,10 @@
 //! The clinic API's OpenAPI document, generated from the handlers' own
 //! annotations and types so it cannot drift, and a plain HTML page that
 //! renders it for people (no scripts, nothing fetched from elsewhere).
+//!
+//! Long because the document is one value: the operations it lists, the
+//! answers every route shares, the links between operations and the
+//! fix-ups utoipa cannot express are added here, each once.
 
 use actix_web::HttpResponse;
 use utoipa::openapi::link::LinkBuilder;

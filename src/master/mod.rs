@@ -9,9 +9,11 @@
 mod cache;
 mod copy;
 mod csv_import;
+mod diff;
 mod generate;
 mod release;
 mod rollout;
+mod rollout_status;
 
 pub use crate::billing::{Kind, MasterItem};
 pub use crate::db::master_items::{item_from_row, ITEM_COLUMNS};
@@ -24,9 +26,9 @@ pub use release::{
     current_release, import_file, import_release, list_releases, release_exists, ReleaseError,
     ReleaseSummary,
 };
-pub use rollout::{
-    latest_rollout, rollout, rollout_status, run_rollout, start_rollout, RolloutCounts,
-    RolloutError, RolloutReport, RolloutTarget, TenantRollout,
+pub use rollout::{rollout, run_rollout, start_rollout, RolloutError, RolloutTarget};
+pub use rollout_status::{
+    latest_rollout, rollout_status, RolloutCounts, RolloutReport, TenantRollout,
 };
 
 /// How many tenants a rollout upgrades at once by default: one per core of

@@ -8,13 +8,13 @@
 
 use std::time::Instant;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::Utc;
 use deadpool_postgres::GenericClient;
 use futures::StreamExt;
-use serde::Serialize;
 use uuid::Uuid;
 
-use super::copy::{copy_items, literal};
+use super::diff::{apply_remote_diff, ensure_diff, ensure_diff_known};
+use super::rollout_status::{rollout_status, RolloutReport, TenantRollout};
 use super::{release_exists, ITEM_COLUMNS};
 use crate::audit::{self, Actor};
 use crate::names::quote_ident;
@@ -43,35 +43,6 @@ impl From<tokio_postgres::Error> for RolloutError {
     fn from(e: tokio_postgres::Error) -> Self {
         RolloutError::Db(e.into())
     }
-}
-
-/// One tenant's part of a rollout.
-#[derive(Debug, Clone, Serialize)]
-pub struct TenantRollout {
-    pub slug: String,
-    /// `pending`, `done`, `skipped` (already on the target) or `failed`.
-    pub state: String,
-    pub from_version: Option<String>,
-    pub error: Option<String>,
-    pub duration_ms: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RolloutCounts {
-    pub pending: usize,
-    pub done: usize,
-    pub skipped: usize,
-    pub failed: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RolloutReport {
-    pub id: Uuid,
-    pub version: String,
-    pub created_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub counts: RolloutCounts,
-    pub tenants: Vec<TenantRollout>,
 }
 
 /// A tenant as a rollout worker needs it.
@@ -218,63 +189,6 @@ pub async fn rollout(
     Ok(run_rollout(pools, id, concurrency, on_tenant).await?)
 }
 
-/// Computes the difference between two releases once.
-async fn ensure_diff(pools: &Pools, from: &str, to: &str) -> Result<(), DbError> {
-    let mut client = pools.control(Role::Admin).await?;
-    let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext($1 || '>' || $2))",
-        &[&from, &to],
-    )
-    .await?;
-    let known = tx
-        .query_opt(
-            "SELECT 1 FROM recept.master_diff_sets WHERE from_version = $1 AND to_version = $2",
-            &[&from, &to],
-        )
-        .await?
-        .is_some();
-    if known {
-        return Ok(());
-    }
-    tx.execute(
-        "INSERT INTO recept.master_diff_sets (from_version, to_version, removed, added) \
-         VALUES ($1, $2, 0, 0)",
-        &[&from, &to],
-    )
-    .await?;
-    let removed = tx
-        .execute(
-            &format!(
-                "INSERT INTO recept.master_diffs (from_version, to_version, op, {ITEM_COLUMNS}) \
-                 SELECT $1, $2, '-', * FROM ( \
-                   SELECT {ITEM_COLUMNS} FROM recept.master_items WHERE version = $1 \
-                   EXCEPT SELECT {ITEM_COLUMNS} FROM recept.master_items WHERE version = $2) d"
-            ),
-            &[&from, &to],
-        )
-        .await?;
-    let added = tx
-        .execute(
-            &format!(
-                "INSERT INTO recept.master_diffs (from_version, to_version, op, {ITEM_COLUMNS}) \
-                 SELECT $1, $2, '+', * FROM ( \
-                   SELECT {ITEM_COLUMNS} FROM recept.master_items WHERE version = $2 \
-                   EXCEPT SELECT {ITEM_COLUMNS} FROM recept.master_items WHERE version = $1) d"
-            ),
-            &[&from, &to],
-        )
-        .await?;
-    tx.execute(
-        "UPDATE recept.master_diff_sets SET removed = $3, added = $4 \
-         WHERE from_version = $1 AND to_version = $2",
-        &[&from, &to, &(removed as i32), &(added as i32)],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// Upgrades one tenant in one transaction and records the outcome.
 async fn upgrade_tenant(
     pools: &Pools,
@@ -402,141 +316,4 @@ async fn apply(
             .await?;
     }
     Ok((from, skipped))
-}
-
-/// The registry may have been stale about a tenant's release; make sure the
-/// difference from the release it really holds exists.
-async fn ensure_diff_known(
-    tx: &impl GenericClient,
-    pools: &Pools,
-    from: &str,
-    to: &str,
-) -> Result<(), DbError> {
-    let known = tx
-        .query_opt(
-            "SELECT 1 FROM recept.master_diff_sets WHERE from_version = $1 AND to_version = $2",
-            &[&from, &to],
-        )
-        .await?
-        .is_some();
-    if !known {
-        ensure_diff(pools, from, to).await?;
-    }
-    Ok(())
-}
-
-/// For a tenant on another cluster: fetch the difference from the control
-/// cluster and apply it with `DELETE … unnest` and `COPY`.
-async fn apply_remote_diff(
-    tx: &deadpool_postgres::Transaction<'_>,
-    pools: &Pools,
-    from: &str,
-    to: &str,
-) -> Result<(), DbError> {
-    ensure_diff(pools, from, to).await?;
-    let control = pools.control(Role::Admin).await?;
-    let removed = control
-        .query(
-            "SELECT code, valid_from FROM recept.master_diffs \
-             WHERE from_version = $1 AND to_version = $2 AND op = '-'",
-            &[&from, &to],
-        )
-        .await?;
-    let codes: Vec<String> = removed.iter().map(|r| r.get(0)).collect();
-    let dates: Vec<NaiveDate> = removed.iter().map(|r| r.get(1)).collect();
-    tx.execute(
-        "DELETE FROM master_items WHERE (code, valid_from) IN \
-         (SELECT * FROM unnest($1::text[], $2::date[]))",
-        &[&codes, &dates],
-    )
-    .await?;
-    let query = format!(
-        "SELECT {ITEM_COLUMNS} FROM recept.master_diffs \
-         WHERE from_version = {} AND to_version = {} AND op = '+'",
-        literal(from),
-        literal(to)
-    );
-    copy_items(&control, &query, tx).await?;
-    Ok(())
-}
-
-/// The newest rollout: its release, whether it finished, and its tenants
-/// by state (for metrics).
-pub async fn latest_rollout(
-    client: &impl GenericClient,
-) -> Result<Option<(String, bool, RolloutCounts)>, DbError> {
-    let rows = client
-        .query(
-            "SELECT r.version, r.finished_at IS NOT NULL, rt.state, count(rt.*)              FROM (SELECT * FROM recept.master_rollouts ORDER BY created_at DESC LIMIT 1) r              LEFT JOIN recept.master_rollout_tenants rt ON rt.rollout_id = r.id              GROUP BY 1, 2, 3",
-            &[],
-        )
-        .await?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    let mut counts = RolloutCounts::default();
-    for row in &rows {
-        let n = row.get::<_, i64>(3) as usize;
-        match row.get::<_, Option<&str>>(2) {
-            Some("done") => counts.done += n,
-            Some("skipped") => counts.skipped += n,
-            Some("failed") => counts.failed += n,
-            Some(_) => counts.pending += n,
-            None => {}
-        }
-    }
-    Ok(Some((first.get(0), first.get(1), counts)))
-}
-
-/// The state of rollout `id`, per tenant.
-pub async fn rollout_status(
-    client: &impl GenericClient,
-    id: Uuid,
-) -> Result<Option<RolloutReport>, DbError> {
-    let Some(head) = client
-        .query_opt(
-            "SELECT version, created_at, finished_at FROM recept.master_rollouts WHERE id = $1",
-            &[&id],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let rows = client
-        .query(
-            "SELECT t.slug, rt.state, rt.from_version, rt.error, \
-             extract(epoch FROM rt.finished_at - rt.started_at)::float8 * 1000 \
-             FROM recept.master_rollout_tenants rt JOIN recept.tenants t ON t.id = rt.tenant_id \
-             WHERE rt.rollout_id = $1 ORDER BY t.slug",
-            &[&id],
-        )
-        .await?;
-    let mut counts = RolloutCounts::default();
-    let tenants: Vec<TenantRollout> = rows
-        .iter()
-        .map(|row| {
-            let state: String = row.get(1);
-            match state.as_str() {
-                "done" => counts.done += 1,
-                "skipped" => counts.skipped += 1,
-                "failed" => counts.failed += 1,
-                _ => counts.pending += 1,
-            }
-            TenantRollout {
-                slug: row.get(0),
-                state,
-                from_version: row.get(2),
-                error: row.get(3),
-                duration_ms: row.get(4),
-            }
-        })
-        .collect();
-    Ok(Some(RolloutReport {
-        id,
-        version: head.get(0),
-        created_at: head.get(1),
-        finished_at: head.get(2),
-        counts,
-        tenants,
-    }))
 }

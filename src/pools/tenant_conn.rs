@@ -1,5 +1,8 @@
 //! [`TenantConn`]: a pooled clinic connection bound to one tenant's schema
 //! for the length of one request.
+//!
+//! Just past 400 lines: reads, writes, the lost-COMMIT inquiry and the
+//! drop guard share the one transaction they protect.
 
 use std::cell::{Cell, Ref, RefCell};
 use std::pin::pin;

@@ -237,7 +237,7 @@ pub async fn purge_deleted(
 
 /// Drops a tenant's schema (or a copy of it) with everything in it; one
 /// that is already gone is not an error.
-pub(super) async fn drop_schema(
+pub(in crate::tenancy) async fn drop_schema(
     client: &deadpool_postgres::Client,
     schema: &str,
 ) -> Result<(), tokio_postgres::Error> {
