@@ -20,3 +20,4 @@ pub mod pools;
 pub mod startup;
 pub mod telemetry;
 pub mod tenancy;
+pub mod walk;

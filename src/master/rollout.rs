@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
-use futures::StreamExt;
 use uuid::Uuid;
 
 use super::diff::{apply_remote_diff, ensure_diff, ensure_diff_known};
@@ -20,6 +19,7 @@ use crate::audit::{self, Actor};
 use crate::names::quote_ident;
 use crate::names::Slug;
 use crate::pools::{DbError, Pools, Role};
+use crate::walk::each_tenant;
 
 /// Which tenants a rollout upgrades.
 #[derive(Debug, Clone)]
@@ -154,16 +154,16 @@ pub async fn run_rollout(
             .collect();
         (version, targets)
     };
-    let workers = concurrency.max(1);
-    let mut results = futures::stream::iter(targets)
-        .map(|target| {
+    each_tenant(
+        targets,
+        concurrency,
+        |target| {
             let version = version.clone();
             async move { upgrade_tenant(pools, id, &target, &version).await }
-        })
-        .buffer_unordered(workers);
-    while let Some(outcome) = results.next().await {
-        on_tenant(&outcome);
-    }
+        },
+        |outcome| on_tenant(&outcome),
+    )
+    .await;
     let client = pools.control(Role::Admin).await?;
     client
         .execute(

@@ -1,14 +1,13 @@
 //! A migration run across tenants: bounded parallelism, one transaction per
 //! tenant, a ledger in the control schema, resumable, one run at a time.
 //!
-//! Just past 400 lines; the tenant-by-tenant loop it shares in spirit with
-//! the master rollout is not yet one runner (see ARCHITECTURE.md).
+//! Just past 400 lines: the ledger, the run lock, the canary and the
+//! per-tenant retries belong to one run; the loop itself is `walk`'s.
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
-use futures::StreamExt;
 use refinery_core::Runner;
 use serde::Serialize;
 use tokio_postgres::error::SqlState;
@@ -17,6 +16,7 @@ use uuid::Uuid;
 use super::{migrate_in_transaction, prepare_control, tenant_runner, MigrateError};
 use crate::names::Slug;
 use crate::pools::{DbError, Pools, Role};
+use crate::walk::each_tenant;
 
 /// Advisory-lock key held (session-level, on a connection taken out of its
 /// pool for the run) while a migration run is under way.
@@ -229,25 +229,23 @@ pub async fn run(
         }
     }
 
-    let workers = options.concurrency.max(1);
-    let mut outcomes =
-        futures::stream::iter(pending)
-            .map(|target| {
-                let control = &control;
-                async move {
-                    migrate_tenant(pools, control, set, &target, run_id, options.retries).await
-                }
-            })
-            .buffer_unordered(workers);
-    while let Some(outcome) = outcomes.next().await {
-        on_event(Event::Tenant(&outcome));
-        if outcome.error.is_some() {
-            summary.failed.push(outcome);
-        } else {
-            summary.migrated += 1;
-        }
-    }
-    drop(outcomes);
+    each_tenant(
+        pending,
+        options.concurrency,
+        |target| {
+            let control = &control;
+            async move { migrate_tenant(pools, control, set, &target, run_id, options.retries).await }
+        },
+        |outcome| {
+            on_event(Event::Tenant(&outcome));
+            if outcome.error.is_some() {
+                summary.failed.push(outcome);
+            } else {
+                summary.migrated += 1;
+            }
+        },
+    )
+    .await;
     finish(&control, run_id, summary.migrated, summary.failed.len()).await?;
     summary.elapsed_s = started.elapsed().as_secs_f64();
     Ok(summary)
