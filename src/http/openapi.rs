@@ -70,7 +70,10 @@ impl Modify for ClinicKey {
 /// over their limits (`414`, `431`) before its handler runs, and for every
 /// route behind the clinic key the refusals of authentication and admission
 /// (`401`, `403`, `429`, `503`) and a statement past its timeout (`504`);
-/// for every route with a body, a body too slow (`408`) or too long (`413`).
+/// for every route with a body, a body too slow (`408`) or too long
+/// (`413`), malformed (`400`) or not JSON (`415`); for every route with an
+/// id in its path, an object not found (`404`); for every route that takes
+/// a body, a query or a header, a validation failure (`422`).
 /// Written once here rather than in each handler's annotation.
 struct EveryRoute;
 
@@ -158,7 +161,35 @@ impl Modify for EveryRoute {
                         responses.insert(status.into(), problem(description.into()));
                     }
                 }
-                if operation.request_body.is_some() {
+                // The answers of parsing, kept where a route says more.
+                let params = operation.parameters.as_deref().unwrap_or_default();
+                let has_path_id = params
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+                let has_body = operation.request_body.is_some();
+                if has_body {
+                    responses
+                        .entry("400".into())
+                        .or_insert_with(|| problem("Malformed JSON".into()));
+                    responses
+                        .entry("415".into())
+                        .or_insert_with(|| problem("The body is not JSON".into()));
+                }
+                if has_path_id {
+                    responses
+                        .entry("404".into())
+                        .or_insert_with(|| problem("No such object in this clinic".into()));
+                }
+                if has_body
+                    || params
+                        .iter()
+                        .any(|p| !matches!(p.parameter_in, ParameterIn::Path))
+                {
+                    responses.entry("422".into()).or_insert_with(|| {
+                        problem("Validation failed: `errors` names the fields".into())
+                    });
+                }
+                if has_body {
                     responses.insert(
                         "408".into(),
                         problem(

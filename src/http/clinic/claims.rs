@@ -36,7 +36,7 @@ pub struct GenerateBody {
 }
 
 /// `POST /v1/claims/generate {"month"}`: replaces the month's drafts.
-#[utoipa::path(post, path = "/v1/claims/generate", operation_id = "generate_claims", tag = "claims", request_body = GenerateBody, responses((status = 200, description = "The month's draft claims, regenerated", body = ClaimList), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/claims/generate", operation_id = "generate_claims", tag = "claims", request_body = GenerateBody, responses((status = 200, description = "The month's draft claims, regenerated", body = ClaimList)), security(("clinic_key" = [])))]
 pub async fn generate(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -55,7 +55,7 @@ pub struct MonthQuery {
 }
 
 /// `GET /v1/claims?month=`
-#[utoipa::path(get, path = "/v1/claims", operation_id = "list_claims", tag = "claims", params(("month" = String, Query, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, body = ClaimList), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/claims", operation_id = "list_claims", tag = "claims", params(("month" = String, Query, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, body = ClaimList)), security(("clinic_key" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -71,7 +71,7 @@ pub async fn list(
 }
 
 /// `GET /v1/claims/{id}`: the claim with its encounters.
-#[utoipa::path(get, path = "/v1/claims/{id}", operation_id = "get_claim", tag = "claims", params(("id" = uuid::Uuid, Path, description = "The claim's id")), responses((status = 200, body = ClaimWithEncounters), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/claims/{id}", operation_id = "get_claim", tag = "claims", params(("id" = uuid::Uuid, Path, description = "The claim's id")), responses((status = 200, body = ClaimWithEncounters)), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -86,7 +86,7 @@ pub async fn show(
 }
 
 /// `POST /v1/claims/{id}/confirm`: the claim and its encounters are final.
-#[utoipa::path(post, path = "/v1/claims/{id}/confirm", operation_id = "confirm_claim", tag = "claims", params(("id" = uuid::Uuid, Path, description = "The claim's id")), responses((status = 200, body = Claim), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/claims/{id}/confirm", operation_id = "confirm_claim", tag = "claims", params(("id" = uuid::Uuid, Path, description = "The claim's id")), responses((status = 200, body = Claim), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn confirm(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -98,7 +98,7 @@ pub async fn confirm(
 }
 
 /// `GET /v1/claims/export?month=`: the month's confirmed claims as CSV.
-#[utoipa::path(get, path = "/v1/claims/export", operation_id = "export_claims", tag = "claims", params(("month" = String, Query, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, description = "Confirmed claims as CSV: claim_id, month, insurer_number, insurance_symbol, insurance_number, patient_id, patient_name, patient_name_kana, birth_date, sex, visit_days, total_points, charge_yen, diagnoses (space-separated codes)", content_type = "text/csv", body = String), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/claims/export", operation_id = "export_claims", tag = "claims", params(("month" = String, Query, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, description = "Confirmed claims as CSV: claim_id, month, insurer_number, insurance_symbol, insurance_number, patient_id, patient_name, patient_name_kana, birth_date, sex, visit_days, total_points, charge_yen, diagnoses (space-separated codes)", content_type = "text/csv", body = String)), security(("clinic_key" = [])))]
 pub async fn export(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,

@@ -75,7 +75,7 @@ pub struct NewEncounterBody {
 struct DiseaseCode(String);
 
 /// `POST /v1/encounters` (accepts `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/encounters", operation_id = "create_encounter", tag = "encounters", request_body = NewEncounterBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, description = "Priced from the clinic's master copy valid on the date", body = Encounter), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/encounters", operation_id = "create_encounter", tag = "encounters", request_body = NewEncounterBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, description = "Priced from the clinic's master copy valid on the date", body = Encounter), (status = 404, description = "The patient named is not this clinic's", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -103,7 +103,7 @@ pub async fn create(
 }
 
 /// `GET /v1/encounters/{id}`
-#[utoipa::path(get, path = "/v1/encounters/{id}", operation_id = "get_encounter", tag = "encounters", params(("id" = uuid::Uuid, Path, description = "The encounter's id")), responses((status = 200, body = Encounter), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/encounters/{id}", operation_id = "get_encounter", tag = "encounters", params(("id" = uuid::Uuid, Path, description = "The encounter's id")), responses((status = 200, body = Encounter)), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -128,7 +128,7 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/encounters?patient_id=&from=&to=&limit=&cursor=`
-#[utoipa::path(get, path = "/v1/encounters", operation_id = "list_encounters", tag = "encounters", params(("patient_id" = Option<uuid::Uuid>, Query, description = "Only this patient's visits"), ("from" = Option<chrono::NaiveDate>, Query, description = "Only visits on or after this day"), ("to" = Option<chrono::NaiveDate>, Query, description = "Only visits on or before this day"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = EncounterPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/encounters", operation_id = "list_encounters", tag = "encounters", params(("patient_id" = Option<uuid::Uuid>, Query, description = "Only this patient's visits"), ("from" = Option<chrono::NaiveDate>, Query, description = "Only visits on or after this day"), ("to" = Option<chrono::NaiveDate>, Query, description = "Only visits on or before this day"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = EncounterPage)), security(("clinic_key" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -178,7 +178,7 @@ pub struct VoidBody {
 
 /// `POST /v1/encounters/{id}/void`: it no longer counts anywhere; refused
 /// (`409`) once a confirmed claim holds it.
-#[utoipa::path(post, path = "/v1/encounters/{id}/void", operation_id = "void_encounter", tag = "encounters", request_body(content = Option<VoidBody>), params(("id" = uuid::Uuid, Path, description = "The encounter's id")), responses((status = 200, body = Encounter), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/encounters/{id}/void", operation_id = "void_encounter", tag = "encounters", request_body(content = Option<VoidBody>), params(("id" = uuid::Uuid, Path, description = "The encounter's id")), responses((status = 200, body = Encounter), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn void(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -218,7 +218,7 @@ pub struct NewPaymentBody {
 }
 
 /// `POST /v1/payments` (accepts `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/payments", operation_id = "create_payment", tag = "payments", request_body = NewPaymentBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, body = Payment), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/payments", operation_id = "create_payment", tag = "payments", request_body = NewPaymentBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, body = Payment), (status = 404, description = "The encounter named is not this clinic's", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn pay(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,

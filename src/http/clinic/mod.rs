@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState, Clinic, FieldError};
 use crate::db::master_items::{self, ItemSearch};
 use crate::db::{decode_cursor, encode_cursor};
-use crate::http::error::Problem;
 use crate::master::{Kind, MasterItem};
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -117,7 +116,7 @@ pub struct ItemsQuery {
 
 /// `GET /v1/master/items?kind=&q=&code=&on=&limit=&cursor=`: the tenant's
 /// own master copy.
-#[utoipa::path(get, path = "/v1/master/items", operation_id = "list_master_items", tag = "master", params(("kind" = Option<Kind>, Query, description = "Only items of this kind"), ("q" = Option<String>, Query, description = "Part of the name, at most 100 characters without control characters", max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("code" = Option<String>, Query, description = "Exactly this code, at most 20 characters without control characters", max_length = 20, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("on" = Option<chrono::NaiveDate>, Query, description = "Only items valid on this date"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = ItemPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/master/items", operation_id = "list_master_items", tag = "master", params(("kind" = Option<Kind>, Query, description = "Only items of this kind"), ("q" = Option<String>, Query, description = "Part of the name, at most 100 characters without control characters", max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("code" = Option<String>, Query, description = "Exactly this code, at most 20 characters without control characters", max_length = 20, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("on" = Option<chrono::NaiveDate>, Query, description = "Only items valid on this date"), ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = ItemPage)), security(("clinic_key" = [])))]
 pub async fn master_items(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,

@@ -172,7 +172,7 @@ fn insurance_input(body: InsuranceBody) -> InsuranceInput {
 }
 
 /// `POST /v1/patients` (accepts `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/patients", operation_id = "create_patient", tag = "patients", request_body = NewPatientBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, body = Patient, headers(("ETag" = String))), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/patients", operation_id = "create_patient", tag = "patients", request_body = NewPatientBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body within `clinic.idempotency_ttl_s` replays the first response instead of writing again; the same key with another body is refused (422)", pattern = "^[!-~]{1,200}$")), responses((status = 201, body = Patient, headers(("ETag" = String)))), security(("clinic_key" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -198,7 +198,7 @@ pub async fn create(
 }
 
 /// `GET /v1/patients/{id}`
-#[utoipa::path(get, path = "/v1/patients/{id}", operation_id = "get_patient", tag = "patients", params(("id" = uuid::Uuid, Path, description = "The patient's id")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/patients/{id}", operation_id = "get_patient", tag = "patients", params(("id" = uuid::Uuid, Path, description = "The patient's id")), responses((status = 200, body = Patient, headers(("ETag" = String)))), security(("clinic_key" = [])))]
 pub async fn show(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -223,7 +223,7 @@ pub struct SearchQuery {
 }
 
 /// `GET /v1/patients?q=&limit=&cursor=`: name or kana starting with `q`.
-#[utoipa::path(get, path = "/v1/patients", operation_id = "search_patients", tag = "patients", params(("q" = Option<String>, Query, description = "Start of the name or kana, at most 100 characters without control characters (surrounding spaces are trimmed)", max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("limit" = Option<i64>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = PatientPage), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/patients", operation_id = "search_patients", tag = "patients", params(("q" = Option<String>, Query, description = "Start of the name or kana, at most 100 characters without control characters (surrounding spaces are trimmed)", max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"), ("limit" = Option<i64>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; absent for the first page")), responses((status = 200, body = PatientPage)), security(("clinic_key" = [])))]
 pub async fn search(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -280,7 +280,7 @@ fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
 }
 
 /// `PATCH /v1/patients/{id}` with `If-Match`.
-#[utoipa::path(patch, path = "/v1/patients/{id}", operation_id = "update_patient", tag = "patients", request_body = PatchPatientBody, params(("id" = uuid::Uuid, Path, description = "The patient's id"), ("If-Match" = String, Header, description = "The ETag last seen (`\"3\"`, or `W/\"3\"`), or `*` for whatever version is current", pattern = "^(\\*|(W/)?\"[0-9]{1,9}\")$")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 428, description = "If-Match missing", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Validation failed: `errors` names the fields", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(patch, path = "/v1/patients/{id}", operation_id = "update_patient", tag = "patients", request_body = PatchPatientBody, params(("id" = uuid::Uuid, Path, description = "The patient's id"), ("If-Match" = String, Header, description = "The ETag last seen (`\"3\"`, or `W/\"3\"`), or `*` for whatever version is current", pattern = "^(\\*|(W/)?\"[0-9]{1,9}\")$")), responses((status = 200, body = Patient, headers(("ETag" = String))), (status = 428, description = "If-Match missing", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn update(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
@@ -308,7 +308,7 @@ pub async fn update(
 }
 
 /// `GET /v1/patients/{id}/balance`
-#[utoipa::path(get, path = "/v1/patients/{id}/balance", operation_id = "get_patient_balance", tag = "patients", params(("id" = uuid::Uuid, Path, description = "The patient's id")), responses((status = 200, body = Balance), (status = 404, description = "No such object in this clinic", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
+#[utoipa::path(get, path = "/v1/patients/{id}/balance", operation_id = "get_patient_balance", tag = "patients", params(("id" = uuid::Uuid, Path, description = "The patient's id")), responses((status = 200, body = Balance)), security(("clinic_key" = [])))]
 pub async fn balance(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
