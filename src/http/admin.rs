@@ -7,9 +7,7 @@ use uuid::Uuid;
 use super::{AdminCaller, ApiError, AppState, FieldError};
 use crate::ops;
 use crate::pools::Role;
-use crate::tenancy::{
-    create_tenant as provision, CreateTenantError, Registry, Slug, TenantRecord, TenantStatus,
-};
+use crate::tenancy::{create_tenant as provision, Registry, Slug, TenantRecord, TenantStatus};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,18 +55,7 @@ pub async fn create_tenant(
         body.master_release.as_deref(),
         &caller.actor,
     )
-    .await
-    .map_err(|e| match e {
-        CreateTenantError::SlugTaken(_) | CreateTenantError::SchemaExists(_) => {
-            ApiError::Conflict(e.to_string())
-        }
-        CreateTenantError::UnknownCluster(_) => ApiError::validation("cluster", e.to_string()),
-        CreateTenantError::UnknownRelease(_) => {
-            ApiError::validation("master_release", e.to_string())
-        }
-        CreateTenantError::Db(e) => e.into(),
-        CreateTenantError::Migrate(e) => ApiError::Internal(e.into()),
-    })?;
+    .await?;
     tracing::info!(tenant = %record.slug, cluster = %record.cluster, "tenant created");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/admin/tenants/{}", record.slug)))

@@ -5,10 +5,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{AdminCaller, ApiError, AppState, FieldError};
+use super::{AdminCaller, ApiError, AppState};
 use crate::master::{
     import_release, list_releases, parse_release, rollout_status, run_rollout, start_rollout,
-    ImportError, ReleaseError, RolloutError, RolloutTarget,
+    RolloutTarget,
 };
 use crate::pools::Role;
 use crate::tenancy::Slug;
@@ -37,22 +37,8 @@ pub async fn import(
             "send the release as text/csv".into(),
         ));
     }
-    let items = parse_release(&body).map_err(|e| match e {
-        ImportError::Lines(lines) => ApiError::Validation(
-            lines
-                .into_iter()
-                .map(|l| FieldError::new(format!("line {}", l.line), l.message))
-                .collect(),
-        ),
-        ImportError::Empty => ApiError::validation("body", "the release has no items"),
-    })?;
-    let summary = import_release(&state.pools, &query.version, &items, &caller.actor)
-        .await
-        .map_err(|e| match e {
-            ReleaseError::Exists(_) => ApiError::Conflict(e.to_string()),
-            ReleaseError::BadVersion(_) => ApiError::validation("version", e.to_string()),
-            ReleaseError::Db(e) => e.into(),
-        })?;
+    let items = parse_release(&body)?;
+    let summary = import_release(&state.pools, &query.version, &items, &caller.actor).await?;
     tracing::info!(version = %summary.version, items = summary.items, "master release imported");
     Ok(HttpResponse::Created().json(summary))
 }
@@ -119,12 +105,7 @@ pub async fn start(
         concurrency,
         &caller.actor,
     )
-    .await
-    .map_err(|e| match e {
-        RolloutError::UnknownRelease(_) => ApiError::validation("version", e.to_string()),
-        RolloutError::UnknownTenants(_) => ApiError::validation("tenants", e.to_string()),
-        RolloutError::Db(e) => e.into(),
-    })?;
+    .await?;
     let pools = state.pools.clone();
     actix_web::rt::spawn(async move {
         match run_rollout(&pools, id, concurrency, |_| {}).await {

@@ -225,6 +225,60 @@ impl From<crate::ops::OpError> for ApiError {
     }
 }
 
+impl From<crate::tenancy::CreateTenantError> for ApiError {
+    fn from(e: crate::tenancy::CreateTenantError) -> Self {
+        use crate::tenancy::CreateTenantError;
+        match e {
+            CreateTenantError::SlugTaken(_) | CreateTenantError::SchemaExists(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            CreateTenantError::UnknownCluster(_) => ApiError::validation("cluster", e.to_string()),
+            CreateTenantError::UnknownRelease(_) => {
+                ApiError::validation("master_release", e.to_string())
+            }
+            CreateTenantError::Db(e) => e.into(),
+            CreateTenantError::Migrate(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<crate::master::ImportError> for ApiError {
+    fn from(e: crate::master::ImportError) -> Self {
+        use crate::master::ImportError;
+        match e {
+            ImportError::Lines(lines) => ApiError::Validation(
+                lines
+                    .into_iter()
+                    .map(|l| FieldError::new(format!("line {}", l.line), l.message))
+                    .collect(),
+            ),
+            ImportError::Empty => ApiError::validation("body", "the release has no items"),
+        }
+    }
+}
+
+impl From<crate::master::ReleaseError> for ApiError {
+    fn from(e: crate::master::ReleaseError) -> Self {
+        use crate::master::ReleaseError;
+        match e {
+            ReleaseError::Exists(_) => ApiError::Conflict(e.to_string()),
+            ReleaseError::BadVersion(_) => ApiError::validation("version", e.to_string()),
+            ReleaseError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::master::RolloutError> for ApiError {
+    fn from(e: crate::master::RolloutError) -> Self {
+        use crate::master::RolloutError;
+        match e {
+            RolloutError::UnknownRelease(_) => ApiError::validation("version", e.to_string()),
+            RolloutError::UnknownTenants(_) => ApiError::validation("tenants", e.to_string()),
+            RolloutError::Db(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::clinic::ClinicError> for ApiError {
     fn from(e: crate::clinic::ClinicError) -> Self {
         use crate::clinic::ClinicError;
