@@ -67,6 +67,11 @@ pub enum ApiError {
          send it again with the same Idempotency-Key, which replays it if it was stored"
     )]
     OutcomeUnknown,
+    /// The clinic's schema, or a table of it, is gone or damaged: a fault
+    /// no retry mends, for an operator to look at. Never an invitation to
+    /// retry.
+    #[error("this clinic's data cannot be read; the operators have been alerted")]
+    DataMissing,
     /// Anything unexpected: logged with its cause chain, answered generically.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -98,6 +103,7 @@ impl ApiError {
             ApiError::Timeout => "urn:recept:problem:timeout",
             ApiError::BodyTimeout(_) => "urn:recept:problem:body-timeout",
             ApiError::OutcomeUnknown => "urn:recept:problem:outcome-unknown",
+            ApiError::DataMissing => "urn:recept:problem:data-missing",
             ApiError::Internal(_) => "urn:recept:problem:internal",
         }
     }
@@ -122,6 +128,7 @@ impl ApiError {
             ApiError::Timeout => "Timed out",
             ApiError::BodyTimeout(_) => "Request body too slow",
             ApiError::OutcomeUnknown => "Outcome unknown",
+            ApiError::DataMissing => "Clinic data missing",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -167,7 +174,7 @@ impl ResponseError for ApiError {
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::OutcomeUnknown => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::OutcomeUnknown | ApiError::DataMissing => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -337,11 +344,7 @@ impl From<DbError> for ApiError {
                 // Not the client's doing and not transient: an operator
                 // must look (the tenant's schema was dropped or damaged).
                 tracing::error!(%cause, "a tenant's schema is missing objects");
-                ApiError::Unavailable {
-                    message: "this clinic's data is unavailable; the operators have been alerted"
-                        .into(),
-                    retry_after_ms: 30_000,
-                }
+                ApiError::DataMissing
             }
             DbError::OutcomeUnknown(xact) => {
                 tracing::error!(%xact, "a write's outcome is unknown");

@@ -430,7 +430,8 @@ async fn a_backend_killed_mid_request_is_a_quick_503_and_the_retry_is_served_onc
 }
 
 #[tokio::test]
-async fn a_tenant_schema_dropped_under_a_running_server_is_a_503_for_that_tenant_only() {
+async fn a_tenant_schema_dropped_under_a_running_server_is_a_500_without_retry_for_that_tenant_only(
+) {
     let app = spawn_app().await;
     let (gone, gone_key) = app.tenant_with_key("gone").await;
     let (_, kept_key) = app.tenant_with_key("kept").await;
@@ -448,7 +449,12 @@ async fn a_tenant_schema_dropped_under_a_running_server_is_a_503_for_that_tenant
             .send()
             .await
             .unwrap();
-        assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert!(
+            response.headers().get("retry-after").is_none(),
+            "a dropped schema does not come back by waiting"
+        );
+        let problem = assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
+        assert_eq!(problem["type"], "urn:recept:problem:data-missing");
     }
     app.clinic_json(&kept_key, "/v1/tenant").await;
 }
