@@ -33,6 +33,11 @@ const SET_PATH: &str = "SELECT set_config('search_path', $1, true), \
 const SET_PATH_WRITE: &str = "SELECT set_config('search_path', $1, true), \
      current_setting('statement_timeout')::interval = $2::text::interval \
      AND current_setting('application_name') = $3, pg_current_xact_id()::text";
+/// How long a write whose `COMMIT` was lost keeps asking PostgreSQL what
+/// became of it (the server may be restarting) before answering that the
+/// outcome is unknown.
+const FATE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
 const XACT_STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
 const COMMIT: &str = "COMMIT";
 const ROLLBACK: &str = "ROLLBACK";
@@ -349,24 +354,26 @@ impl TenantConn {
     /// a terminated backend's transaction is settled within moments, so
     /// "in progress" is asked again a few times.
     async fn fate(&self, xact: &str) -> Fate {
-        let Ok(client) = self.pool.get().await else {
-            return Fate::Unknown;
-        };
-        for _ in 0..20 {
-            let status: Option<String> = match client.query_one(XACT_STATUS, &[&xact]).await {
-                Ok(row) => row.get(0),
-                Err(_) => return Fate::Unknown,
-            };
-            match status.as_deref() {
-                Some("committed") => return Fate::Committed,
-                Some("aborted") => return Fate::Aborted,
-                Some("in progress") => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+        // The break is often the server going away (a restart, a
+        // failover): keep asking for a while before calling it unknowable.
+        let deadline = tokio::time::Instant::now() + FATE_PATIENCE;
+        loop {
+            if let Ok(client) = self.pool.get().await {
+                match client.query_one(XACT_STATUS, &[&xact]).await {
+                    Ok(row) => match row.get::<_, Option<String>>(0).as_deref() {
+                        Some("committed") => return Fate::Committed,
+                        Some("aborted") => return Fate::Aborted,
+                        Some("in progress") => {}
+                        _ => return Fate::Unknown,
+                    },
+                    Err(_) => drop(Object::take(client)),
                 }
-                _ => return Fate::Unknown,
             }
+            if tokio::time::Instant::now() >= deadline {
+                return Fate::Unknown;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        Fate::Unknown
     }
 
     async fn rollback(&self) {

@@ -31,9 +31,10 @@ fn restart(dir: &std::path::Path, port: u16) -> PrivatePostgres {
     PrivatePostgres::start(&PgBinaries::find().unwrap(), &again).unwrap()
 }
 
-/// Sends one write until it is answered with something other than 503,
-/// as a careful client would: the same Idempotency-Key every time. Returns
-/// that answer and how many 503s came first.
+/// Sends one write until it is answered with something other than 503
+/// (or a 500 saying the outcome is unknown), as a careful client would:
+/// the same Idempotency-Key every time, which replays the write if it was
+/// stored. Returns that answer and how many refusals came first.
 async fn write_until_answered(
     app: &TestApp,
     key: &str,
@@ -49,6 +50,13 @@ async fn write_until_answered(
             .send()
             .await;
         match sent {
+            Ok(response) if response.status() == StatusCode::INTERNAL_SERVER_ERROR => {
+                let problem: Value = response.json().await.unwrap();
+                assert_eq!(
+                    problem["type"], "urn:recept:problem:outcome-unknown",
+                    "the only 500 a restart may cause"
+                );
+            }
             Ok(response) if response.status() != StatusCode::SERVICE_UNAVAILABLE => {
                 return (response.status(), refused)
             }
