@@ -61,3 +61,10 @@ impl MasterItem {
         std::mem::size_of::<MasterItem>() + self.code.len() + self.name.len()
     }
 }
+
+/// Whether `code` is shaped like a master code: 1 to 20 ASCII letters or
+/// digits. Releases are imported only with such codes, and clinics may
+/// send only such codes.
+pub fn is_master_code(code: &str) -> bool {
+    (1..=20).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric())
+}

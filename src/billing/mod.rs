@@ -12,7 +12,7 @@ mod items;
 mod money;
 pub mod pricing;
 
-pub use items::{Kind, MasterItem};
+pub use items::{is_master_code, Kind, MasterItem};
 pub use money::{Centiyen, ParseYenError};
 
 /// Yen per point.

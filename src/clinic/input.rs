@@ -5,11 +5,9 @@ use std::fmt;
 
 use chrono::NaiveDate;
 
-/// Whether `code` is shaped like a master code (as the release import
-/// requires): 1 to 20 ASCII letters or digits.
-pub fn is_code(code: &str) -> bool {
-    (1..=20).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric())
-}
+/// Whether `code` is shaped like a master code: the release import's own
+/// rule, so a code a clinic may send is one a release may hold.
+pub use crate::billing::is_master_code as is_code;
 
 /// A `YYYY-MM-DD` date.
 pub fn parse_date(text: &str) -> Option<NaiveDate> {

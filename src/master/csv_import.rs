@@ -115,7 +115,7 @@ fn parse_row(record: &csv::StringRecord) -> Result<MasterItem, String> {
     }
     let field = |i: usize| record.get(i).unwrap_or("").trim();
     let code = field(0);
-    if code.is_empty() || code.len() > 20 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !crate::billing::is_master_code(code) {
         return Err(format!("code `{code}` must be 1 to 20 letters or digits"));
     }
     let kind = Kind::parse(field(1))
