@@ -7,6 +7,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+/// The schema that holds the tenant registry, keys, releases and ledgers,
+/// on the control cluster. Never a tenant's schema (those start `t_`).
+pub const CONTROL_SCHEMA: &str = "recept";
+
 /// A tenant's slug: `^[a-z][a-z0-9_]{2,39}$`. Its schema name derives from it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]

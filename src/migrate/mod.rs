@@ -17,14 +17,14 @@ use tokio_postgres::{Client, GenericClient};
 use crate::names::quote_ident;
 use crate::pools::{Pools, Role};
 
-/// The schema that holds the tenant registry and keys.
-pub const CONTROL_SCHEMA: &str = "recept";
+pub use crate::names::CONTROL_SCHEMA;
 
 /// Advisory-lock key that serializes control-schema migrations, so that
 /// several hosts starting at once do not race.
 const CONTROL_LOCK: i64 = 0x7265_6365_7074_0001;
 
 mod run;
+mod statements;
 mod status;
 
 pub use run::{run, Event, MigrationSet, RunError, RunOptions, RunSummary, TenantOutcome};
@@ -79,6 +79,15 @@ pub async fn migrate_control(client: &mut Client) -> Result<(), MigrateError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CONTROL_LOCK])
         .await?;
+    // On a Citus coordinator with schema-based sharding on, a new schema
+    // becomes a distributed one placed on a worker. The control schema
+    // must stay a plain schema on the coordinator: tenants' schemas are
+    // the ones distributed. The setting is a placeholder elsewhere.
+    tx.execute(
+        "SELECT set_config('citus.enable_schema_based_sharding', 'off', true)",
+        &[],
+    )
+    .await?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {}",
         quote_ident(CONTROL_SCHEMA)
@@ -96,6 +105,7 @@ pub async fn prepare_control(pools: &Pools) -> anyhow::Result<()> {
     let mut client = pools.control(Role::Admin).await.with_context(|| {
         format!("cannot reach the control cluster `{cluster}` (clusters.{cluster}.url)")
     })?;
+    crate::pools::citus::check_control_schema(&**client).await?;
     migrate_control(&mut client)
         .await
         .context("applying the control-schema migrations")?;
@@ -151,8 +161,12 @@ impl<C: GenericClient + Sync> AsyncTransaction for InTransaction<'_, C> {
     type Error = InTransactionError;
 
     async fn execute(&mut self, queries: &[&str]) -> Result<usize, Self::Error> {
+        // One statement per command: Citus refuses several in one for
+        // some DDL (see `statements`).
         for query in queries {
-            self.0.batch_execute(query).await?;
+            for statement in statements::split(query) {
+                self.0.batch_execute(statement).await?;
+            }
         }
         Ok(queries.len())
     }

@@ -20,10 +20,12 @@
 //! This file is `Pools` itself (building every pool from the settings and
 //! handing out connections by cluster, role and tenant) with its tests,
 //! which is why it passes 400 lines; admission, shards, status, overload,
-//! connecting and errors have files of their own.
+//! connecting, errors and what a Citus coordinator tells have files of
+//! their own.
 
 mod admission;
 pub mod budget;
+pub mod citus;
 mod connect;
 mod error;
 mod overload;
