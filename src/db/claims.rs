@@ -34,7 +34,9 @@ pub struct Claim {
     pub confirmed_at: Option<DateTime<Utc>>,
 }
 
-const CLAIM_COLUMNS: &str = "id, patient_id, insurer_number, to_char(month, 'YYYY-MM') AS month, \
+/// `month` is formatted in Rust: Citus refuses a non-immutable function
+/// such as `to_char` in a `RETURNING` list on a distributed table.
+const CLAIM_COLUMNS: &str = "id, patient_id, insurer_number, month, \
      total_points, visit_days, charge_yen, diagnoses, status, created_at, confirmed_at";
 
 fn claim_from_row(row: &Row) -> Claim {
@@ -42,7 +44,7 @@ fn claim_from_row(row: &Row) -> Claim {
         id: row.get("id"),
         patient_id: row.get("patient_id"),
         insurer_number: row.get("insurer_number"),
-        month: row.get("month"),
+        month: row.get::<_, NaiveDate>("month").format("%Y-%m").to_string(),
         total_points: row.get("total_points"),
         visit_days: row.get("visit_days"),
         charge_yen: row.get("charge_yen"),
@@ -59,12 +61,10 @@ pub async fn generate(tx: &Tx, month: NaiveDate) -> Result<Vec<Claim>, DbError> 
     let next = month
         .checked_add_months(chrono::Months::new(1))
         .ok_or_else(|| DbError::Corrupt("month out of range".into()))?;
-    // One generation per tenant and month at a time.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':claims:' || $1))",
-        &[&month.to_string()],
-    )
-    .await?;
+    // One generation per tenant at a time: the clinic's own row is the
+    // lock, so it lives where the tenant's data does (on Citus, on the
+    // worker, whichever coordinator or node the request came through).
+    tx.execute("SELECT 1 FROM clinic FOR UPDATE", &[]).await?;
     tx.execute(
         "DELETE FROM claims WHERE month = $1 AND status = 'draft'",
         &[&month],
@@ -87,14 +87,16 @@ pub async fn generate(tx: &Tx, month: NaiveDate) -> Result<Vec<Claim>, DbError> 
            FROM eligible GROUP BY patient_id, insurer_number), \
          inserted AS ( \
            INSERT INTO claims (id, patient_id, insurer_number, month, total_points, visit_days, \
-                               charge_yen, diagnoses) \
+                               charge_yen, diagnoses, created_at) \
            SELECT g.id, g.patient_id, g.insurer_number, $1, g.points, g.days, g.charge, \
                   coalesce((SELECT array_agg(DISTINCT d.code ORDER BY d.code) \
-                            FROM encounter_diagnoses d WHERE d.encounter_id = ANY (g.ids)), '{}') \
+                            FROM encounter_diagnoses d WHERE d.encounter_id = ANY (g.ids)), '{}'), $3 \
            FROM groups g RETURNING id) \
          INSERT INTO claim_encounters (claim_id, encounter_id) \
          SELECT g.id, unnest(g.ids) FROM groups g JOIN inserted i ON i.id = g.id",
-        &[&month, &next],
+        // Every column named and the time passed: Citus mis-deparses an
+        // `INSERT … SELECT` that leaves a `DEFAULT now()` column to itself.
+        &[&month, &next, &Utc::now()],
     )
     .await?;
     let rows = tx
@@ -206,10 +208,10 @@ pub enum ConfirmOutcome {
 
 pub async fn confirm(tx: &Tx, id: Uuid) -> Result<ConfirmOutcome, DbError> {
     let sql = format!(
-        "UPDATE claims SET status = 'confirmed', confirmed_at = now() \
+        "UPDATE claims SET status = 'confirmed', confirmed_at = $2 \
          WHERE id = $1 AND status = 'draft' RETURNING {CLAIM_COLUMNS}"
     );
-    if let Some(row) = tx.query_opt(&sql, &[&id]).await? {
+    if let Some(row) = tx.query_opt(&sql, &[&id, &Utc::now()]).await? {
         return Ok(ConfirmOutcome::Confirmed(claim_from_row(&row)));
     }
     let exists = tx

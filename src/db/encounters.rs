@@ -316,8 +316,8 @@ pub async fn void(tx: &Tx, id: Uuid, reason: Option<&str>) -> Result<VoidOutcome
         return Ok(VoidOutcome::AlreadyVoided);
     }
     tx.execute(
-        "UPDATE encounters SET status = 'voided', void_reason = $2, voided_at = now() WHERE id = $1",
-        &[&id, &reason],
+        "UPDATE encounters SET status = 'voided', void_reason = $2, voided_at = $3 WHERE id = $1",
+        &[&id, &reason, &chrono::Utc::now()],
     )
     .await?;
     Ok(VoidOutcome::Voided)

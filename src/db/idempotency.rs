@@ -1,6 +1,7 @@
 //! Idempotency keys: the first response to a key is stored in the same
 //! transaction as the write, so a retry replays it and never writes twice.
 
+use chrono::Utc;
 use tokio_postgres::error::SqlState;
 
 use crate::pools::{DbError, Tx};
@@ -40,14 +41,22 @@ pub async fn claim(
 ) -> Result<KeyState, DbError> {
     let insert = tx
         .prepare_cached(
-            "INSERT INTO idempotency_keys (key, route, request_hash) VALUES ($1, $2, $3) \
+            "INSERT INTO idempotency_keys (key, route, request_hash, created_at) \
+             VALUES ($1, $2, $3, $4) \
              ON CONFLICT (key) DO UPDATE SET route = excluded.route, \
                request_hash = excluded.request_hash, status = NULL, response = NULL, \
-               etag = NULL, created_at = now() \
-             WHERE idempotency_keys.created_at < now() - make_interval(secs => $4)",
+               etag = NULL, created_at = excluded.created_at \
+             WHERE idempotency_keys.created_at < $5",
         )
         .await?;
-    match tx.execute(&insert, &[&key, &route, &hash, &ttl_s]).await {
+    // The times are parameters: Citus refuses a volatile function in an
+    // upsert's `DO UPDATE` on a distributed table.
+    let now = Utc::now();
+    let expired_before = now - ttl(ttl_s);
+    match tx
+        .execute(&insert, &[&key, &route, &hash, &now, &expired_before])
+        .await
+    {
         Ok(1) => return Ok(KeyState::Fresh),
         Ok(_) => {}
         Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
@@ -84,11 +93,15 @@ pub async fn purge_expired(tx: &Tx, ttl_s: f64) -> Result<u64, DbError> {
     let delete = tx
         .prepare_cached(
             "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys \
-             WHERE created_at < now() - make_interval(secs => $1) LIMIT 100 \
-             FOR UPDATE SKIP LOCKED)",
+             WHERE created_at < $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
         )
         .await?;
-    Ok(tx.execute(&delete, &[&ttl_s]).await?)
+    Ok(tx.execute(&delete, &[&(Utc::now() - ttl(ttl_s))]).await?)
+}
+
+/// A key's lifetime (`clinic.idempotency_ttl_s`).
+fn ttl(seconds: f64) -> chrono::Duration {
+    chrono::Duration::milliseconds((seconds * 1000.0) as i64)
 }
 
 /// Stores the response to a fresh key, in the write's transaction.

@@ -226,7 +226,7 @@ pub async fn update(
     }
     tx.execute(
         "UPDATE patients SET name = $2, name_kana = $3, birth_date = $4, sex = $5, phone = $6, \
-         address = $7, notes = $8, version = version + 1, updated_at = now() WHERE id = $1",
+         address = $7, notes = $8, version = version + 1, updated_at = $9 WHERE id = $1",
         &[
             &id,
             &fields.name,
@@ -236,6 +236,7 @@ pub async fn update(
             &fields.phone,
             &fields.address,
             &fields.notes,
+            &chrono::Utc::now(),
         ],
     )
     .await?;

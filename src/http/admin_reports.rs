@@ -13,7 +13,7 @@ use super::clinic::parse_limit;
 use super::{AdminCaller, ApiError, AppState, FieldError};
 use crate::audit;
 use crate::names::quote_ident;
-use crate::pools::{DbError, Role};
+use crate::pools::{citus, DbError, Role};
 use crate::tenancy::{Registry, TenantStatus};
 
 #[derive(Serialize)]
@@ -45,14 +45,13 @@ pub async fn stats(
             &format!(
                 "SELECT (SELECT count(*) FROM {s}.patients), (SELECT count(*) FROM {s}.encounters), \
                  (SELECT count(*) FROM {s}.payments), (SELECT count(*) FROM {s}.claims), \
-                 (SELECT max(created_at) FROM {s}.encounters), \
-                 (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8 FROM pg_class c \
-                  WHERE c.relnamespace = $1::text::regnamespace AND c.relkind IN ('r', 'm'))"
+                 (SELECT max(created_at) FROM {s}.encounters)"
             ),
-            &[&tenant.schema],
+            &[],
         )
         .await
         .map_err(DbError::from)?;
+    let schema_bytes = citus::schema_bytes(&**client, &tenant.schema).await?;
     Ok(HttpResponse::Ok().json(TenantStats {
         slug: tenant.slug.to_string(),
         patients: row.get(0),
@@ -60,7 +59,7 @@ pub async fn stats(
         payments: row.get(2),
         claims: row.get(3),
         last_activity: row.get(4),
-        schema_bytes: row.get(5),
+        schema_bytes,
     }))
 }
 

@@ -148,12 +148,16 @@ impl Registry {
         status: TenantStatus,
     ) -> Result<Option<TenantRecord>, DbError> {
         let sql = format!(
-            "UPDATE recept.tenants SET status = $2, updated_at = now(), \
-             deleted_at = CASE WHEN $2 = 'deleted' THEN now() END \
+            "UPDATE recept.tenants SET status = $2, updated_at = $3::timestamptz, \
+             deleted_at = CASE WHEN $2 = 'deleted' THEN $3::timestamptz END \
              WHERE slug = $1 RETURNING {COLUMNS}"
         );
+        // The time is a parameter, so the statement holds no volatile
+        // function wherever the registry lives (Citus refuses them in CASE
+        // on a distributed table).
+        let now = chrono::Utc::now();
         client
-            .query_opt(&sql, &[&slug.as_str(), &status.as_str()])
+            .query_opt(&sql, &[&slug.as_str(), &status.as_str(), &now])
             .await?
             .map(|row| record(&row))
             .transpose()

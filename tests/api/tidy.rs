@@ -93,6 +93,31 @@ fn clinic_operations_hold_no_sql_text() {
 }
 
 #[test]
+fn tenant_statements_never_ask_the_database_for_the_time_or_the_schema() {
+    // Evaluated where a statement runs (on Citus, a worker whose session
+    // knows nothing of the search path), and refused by Citus in upserts,
+    // RETURNING and CASE on distributed tables: times are parameters, the
+    // schema is the registry's.
+    let tenant_sql = |f: &str| !(f.starts_with("src/db/") || f.starts_with("src/clinic/"));
+    let mut found = Vec::new();
+    // (`Utc::now()` in Rust is the right way, and matches neither.)
+    for call in [
+        " now()",
+        "(now()",
+        "current_timestamp",
+        "current_schema",
+        "clock_timestamp",
+    ] {
+        found.extend(offenders(call, tenant_sql));
+    }
+    assert!(
+        found.is_empty(),
+        "a database clock or schema in tenant SQL:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
 fn a_schema_is_selected_only_where_architecture_md_says() {
     let allowed = [
         "src/pools/tenant_conn.rs",

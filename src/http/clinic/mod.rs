@@ -41,8 +41,7 @@ pub async fn tenant(
     let conn = conn(&state, &tenant, shard).await?;
     let rows = conn
         .read(
-            "SELECT name, current_schema(), created_at, (SELECT release FROM master_meta) \
-             FROM clinic",
+            "SELECT name, created_at, (SELECT release FROM master_meta) FROM clinic",
             &[],
         )
         .await?;
@@ -53,9 +52,11 @@ pub async fn tenant(
         slug: tenant.slug.to_string(),
         name: row.get(0),
         status: tenant.status.as_str(),
-        schema: row.get(1),
-        master_release: row.get(3),
-        created_at: row.get(2),
+        // The registry's, not `current_schema()`: on Citus the query runs
+        // on a worker, whose session knows nothing of the search path.
+        schema: tenant.schema.to_string(),
+        master_release: row.get(2),
+        created_at: row.get(1),
     }))
 }
 
