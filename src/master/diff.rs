@@ -1,12 +1,12 @@
 //! The difference between two master releases, computed once in the
-//! control schema and applied to a tenant's copy: inside the database when
-//! the tenant is on the control cluster, fetched and sent with `COPY` when
-//! it is on another.
+//! control schema and applied to a tenant's copy: the removed keys as
+//! parameters of a `DELETE`, the added rows with `COPY`, read from the
+//! control schema by statements of their own (see `copy`).
 
 use chrono::NaiveDate;
-use deadpool_postgres::GenericClient;
+use tokio_postgres::Transaction;
 
-use super::copy::{copy_items, literal};
+use super::copy::{copy_items_in, literal, Source};
 use super::ITEM_COLUMNS;
 use crate::pools::{DbError, Pools, Role};
 
@@ -67,39 +67,18 @@ pub(super) async fn ensure_diff(pools: &Pools, from: &str, to: &str) -> Result<(
     Ok(())
 }
 
-/// The registry may have been stale about a tenant's release; make sure the
-/// difference from the release it really holds exists.
-pub(super) async fn ensure_diff_known(
-    tx: &impl GenericClient,
-    pools: &Pools,
+/// Applies the difference `from` → `to` to the tenant copy in `tx` (a
+/// transaction in the tenant's schema), reading it from `source`. The
+/// difference must exist (`ensure_diff`).
+pub(super) async fn apply_diff(
+    tx: &Transaction<'_>,
+    source: &Source<'_>,
     from: &str,
     to: &str,
 ) -> Result<(), DbError> {
-    let known = tx
-        .query_opt(
-            "SELECT 1 FROM recept.master_diff_sets WHERE from_version = $1 AND to_version = $2",
-            &[&from, &to],
-        )
-        .await?
-        .is_some();
-    if !known {
-        ensure_diff(pools, from, to).await?;
-    }
-    Ok(())
-}
-
-/// For a tenant on another cluster: fetch the difference from the control
-/// cluster and apply it with `DELETE … unnest` and `COPY`.
-pub(super) async fn apply_remote_diff(
-    tx: &deadpool_postgres::Transaction<'_>,
-    pools: &Pools,
-    from: &str,
-    to: &str,
-) -> Result<(), DbError> {
-    ensure_diff(pools, from, to).await?;
-    let control = pools.control(Role::Admin).await?;
-    let removed = control
+    let removed = source
         .query(
+            tx,
             "SELECT code, valid_from FROM recept.master_diffs \
              WHERE from_version = $1 AND to_version = $2 AND op = '-'",
             &[&from, &to],
@@ -119,6 +98,7 @@ pub(super) async fn apply_remote_diff(
         literal(from),
         literal(to)
     );
-    copy_items(&control, &query, tx).await?;
+    let added = source.copy_out(tx, &query).await?;
+    copy_items_in(added, tx).await?;
     Ok(())
 }

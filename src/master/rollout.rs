@@ -12,9 +12,10 @@ use chrono::Utc;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::diff::{apply_remote_diff, ensure_diff, ensure_diff_known};
+use super::copy::Source;
+use super::diff::{apply_diff, ensure_diff};
+use super::release_exists;
 use super::rollout_status::{rollout_status, RolloutReport, TenantRollout};
-use super::{release_exists, ITEM_COLUMNS};
 use crate::audit::{self, Actor};
 use crate::names::quote_ident;
 use crate::names::Slug;
@@ -249,6 +250,38 @@ async fn apply(
     version: &str,
 ) -> Result<(Option<String>, bool), DbError> {
     let started_at = Utc::now();
+    let mut computed = false;
+    loop {
+        match apply_once(pools, rollout, target, version, started_at).await? {
+            Applied::Done { from, skipped } => return Ok((from, skipped)),
+            // The registry was stale about the tenant's release: compute the
+            // difference nobody planned, holding no other connection, and
+            // try again.
+            Applied::DiffMissing(from) if !computed => {
+                ensure_diff(pools, &from, version).await?;
+                computed = true;
+            }
+            Applied::DiffMissing(from) => {
+                return Err(DbError::Corrupt(format!(
+                    "the difference from release `{from}` to `{version}` is missing"
+                )))
+            }
+        }
+    }
+}
+
+enum Applied {
+    Done { from: Option<String>, skipped: bool },
+    DiffMissing(String),
+}
+
+async fn apply_once(
+    pools: &Pools,
+    rollout: Uuid,
+    target: &Target,
+    version: &str,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<Applied, DbError> {
     let same_cluster = target.cluster == pools.control_cluster();
     let mut client = pools.get(&target.cluster, Role::Admin).await?;
     let tx = client.transaction().await?;
@@ -262,32 +295,29 @@ async fn apply(
         .await?
         .get(0);
     let skipped = from.as_deref() == Some(version);
-    let source = from.clone().unwrap_or_default();
     if !skipped {
-        if same_cluster {
-            ensure_diff_known(&tx, pools, &source, version).await?;
-            tx.execute(
-                "DELETE FROM master_items m USING recept.master_diffs d \
-                 WHERE d.from_version = $1 AND d.to_version = $2 AND d.op = '-' \
-                 AND m.code = d.code AND m.valid_from = d.valid_from",
-                &[&source, &version],
-            )
-            .await?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO master_items ({ITEM_COLUMNS}) SELECT {ITEM_COLUMNS} \
-                     FROM recept.master_diffs \
-                     WHERE from_version = $1 AND to_version = $2 AND op = '+'"
-                ),
-                &[&source, &version],
-            )
-            .await?;
+        let release = from.clone().unwrap_or_default();
+        let control;
+        let source = if same_cluster {
+            Source::SameDatabase
         } else {
-            apply_remote_diff(&tx, pools, &source, version).await?;
+            control = pools.control(Role::Admin).await?;
+            Source::Control(&control)
+        };
+        let known = source
+            .query(
+                &tx,
+                "SELECT 1 FROM recept.master_diff_sets WHERE from_version = $1 AND to_version = $2",
+                &[&release, &version],
+            )
+            .await?;
+        if known.is_empty() {
+            return Ok(Applied::DiffMissing(release));
         }
+        apply_diff(&tx, &source, &release, version).await?;
         tx.execute(
-            "UPDATE master_meta SET release = $1, updated_at = now()",
-            &[&version],
+            "UPDATE master_meta SET release = $1, updated_at = $2",
+            &[&version, &Utc::now()],
         )
         .await?;
     }
@@ -315,5 +345,5 @@ async fn apply(
             )
             .await?;
     }
-    Ok((from, skipped))
+    Ok(Applied::Done { from, skipped })
 }
