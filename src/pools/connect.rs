@@ -90,12 +90,19 @@ pub(super) fn build_pool(
     pg.application_name(role.application_name());
     // Fixed for the life of the connection; a request cannot change them
     // for the next one because recept never runs a session-level SET.
-    pg.options(format!(
+    // Options the cluster's URL carries (`?options=-c…`) come first, so
+    // that recept's own win where both name a setting.
+    let ours = format!(
         "-c statement_timeout={statement_timeout_ms} \
          -c idle_in_transaction_session_timeout={} \
          -c lock_timeout={lock_timeout_ms}",
         statement_timeout_ms.max(1_000) * 2
-    ));
+    );
+    let options = match pg.get_options() {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    pg.options(options);
     pg.connect_timeout(Duration::from_secs(5));
     // Clinic connections are checked inside each request's first flight
     // (TenantConn), at no extra round trip. Admin and migration traffic is

@@ -3,6 +3,8 @@
 
 use deadpool_postgres::PoolError;
 
+use crate::names::CONTROL_SCHEMA;
+
 /// Why no database work could be done.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -36,6 +38,11 @@ pub enum DbError {
     /// schema dropped or damaged under a running server.
     #[error("missing schema or table: {0}")]
     SchemaMissing(String),
+    /// A table of the control schema does not exist: the control cluster
+    /// is not the one recept migrated, or was damaged. Not a clinic's
+    /// fault, and no retry mends it.
+    #[error("the control schema is missing a table: {0}")]
+    ControlSchemaMissing(String),
     /// The connection broke while `COMMIT` was under way and PostgreSQL
     /// could not be asked whether transaction `0` committed: the write may
     /// or may not be stored. Never to be answered with an invitation to
@@ -48,8 +55,40 @@ pub enum DbError {
     /// look at. Never answered with an invitation to retry.
     #[error("stored data breaks an invariant: {0}")]
     Corrupt(String),
-    #[error(transparent)]
-    Postgres(tokio_postgres::Error),
+    /// Any other PostgreSQL error, shown whole (severity, message,
+    /// SQLSTATE, detail, hint), never as a bare "db error".
+    #[error("{}", postgres_text(.0))]
+    Postgres(#[source] tokio_postgres::Error),
+}
+
+/// A PostgreSQL error as an operator needs to read it: the server's own
+/// message, code, detail and hint, or the client library's cause chain.
+pub fn postgres_text(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        return text;
+    };
+    let mut text = format!(
+        "{}: {} (SQLSTATE {})",
+        db.severity(),
+        db.message(),
+        db.code().code()
+    );
+    if let Some(detail) = db.detail() {
+        text.push_str("; detail: ");
+        text.push_str(detail);
+    }
+    if let Some(hint) = db.hint() {
+        text.push_str("; hint: ");
+        text.push_str(hint);
+    }
+    text
 }
 
 impl From<tokio_postgres::Error> for DbError {
@@ -67,7 +106,7 @@ impl From<tokio_postgres::Error> for DbError {
                     || *code == SqlState::CANNOT_CONNECT_NOW
                     || *code == SqlState::TOO_MANY_CONNECTIONS =>
             {
-                DbError::Unavailable(e.to_string())
+                DbError::Unavailable(postgres_text(&e))
             }
             Some(code)
                 if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
@@ -78,12 +117,18 @@ impl From<tokio_postgres::Error> for DbError {
             Some(code)
                 if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME =>
             {
-                DbError::SchemaMissing(
-                    e.as_db_error()
-                        .map_or_else(|| e.to_string(), |d| d.message().to_string()),
-                )
+                let message = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
+                // The control schema's tables are always named with it.
+                let control = format!("\"{CONTROL_SCHEMA}.");
+                if message.contains(&control) {
+                    DbError::ControlSchemaMissing(message)
+                } else {
+                    DbError::SchemaMissing(message)
+                }
             }
-            None if e.is_closed() || source_is_io(&e) => DbError::Unavailable(e.to_string()),
+            None if e.is_closed() || source_is_io(&e) => DbError::Unavailable(postgres_text(&e)),
             _ => DbError::Postgres(e),
         }
     }
@@ -97,7 +142,7 @@ impl From<PoolError> for DbError {
     fn from(e: PoolError) -> Self {
         match e {
             PoolError::Backend(e) => match DbError::from(e) {
-                DbError::Postgres(e) => DbError::Unavailable(e.to_string()),
+                DbError::Postgres(e) => DbError::Unavailable(postgres_text(&e)),
                 other => other,
             },
             other => DbError::Unavailable(other.to_string()),
@@ -120,9 +165,10 @@ impl DbError {
             DbError::TenantBusy => DbError::TenantBusy,
             DbError::BadText => DbError::BadText,
             DbError::SchemaMissing(s) => DbError::SchemaMissing(s.clone()),
+            DbError::ControlSchemaMissing(s) => DbError::ControlSchemaMissing(s.clone()),
             DbError::OutcomeUnknown(s) => DbError::OutcomeUnknown(s.clone()),
             DbError::Corrupt(s) => DbError::Corrupt(s.clone()),
-            DbError::Postgres(e) => DbError::Unavailable(e.to_string()),
+            DbError::Postgres(e) => DbError::Unavailable(postgres_text(e)),
         }
     }
 
