@@ -460,6 +460,30 @@ async fn a_tenant_schema_dropped_under_a_running_server_is_a_500_without_retry_f
 }
 
 #[tokio::test]
+async fn a_control_table_gone_is_an_operators_500_not_a_clinics_missing_data() {
+    let app = spawn_app().await;
+    let (slug, key) = app.tenant_with_key("ctl").await;
+    app.db()
+        .await
+        .batch_execute("DROP TABLE recept.audit_log")
+        .await
+        .unwrap();
+
+    let response = app
+        .admin_request(Method::POST, &format!("/admin/tenants/{slug}/suspend"))
+        .send()
+        .await
+        .unwrap();
+
+    assert!(response.headers().get("retry-after").is_none());
+    let problem = assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
+    assert_eq!(problem["type"], "urn:recept:problem:internal");
+    // Nothing half-written: the suspension rolled back with its audit row.
+    app.app_state.keys.invalidate_all();
+    app.clinic_json(&key, "/v1/tenant").await;
+}
+
+#[tokio::test]
 async fn a_stored_row_recept_cannot_read_is_a_500_that_invites_no_retry() {
     let app = spawn_app().await;
     let (odd, _) = app.tenant_with_key("odd").await;
