@@ -67,11 +67,7 @@ fn shared_cluster(index: usize) -> &'static SharedCluster {
             let bins = PgBinaries::find().expect("PostgreSQL server binaries");
             let pg = PrivatePostgres::start(&bins, &spec(&dir, &password)).expect("test cluster");
             tx.send((pg.port(), password)).unwrap();
-            RUNNING.lock().unwrap().push((pg, dir));
-            // SAFETY: registers a plain function to run at process exit.
-            AT_EXIT.call_once(|| unsafe {
-                nix::libc::atexit(stop_shared_clusters);
-            });
+            keep_until_exit(pg, dir);
             loop {
                 std::thread::park();
             }
@@ -79,6 +75,16 @@ fn shared_cluster(index: usize) -> &'static SharedCluster {
         let (port, password) = rx.recv().expect("the test cluster started");
         SharedCluster { port, password }
     })
+}
+
+/// Keeps a cluster started by a thread that lives until the process exits,
+/// and stops it (removing `dir`) at exit.
+pub fn keep_until_exit(pg: PrivatePostgres, dir: PathBuf) {
+    RUNNING.lock().unwrap().push((pg, dir));
+    // SAFETY: registers a plain function to run at process exit.
+    AT_EXIT.call_once(|| unsafe {
+        nix::libc::atexit(stop_shared_clusters);
+    });
 }
 
 extern "C" fn stop_shared_clusters() {

@@ -4,6 +4,8 @@ mod admin;
 mod billing;
 mod bodies;
 mod budget;
+mod citus;
+mod citus_cluster;
 mod cli;
 mod clinic_guards;
 mod faults;
