@@ -8,6 +8,7 @@
 //! cleans up after itself.
 
 mod admin_reports;
+mod citus;
 mod desk;
 mod hostile;
 mod many;
@@ -66,6 +67,9 @@ enum Command {
     ManyTenants(many::Options),
     /// One tenant at 10x its rate beside others at theirs.
     NoisyTenant(noisy::Options),
+    /// Citus: tenant creation, GET and POST through a coordinator against
+    /// plain PostgreSQL, and a tenant moved between workers under load.
+    Citus(citus::Options),
     /// Hostile clients beside a clinic: connections holding partial
     /// bodies, then forged keys as fast as they can be sent.
     Hostile(hostile::Options),
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         Command::ManyTenants(options) => runtime.block_on(many::run(options)),
         Command::NoisyTenant(options) => runtime.block_on(noisy::run(options)),
         Command::Hostile(options) => runtime.block_on(hostile::run(options)),
+        Command::Citus(options) => runtime.block_on(citus::run(options)),
     };
     result?;
     report::finish(name)?;
@@ -117,6 +122,7 @@ impl Command {
             Command::ManyTenants(_) => "many-tenants",
             Command::NoisyTenant(_) => "noisy-tenant",
             Command::Hostile(_) => "hostile",
+            Command::Citus(_) => "citus",
         }
     }
 }

@@ -237,7 +237,7 @@ fn write_script(tenants: usize) -> String {
 }
 
 /// A closed loop entering five-line encounters for `visits` (key, patient).
-async fn post_encounters(
+pub(crate) async fn post_encounters(
     base: &str,
     visits: &Arc<Vec<(String, String)>>,
     clients: usize,

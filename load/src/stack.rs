@@ -24,6 +24,8 @@ pub struct Stack {
     pub pools: Arc<Pools>,
     pub cache: MasterCache,
     pub pg: Option<PrivatePostgres>,
+    /// A Citus cluster's workers; `pg` is then its coordinator.
+    pub workers: Vec<PrivatePostgres>,
     dir: PathBuf,
 }
 
@@ -32,32 +34,22 @@ impl Stack {
     /// `tweak` applied to its settings. Call from the main thread: the
     /// kernel stops PostgreSQL when the thread that started it ends.
     pub async fn start(tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<Stack> {
-        let dir = tempfile::Builder::new()
-            .prefix("recept-load-")
-            .tempdir()?
-            .keep();
-        if nix_is_root() {
-            chown_to_postgres(&dir)?;
-        }
-        let password = "load-test";
-        let pg = PrivatePostgres::start(
-            &PgBinaries::find()?,
-            &ClusterSpec {
-                data_dir: dir.join("data"),
-                password: password.into(),
-                log_file: dir.join("postgres.log"),
-                settings: vec![
-                    ("max_connections".into(), "200".into()),
-                    ("shared_buffers".into(), "512MB".into()),
-                    ("max_locks_per_transaction".into(), "256".into()),
-                ],
-                port: None,
-            },
-        )
-        .context("starting PostgreSQL")?;
-        crate::pin::postgres(pg.data_dir())?;
+        let dir = work_dir()?;
+        let pg = start_postgres(&dir.join("data"), &[], None)?;
         recept::dev::ensure_database(&pg, "recept").await?;
         let database_url = pg.url("recept");
+        Stack::serve(dir, pg, Vec::new(), database_url, tweak).await
+    }
+
+    /// Starts recept on `database_url`, served by `pg` (and, for Citus,
+    /// `workers`), which the stack stops when dropped.
+    pub async fn serve(
+        dir: PathBuf,
+        pg: PrivatePostgres,
+        workers: Vec<PrivatePostgres>,
+        database_url: String,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Stack> {
         let mut settings = Settings::default();
         settings.server.clinic_listen = "127.0.0.1:0".into();
         settings.server.admin_listen = "127.0.0.1:0".into();
@@ -66,7 +58,7 @@ impl Stack {
         settings.clusters.insert(
             "main".into(),
             ClusterSettings {
-                url: pg.url("recept"),
+                url: database_url.clone(),
             },
         );
         tweak(&mut settings);
@@ -125,6 +117,7 @@ impl Stack {
             pools,
             cache,
             pg: Some(pg),
+            workers,
             dir,
         })
     }
@@ -138,23 +131,7 @@ impl Stack {
         let port = pg.port();
         pg.stop()?;
         std::thread::sleep(down);
-        self.pg = Some(PrivatePostgres::start(
-            &PgBinaries::find()?,
-            &ClusterSpec {
-                data_dir: self.dir.join("data"),
-                password: "load-test".into(),
-                log_file: self.dir.join("postgres.log"),
-                settings: vec![
-                    ("max_connections".into(), "200".into()),
-                    ("shared_buffers".into(), "512MB".into()),
-                    ("max_locks_per_transaction".into(), "256".into()),
-                ],
-                port: Some(port),
-            },
-        )?);
-        if let Some(pg) = &self.pg {
-            crate::pin::postgres(pg.data_dir())?;
-        }
+        self.pg = Some(start_postgres(&self.dir.join("data"), &[], Some(port))?);
         Ok(())
     }
 }
@@ -166,6 +143,50 @@ impl Drop for Stack {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A directory for a stack's data, removed when the stack is dropped.
+pub fn work_dir() -> anyhow::Result<PathBuf> {
+    let dir = tempfile::Builder::new()
+        .prefix("recept-load-")
+        .tempdir()?
+        .keep();
+    if nix_is_root() {
+        chown_to_postgres(&dir)?;
+    }
+    Ok(dir)
+}
+
+/// A private PostgreSQL with the benchmarks' settings plus `extra`, its
+/// data in `data_dir`, pinned off the load generator's CPU.
+pub fn start_postgres(
+    data_dir: &std::path::Path,
+    extra: &[(&str, &str)],
+    port: Option<u16>,
+) -> anyhow::Result<PrivatePostgres> {
+    // Later settings win: PostgreSQL takes the last `-c` of a name.
+    let settings: Vec<(String, String)> = [
+        ("max_connections", "200"),
+        ("shared_buffers", "512MB"),
+        ("max_locks_per_transaction", "256"),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let pg = PrivatePostgres::start(
+        &PgBinaries::find()?,
+        &ClusterSpec {
+            data_dir: data_dir.to_path_buf(),
+            password: "load-test".into(),
+            log_file: data_dir.with_extension("log"),
+            settings,
+            port,
+        },
+    )
+    .context("starting PostgreSQL")?;
+    crate::pin::postgres(pg.data_dir())?;
+    Ok(pg)
 }
 
 fn nix_is_root() -> bool {

@@ -132,6 +132,10 @@ impl Latencies {
         self.histogram.len()
     }
 
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
     /// The `q`-quantile in milliseconds.
     pub fn ms(&self, q: f64) -> f64 {
         self.histogram.value_at_quantile(q) as f64 / 1000.0

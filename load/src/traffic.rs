@@ -14,8 +14,7 @@ use crate::stats::Latencies;
 /// A key and a patient for each of `slugs`, made through the library and
 /// the clinic API.
 pub async fn clinics(stack: &Stack, slugs: &[Slug]) -> anyhow::Result<Arc<Vec<(String, String)>>> {
-    let http = reqwest::Client::new();
-    let mut clinics = Vec::new();
+    let mut keys = Vec::new();
     for slug in slugs {
         let client = stack.pools.control(Role::Admin).await?;
         let tenant = Registry::find(&client, slug)
@@ -23,21 +22,35 @@ pub async fn clinics(stack: &Stack, slugs: &[Slug]) -> anyhow::Result<Arc<Vec<(S
             .ok_or_else(|| anyhow::anyhow!("no tenant {slug}"))?;
         let key = stack.keys.issue();
         Registry::insert_key(&client, tenant.id, &key, Some("load")).await?;
+        keys.push(key.secret);
+    }
+    Ok(Arc::new(clinics_for_keys(stack, keys).await?))
+}
+
+/// A patient registered through the clinic API for each key: (key, patient).
+pub async fn clinics_for_keys(
+    stack: &Stack,
+    keys: Vec<String>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let http = reqwest::Client::new();
+    let mut clinics = Vec::new();
+    for key in keys {
         let patient: serde_json::Value = http
             .post(format!("{}/v1/patients", stack.clinic))
-            .bearer_auth(&key.secret)
+            .bearer_auth(&key)
             .json(&json!({"name": "負荷 太郎", "birth_date": "1970-01-01", "sex": "male",
                           "insurances": [{"insurer_number": "06132013", "copay_rate": 30, "valid_from": "2020-01-01"}]}))
             .send()
             .await?
+            .error_for_status()?
             .json()
             .await?;
-        clinics.push((
-            key.secret,
-            patient["id"].as_str().unwrap_or_default().to_string(),
-        ));
+        let id = patient["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no patient id in {patient}"))?;
+        clinics.push((key, id.to_string()));
     }
-    Ok(Arc::new(clinics))
+    Ok(clinics)
 }
 
 pub enum Phase {
