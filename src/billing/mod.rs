@@ -3,11 +3,19 @@
 //!
 //! - 1 point = 10 yen.
 //! - A procedure line is the item's points × quantity.
-//! - A drug line is unit price (yen, two decimals) × quantity = yen; 15 yen
-//!   or less is 1 point, otherwise `1 + ceil((yen − 15) / 10)` points.
-//! - The patient charge is total points × 10 × copay rate, rounded to the
-//!   nearest 10 yen with 5 yen rounding up.
+//! - Drugs are priced by unit (剤, `drug_units`): the yen of a unit's drugs
+//!   for one day (dose, dispensing), 15 yen or less is 1 point, otherwise
+//!   `1 + ceil((yen − 15) / 10)` points, times its days. A drug line on its
+//!   own is a unit of one drug for one day.
+//! - The patient's share follows from age, insurance and income category
+//!   (`copay`), unless the insurance carries an explicit rate.
+//! - The patient charge is total points × 10 × share, rounded to the
+//!   nearest 10 yen with 5 yen rounding up; the month's charges stop at the
+//!   outpatient high-cost ceiling (`ceiling`).
 
+pub mod ceiling;
+pub mod copay;
+pub mod drug_units;
 mod items;
 mod money;
 pub mod pricing;
@@ -26,17 +34,9 @@ pub fn procedure_points(points: i64, quantity: i64) -> i64 {
     points * quantity
 }
 
-/// Points of a drug line: `unit_price × quantity` yen, 15 yen or less is one
-/// point, above that one point plus one per started 10 yen.
+/// Points of a drug line: a unit of one drug for one day.
 pub fn drug_points(unit_price: Centiyen, quantity: i64) -> i64 {
-    let total = unit_price.0 * quantity;
-    let fifteen_yen = 15 * 100;
-    if total <= fifteen_yen {
-        1
-    } else {
-        let ten_yen = 10 * 100;
-        1 + (total - fifteen_yen + ten_yen - 1) / ten_yen
-    }
+    drug_units::points_for_drug_yen(Centiyen(unit_price.0 * quantity))
 }
 
 /// The patient's charge in yen for `total_points` at `copay_percent`,

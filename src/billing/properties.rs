@@ -82,4 +82,34 @@ proptest! {
         let text = format!("{whole}.{fraction:02}");
         prop_assert_eq!(Centiyen::parse(&text), Ok(Centiyen(whole * 100 + fraction)));
     }
+
+    #[test]
+    fn a_months_charges_never_exceed_its_ceiling_nor_go_negative(
+        visits in prop::collection::vec((0i64..=30_000, 0i64..=400_000), 1..30),
+        fixed in prop::sample::select(vec![8_000i64, 18_000, 35_400, 57_600]),
+        proportional in any::<bool>(),
+    ) {
+        use super::ceiling::{charges_under_ceiling, Ceiling, MonthVisit};
+        let ceiling = if proportional {
+            Ceiling::Proportional { base: 80_100, threshold: 267_000 }
+        } else {
+            Ceiling::Fixed(fixed)
+        };
+        let month: Vec<MonthVisit> = visits
+            .iter()
+            .map(|&(charge, cost)| MonthVisit { charge: charge * 10, cost, ceiling: Some(ceiling) })
+            .collect();
+        let charged = charges_under_ceiling(&month);
+        let total_cost: i64 = month.iter().map(|v| v.cost).sum();
+        let total: i64 = charged.iter().map(|c| c.0).sum();
+        prop_assert!(total <= ceiling.amount(total_cost));
+        for (visit, (charge, _)) in month.iter().zip(&charged) {
+            prop_assert!(*charge >= 0 && *charge <= visit.charge);
+        }
+        // Below the ceiling nothing changes.
+        let raw: i64 = month.iter().map(|v| v.charge).sum();
+        if raw <= ceiling.amount(month[0].cost) {
+            prop_assert_eq!(total, raw);
+        }
+    }
 }
