@@ -10,7 +10,19 @@ use reqwest::{Method, StatusCode};
 use crate::helpers::{assert_problem, spawn_app, TestApp};
 
 /// The newest tenant migration of this binary.
-const LATEST: i32 = 4;
+const LATEST: i32 = 5;
+
+/// Undoes the newest tenant migration (V5) in schema `{s}`.
+const UNDO_LATEST: &str = "DROP TABLE {s}.patient_diseases; \
+     ALTER TABLE {s}.insurances DROP CONSTRAINT insurances_rate_or_kind, DROP COLUMN kind CASCADE, \
+       DROP COLUMN relation, DROP COLUMN income_category, ALTER COLUMN copay_rate SET NOT NULL; \
+     DROP INDEX {s}.encounters_month_order; \
+     ALTER TABLE {s}.encounters DROP COLUMN copay_rule, DROP COLUMN charge_before_ceiling_yen, \
+       DROP COLUMN ceiling_yen; \
+     ALTER TABLE {s}.encounter_lines DROP COLUMN unit_no, DROP COLUMN unit_kind, DROP COLUMN unit_days; \
+     ALTER TABLE {s}.claims DROP COLUMN charge_before_ceiling_yen; \
+     ALTER TABLE {s}.clinic DROP COLUMN institution_code, DROP COLUMN prefecture_code, \
+       DROP COLUMN fee_table, DROP COLUMN address, DROP COLUMN phone, DROP COLUMN profile_updated_at;";
 
 const EXTRA: [(&str, &str); 1] = [(
     "V100__visit_room",
@@ -184,9 +196,10 @@ async fn a_tenant_behind_the_binary_gets_503_while_others_are_served() {
     // As after deploying a binary with a migration this tenant lacks: its
     // last migration is undone and the registry knows it.
     db.batch_execute(&format!(
-        "DROP INDEX \"t_{behind}\".idempotency_keys_created; \
+        "{} \
          DELETE FROM \"t_{behind}\".refinery_schema_history WHERE version = {LATEST}; \
-         UPDATE recept.tenants SET schema_version = {LATEST} - 1 WHERE slug = '{behind}';"
+         UPDATE recept.tenants SET schema_version = {LATEST} - 1 WHERE slug = '{behind}';",
+        UNDO_LATEST.replace("{s}", &format!("\"t_{behind}\""))
     ))
     .await
     .unwrap();
