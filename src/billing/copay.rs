@@ -63,18 +63,24 @@ pub enum IncomeCategory {
     /// オ (under 70; 住民税非課税).
     O,
     /// 現役並みⅢ (70 and over).
+    #[serde(rename = "genekinami_3")]
     Genekinami3,
     /// 現役並みⅡ.
+    #[serde(rename = "genekinami_2")]
     Genekinami2,
     /// 現役並みⅠ.
+    #[serde(rename = "genekinami_1")]
     Genekinami1,
     /// 一般 (70–74), 一般Ⅰ (late-elderly, 1割).
     Ippan,
     /// 一般Ⅱ (late-elderly, 2割).
+    #[serde(rename = "ippan_2")]
     Ippan2,
     /// 低所得Ⅱ.
+    #[serde(rename = "teishotoku_2")]
     Teishotoku2,
     /// 低所得Ⅰ.
+    #[serde(rename = "teishotoku_1")]
     Teishotoku1,
 }
 
@@ -365,6 +371,8 @@ mod tests {
     fn categories_round_trip_by_name() {
         for category in IncomeCategory::ALL {
             assert_eq!(IncomeCategory::parse(category.as_str()), Some(category));
+            let json = serde_json::to_value(category).unwrap();
+            assert_eq!(json, category.as_str(), "the wire name is the stored name");
         }
         assert_eq!(IncomeCategory::parse("ア"), None);
     }

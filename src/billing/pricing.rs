@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 
+use super::drug_units::{unit_points, UnitKind};
 use super::{drug_points, procedure_points};
 use super::{Kind, MasterItem};
 
@@ -15,6 +16,24 @@ pub struct LineRequest {
     pub quantity: i64,
 }
 
+/// A drug unit as entered: its kind, its days (internal) or doses (as
+/// needed), and its drugs with their quantity per day, dose or dispensing.
+#[derive(Debug, Clone)]
+pub struct UnitRequest {
+    pub kind: UnitKind,
+    pub days: i64,
+    pub drugs: Vec<LineRequest>,
+}
+
+/// The unit a drug line belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitRef {
+    /// 1 for the visit's first unit.
+    pub no: i16,
+    pub kind: UnitKind,
+    pub days: i16,
+}
+
 /// A priced line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricedLine {
@@ -23,6 +42,81 @@ pub struct PricedLine {
     pub name: String,
     pub quantity: i64,
     pub points: i64,
+    /// For a drug of a unit: the unit. Its points sit on the unit's last
+    /// line; the others hold 0.
+    pub unit: Option<UnitRef>,
+}
+
+/// A problem with drug `drug` of unit `unit` (or with the unit itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitProblem {
+    pub unit: usize,
+    pub drug: Option<usize>,
+    pub message: String,
+}
+
+/// Prices drug units: each unit's drugs are summed in yen for one day
+/// (dose, dispensing) and its points multiplied by its days
+/// (`drug_units`), or every problem is reported.
+pub fn price_units(
+    date: NaiveDate,
+    units: &[UnitRequest],
+    items: &ItemsByCode,
+) -> Result<Vec<PricedLine>, Vec<UnitProblem>> {
+    let mut priced = Vec::new();
+    let mut problems = Vec::new();
+    for (u, unit) in units.iter().enumerate() {
+        let mut drugs = Vec::with_capacity(unit.drugs.len());
+        let mut lines = Vec::with_capacity(unit.drugs.len());
+        for (d, drug) in unit.drugs.iter().enumerate() {
+            let problem = |message: String| UnitProblem {
+                unit: u,
+                drug: Some(d),
+                message,
+            };
+            match valid_item(items, &drug.code, date) {
+                Ok(item) => match (item.kind, item.unit_price) {
+                    (Kind::Drug, Some(price)) => {
+                        drugs.push((price, drug.quantity));
+                        lines.push((item, drug.quantity));
+                    }
+                    (Kind::Drug, None) => {
+                        problems.push(problem(format!("code {} has no price", drug.code)))
+                    }
+                    _ => problems.push(problem(format!(
+                        "code {} is not a drug; a unit holds drugs only",
+                        drug.code
+                    ))),
+                },
+                Err(message) => problems.push(problem(message)),
+            }
+        }
+        if lines.len() != unit.drugs.len() {
+            continue;
+        }
+        let points = unit_points(unit.kind, &drugs, unit.days);
+        let unit_ref = UnitRef {
+            no: (u + 1) as i16,
+            kind: unit.kind,
+            days: unit.days as i16,
+        };
+        let last = lines.len() - 1;
+        for (i, (item, quantity)) in lines.into_iter().enumerate() {
+            priced.push(PricedLine {
+                code: item.code.clone(),
+                kind: item.kind,
+                name: item.name.clone(),
+                quantity,
+                points: if i == last { points } else { 0 },
+                unit: Some(unit_ref),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(priced)
+    } else {
+        Err(problems)
+    }
 }
 
 /// A problem with the line at `index`.
@@ -90,6 +184,7 @@ pub fn price_lines(
             name: item.name.clone(),
             quantity: line.quantity,
             points,
+            unit: None,
         });
     }
     if problems.is_empty() {

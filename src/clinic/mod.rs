@@ -18,5 +18,7 @@ pub use claims::{confirm_claim, export_claims_csv, generate_claims, ClaimList};
 pub use error::{ClinicError, FieldError, Invalid};
 pub use input::{is_code, parse_date, plain_text, Month};
 pub use patients::{etag, register_patient, update_patient, InsuranceInput, PatientChange};
-pub use visits::{pay, record_visit, void_visit, NewPayment, NewVisit, PaymentMethod, VisitLine};
+pub use visits::{
+    pay, record_visit, void_visit, NewPayment, NewVisit, PaymentMethod, VisitLine, VisitUnit,
+};
 pub use write::{IdempotencyKey, Written};

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::write::{write_once, written, Made};
 use super::{ClinicError, IdempotencyKey, Invalid, Written};
+use crate::billing::copay::{IncomeCategory, InsuranceKind};
 use crate::db::patients::{self, NewInsurance, PatientFields, Update};
 use crate::pools::TenantConn;
 
@@ -19,7 +20,13 @@ pub struct InsuranceInput {
     pub insurer_number: String,
     pub symbol: Option<String>,
     pub number: Option<String>,
-    pub copay_rate: i64,
+    /// What kind of insurance, so that the share follows the rules.
+    pub kind: Option<InsuranceKind>,
+    /// `insured` or `dependent`.
+    pub relation: Option<&'static str>,
+    pub income_category: Option<IncomeCategory>,
+    /// An explicit share that overrides the rules.
+    pub copay_rate: Option<i64>,
     pub valid_from: NaiveDate,
     pub valid_to: Option<NaiveDate>,
 }
@@ -173,8 +180,27 @@ fn check_insurances(list: Vec<InsuranceInput>, invalid: &mut Invalid) -> Vec<New
         {
             invalid.push(at("insurer_number"), "must be 6 or 8 digits");
         }
-        if ![10, 20, 30].contains(&ins.copay_rate) {
+        if ins
+            .copay_rate
+            .is_some_and(|rate| ![10, 20, 30].contains(&rate))
+        {
             invalid.push(at("copay_rate"), "must be 10, 20 or 30 (percent)");
+        }
+        if ins.kind.is_none() && ins.copay_rate.is_none() {
+            invalid.push(
+                at("kind"),
+                "give the insurance's kind (the share then follows from age and income \
+                 category) or an explicit copay_rate",
+            );
+        }
+        if ins.kind == Some(InsuranceKind::LateElderly)
+            && ins.income_category.is_some_and(|c| !c.is_elderly())
+        {
+            invalid.push(
+                at("income_category"),
+                "a late-elderly insurance takes a 70-and-over category (genekinami_1..3, \
+                 ippan, ippan_2, teishotoku_1, teishotoku_2)",
+            );
         }
         let symbol = text(invalid, &at("symbol"), ins.symbol, 20, false);
         let number = text(invalid, &at("number"), ins.number, 20, false);
@@ -185,7 +211,10 @@ fn check_insurances(list: Vec<InsuranceInput>, invalid: &mut Invalid) -> Vec<New
             insurer_number: insurer,
             symbol,
             number,
-            copay_rate: ins.copay_rate.clamp(0, 100) as i16,
+            kind: ins.kind,
+            relation: ins.relation,
+            income_category: ins.income_category,
+            copay_rate: ins.copay_rate.map(|rate| rate.clamp(0, 100) as i16),
             valid_from: ins.valid_from,
             valid_to: ins.valid_to,
         });

@@ -3,19 +3,24 @@
 //! patient's insurance on that date; voiding it takes it out of the
 //! month's draft claims; a payment never pays more than is owed.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use uuid::Uuid;
 
 use super::input::is_code;
 use super::write::{write_once, written, Made};
 use super::{ClinicError, IdempotencyKey, Invalid, Written};
-use crate::billing::pricing::{price_lines, resolve_diagnoses, LineRequest};
-use crate::billing::{patient_charge, UNINSURED_COPAY_PERCENT};
+use crate::billing::ceiling::{charges_under_ceiling, outpatient_ceiling, MonthVisit};
+use crate::billing::copay::{copay_percent, CopayRule, InsuranceKind};
+use crate::billing::drug_units::UnitKind;
+use crate::billing::pricing::{
+    price_lines, price_units, resolve_diagnoses, LineRequest, UnitRequest,
+};
+use crate::billing::{patient_charge, UNINSURED_COPAY_PERCENT, YEN_PER_POINT};
 use crate::db::claims;
-use crate::db::encounters::{self, NewEncounter, VoidOutcome};
+use crate::db::encounters::{self, NewEncounter, PatientOnDate, VoidOutcome};
 use crate::db::payments::{self, PaymentOutcome};
 use crate::master::MasterCache;
-use crate::pools::TenantConn;
+use crate::pools::{TenantConn, Tx};
 
 /// The most lines one visit holds.
 pub const MAX_LINES: usize = 100;
@@ -30,8 +35,22 @@ pub struct VisitLine {
     pub quantity: i64,
 }
 
-/// A visit to record, checked: 1 to [`MAX_LINES`] lines of well-formed
-/// codes and quantities, at most [`MAX_DIAGNOSES`] diagnoses, short texts.
+/// A drug unit (剤) of a visit as the client sent it.
+pub struct VisitUnit {
+    pub kind: UnitKind,
+    /// Days (internal) or doses (as needed); absent or 1 for external.
+    pub days: Option<i64>,
+    pub drugs: Vec<VisitLine>,
+}
+
+/// The most drugs in one unit.
+pub const MAX_UNIT_DRUGS: usize = 20;
+/// The most days (or doses) of one unit.
+pub const MAX_UNIT_DAYS: i64 = 365;
+
+/// A visit to record, checked: 1 to [`MAX_LINES`] lines (procedure and
+/// drug lines, and the drugs of its units) of well-formed codes and
+/// quantities, at most [`MAX_DIAGNOSES`] diagnoses, short texts.
 pub struct NewVisit {
     patient_id: Uuid,
     date: NaiveDate,
@@ -40,6 +59,7 @@ pub struct NewVisit {
     notes: Option<String>,
     diagnoses: Vec<String>,
     lines: Vec<LineRequest>,
+    units: Vec<UnitRequest>,
 }
 
 impl NewVisit {
@@ -53,24 +73,62 @@ impl NewVisit {
         notes: Option<String>,
         diagnoses: Vec<String>,
         lines: Vec<VisitLine>,
+        units: Vec<VisitUnit>,
     ) -> Result<NewVisit, ClinicError> {
         let mut invalid = Invalid::default();
-        if lines.is_empty() || lines.len() > MAX_LINES {
-            invalid.push("items", format!("must have 1 to {MAX_LINES} lines"));
+        let unit_drugs: usize = units.iter().map(|u| u.drugs.len()).sum();
+        if lines.len() + unit_drugs == 0 || lines.len() + unit_drugs > MAX_LINES {
+            invalid.push(
+                "items",
+                format!("must have 1 to {MAX_LINES} lines, counting the drugs of drug_units"),
+            );
+        }
+        let mut checked_units = Vec::with_capacity(units.len());
+        for (u, unit) in units.into_iter().enumerate() {
+            let at = |f: &str| format!("drug_units/{u}/{f}");
+            if unit.drugs.is_empty() || unit.drugs.len() > MAX_UNIT_DRUGS {
+                invalid.push(
+                    at("drugs"),
+                    format!("must have 1 to {MAX_UNIT_DRUGS} drugs"),
+                );
+            }
+            let days = match (unit.kind, unit.days) {
+                (UnitKind::External, None | Some(1)) => 1,
+                (UnitKind::External, Some(_)) => {
+                    invalid.push(
+                        at("days"),
+                        "an external unit is one dispensing: leave days out",
+                    );
+                    1
+                }
+                (_, Some(days)) if (1..=MAX_UNIT_DAYS).contains(&days) => days,
+                (UnitKind::Internal, _) => {
+                    invalid.push(at("days"), format!("must be 1 to {MAX_UNIT_DAYS} days"));
+                    1
+                }
+                (UnitKind::AsNeeded, _) => {
+                    invalid.push(at("days"), format!("must be 1 to {MAX_UNIT_DAYS} doses"));
+                    1
+                }
+            };
+            for (d, drug) in unit.drugs.iter().enumerate() {
+                check_line(&mut invalid, &format!("drug_units/{u}/drugs/{d}"), drug);
+            }
+            checked_units.push(UnitRequest {
+                kind: unit.kind,
+                days,
+                drugs: unit
+                    .drugs
+                    .into_iter()
+                    .map(|l| LineRequest {
+                        code: l.code,
+                        quantity: l.quantity,
+                    })
+                    .collect(),
+            });
         }
         for (i, line) in lines.iter().enumerate() {
-            if !(1..=MAX_QUANTITY).contains(&line.quantity) {
-                invalid.push(
-                    format!("items/{i}/quantity"),
-                    format!("must be 1 to {MAX_QUANTITY}"),
-                );
-            }
-            if !is_code(&line.code) {
-                invalid.push(
-                    format!("items/{i}/code"),
-                    "must be 1 to 20 letters or digits",
-                );
-            }
+            check_line(&mut invalid, &format!("items/{i}"), line);
         }
         if diagnoses.len() > MAX_DIAGNOSES {
             invalid.push("diagnoses", format!("at most {MAX_DIAGNOSES}"));
@@ -106,7 +164,20 @@ impl NewVisit {
                     quantity: l.quantity,
                 })
                 .collect(),
+            units: checked_units,
         })
+    }
+}
+
+fn check_line(invalid: &mut Invalid, at: &str, line: &VisitLine) {
+    if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+        invalid.push(
+            format!("{at}/quantity"),
+            format!("must be 1 to {MAX_QUANTITY}"),
+        );
+    }
+    if !is_code(&line.code) {
+        invalid.push(format!("{at}/code"), "must be 1 to 20 letters or digits");
     }
 }
 
@@ -122,27 +193,41 @@ pub async fn record_visit(
     visit: NewVisit,
 ) -> Result<Written, ClinicError> {
     let mut codes: Vec<&str> = visit.lines.iter().map(|l| l.code.as_str()).collect();
+    codes.extend(
+        visit
+            .units
+            .iter()
+            .flat_map(|u| u.drugs.iter().map(|d| d.code.as_str())),
+    );
     codes.extend(visit.diagnoses.iter().map(String::as_str));
     write_once(conn, key, async |tx| {
         // The copy's release (locked against rollouts) and the patient's
-        // insurance on the day, in one round trip.
-        let (release, insurance) = futures::try_join!(
+        // birth and insurance on the day, in one round trip.
+        let (release, patient) = futures::try_join!(
             encounters::master_release_for_pricing(tx),
-            encounters::patient_insurance_on(tx, visit.patient_id, visit.date),
+            encounters::patient_on(tx, visit.patient_id, visit.date),
         )?;
-        let insurance = insurance
+        let patient = patient
             .ok_or_else(|| ClinicError::NotFound(format!("no patient {}", visit.patient_id)))?;
         let items = cache
             .lookup(tx, tenant, release.as_deref().unwrap_or(""), &codes)
             .await?;
         let priced = price_lines(visit.date, &visit.lines, &items);
+        let units = price_units(visit.date, &visit.units, &items);
         let diagnoses = resolve_diagnoses(visit.date, &visit.diagnoses, &items);
-        let (priced, diagnoses) = match (priced, diagnoses) {
-            (Ok(p), Ok(d)) => (p, d),
-            (p, d) => {
+        let (mut priced, units, diagnoses) = match (priced, units, diagnoses) {
+            (Ok(p), Ok(u), Ok(d)) => (p, u, d),
+            (p, u, d) => {
                 let mut invalid = Invalid::default();
                 for problem in p.err().into_iter().flatten() {
                     invalid.push(format!("items/{}/code", problem.index), problem.message);
+                }
+                for problem in u.err().into_iter().flatten() {
+                    let at = match problem.drug {
+                        Some(d) => format!("drug_units/{}/drugs/{d}/code", problem.unit),
+                        None => format!("drug_units/{}", problem.unit),
+                    };
+                    invalid.push(at, problem.message);
                 }
                 for problem in d.err().into_iter().flatten() {
                     invalid.push(format!("diagnoses/{}", problem.index), problem.message);
@@ -150,10 +235,9 @@ pub async fn record_visit(
                 return Err(ClinicError::Invalid(invalid.0));
             }
         };
+        priced.extend(units);
         let total_points: i64 = priced.iter().map(|l| l.points).sum();
-        let copay_rate = insurance
-            .as_ref()
-            .map_or(UNINSURED_COPAY_PERCENT, |i| i64::from(i.copay_rate));
+        let (copay_rate, rule) = share(&patient, visit.date)?;
         let id = encounters::insert(
             tx,
             &NewEncounter {
@@ -162,8 +246,9 @@ pub async fn record_visit(
                 department: visit.department.as_deref(),
                 doctor: visit.doctor.as_deref(),
                 notes: visit.notes.as_deref(),
-                insurance: insurance.as_ref(),
+                insurance: patient.insurance.as_ref(),
                 copay_rate: copay_rate as i16,
+                copay_rule: rule.as_str(),
                 total_points,
                 charge_yen: patient_charge(total_points, copay_rate),
                 master_release: release.as_deref(),
@@ -172,6 +257,9 @@ pub async fn record_visit(
             },
         )
         .await?;
+        if let Some(insurance) = &patient.insurance {
+            settle_month(tx, visit.patient_id, &insurance.insurer_number, visit.date).await?;
+        }
         let encounter = encounters::get_in(tx, id).await?.ok_or_else(|| {
             ClinicError::Db(crate::pools::DbError::Corrupt(format!(
                 "encounter {id} vanished inside its own transaction"
@@ -180,6 +268,79 @@ pub async fn record_visit(
         written(Made::Created, &encounter, None)
     })
     .await
+}
+
+/// The patient's share on `date` and the rule that gave it: the rate typed
+/// on the insurance when there is one, else the rules (`billing::copay`).
+fn share(patient: &PatientOnDate, date: NaiveDate) -> Result<(i64, CopayRule), ClinicError> {
+    let Some(insurance) = &patient.insurance else {
+        return Ok((UNINSURED_COPAY_PERCENT, CopayRule::Uninsured));
+    };
+    match (insurance.copay_rate, insurance.kind) {
+        (Some(rate), _) => Ok((i64::from(rate), CopayRule::Override)),
+        (None, Some(kind)) => Ok(copay_percent(
+            patient.birth_date,
+            date,
+            kind,
+            insurance.income_category,
+        )),
+        (None, None) => Err(ClinicError::Db(crate::pools::DbError::Corrupt(format!(
+            "insurance {} has neither a kind nor a rate",
+            insurance.id
+        )))),
+    }
+}
+
+/// Charges the month of `date` for `patient` under `insurer_number` again
+/// under the outpatient high-cost ceiling, visit by visit in order; visits
+/// of a confirmed claim count but keep their charge. Draft claims holding
+/// a visit whose charge changed are recomputed.
+async fn settle_month(
+    tx: &Tx,
+    patient: Uuid,
+    insurer_number: &str,
+    date: NaiveDate,
+) -> Result<(), ClinicError> {
+    encounters::lock_patient_charges(tx, patient).await?;
+    let from = date.with_day(1).unwrap_or(date);
+    let to = from
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap_or(NaiveDate::MAX);
+    let visits = encounters::month_visits(tx, patient, insurer_number, from, to).await?;
+    let month: Vec<MonthVisit> = visits
+        .iter()
+        .map(|v| MonthVisit {
+            charge: i64::from(v.charge_before_ceiling),
+            cost: i64::from(v.total_points) * YEN_PER_POINT,
+            ceiling: outpatient_ceiling(
+                v.birth_date,
+                v.date,
+                // An insurance entered with only a rate: the age decides.
+                v.kind.unwrap_or(InsuranceKind::National),
+                v.income_category,
+            ),
+        })
+        .collect();
+    let settled = charges_under_ceiling(&month);
+    let mut changes = Vec::new();
+    for (visit, (charge, ceiling)) in visits.iter().zip(settled) {
+        let (charge, ceiling) = (fits(charge)?, ceiling.map(fits).transpose()?);
+        if !visit.confirmed && (visit.charge, visit.ceiling) != (charge, ceiling) {
+            changes.push((visit.id, charge, ceiling));
+        }
+    }
+    encounters::set_charges(tx, &changes).await?;
+    let changed: Vec<Uuid> = changes.iter().map(|c| c.0).collect();
+    claims::refresh_drafts_holding(tx, &changed).await?;
+    Ok(())
+}
+
+fn fits(yen: i64) -> Result<i32, ClinicError> {
+    i32::try_from(yen).map_err(|_| {
+        ClinicError::Db(crate::pools::DbError::Corrupt(
+            "an amount does not fit the database column".into(),
+        ))
+    })
 }
 
 /// Voids a visit: it no longer counts anywhere, and the month's draft
@@ -205,7 +366,15 @@ pub async fn void_visit(
             VoidOutcome::InConfirmedClaim(claim) => Err(ClinicError::Conflict(format!(
                 "encounter {id} is part of confirmed claim {claim}; it cannot change"
             ))),
-            VoidOutcome::Voided => {
+            VoidOutcome::Voided {
+                patient,
+                insurer_number,
+                date,
+            } => {
+                // Later visits of the month may owe more now.
+                if let Some(insurer) = insurer_number {
+                    settle_month(tx, patient, &insurer, date).await?;
+                }
                 claims::release_encounter(tx, id).await?;
                 let encounter = encounters::get_in(tx, id)
                     .await?

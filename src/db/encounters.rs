@@ -6,6 +6,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::billing::copay::{IncomeCategory, InsuranceKind};
 use crate::billing::pricing::PricedLine;
 use crate::pools::{DbError, TenantConn, Tx};
 
@@ -19,8 +20,17 @@ pub struct Line {
     pub name: String,
     /// How many, as entered.
     pub quantity: i32,
-    /// The line's points (1 point = 10 yen): a procedure's points x quantity; a drug's yen (unit price x quantity) at 15 yen or less is 1 point, otherwise 1 + ceil((yen - 15) / 10).
+    /// The line's points (1 point = 10 yen): a procedure's points x quantity; a drug line sent on its own is a unit of one drug for one day: its yen (unit price x quantity) at 15 yen or less is 1 point, otherwise 1 + ceil((yen - 15) / 10). A drug of a unit holds 0 but on the unit's last line, which holds the unit's points.
     pub points: i32,
+    /// The drug unit (剤) the line belongs to, numbered from 1 in the visit; null for a procedure or a drug line sent on its own.
+    #[serde(default)]
+    pub unit: Option<i16>,
+    /// The unit's kind: `internal` (内服, per day), `as_needed` (頓服, per dose) or `external` (外用, per dispensing).
+    #[serde(default)]
+    pub unit_kind: Option<String>,
+    /// The unit's days (internal) or doses (as needed); 1 for external.
+    #[serde(default)]
+    pub unit_days: Option<i16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -51,10 +61,16 @@ pub struct Encounter {
     pub insurer_number: Option<String>,
     /// Percent the patient pays: 10, 20, 30, or 100 without valid insurance.
     pub copay_rate: i16,
+    /// Which rule gave the share: `preschool` (2割 before school age), `working_age` (3割), `elderly` (70-74: 2割, 現役並み 3割), `late_elderly` (1割, 一般Ⅱ 2割, 現役並み 3割), `override` (the rate typed on the insurance) or `uninsured` (no valid insurance: 100%).
+    pub copay_rule: String,
     /// The sum of the lines' points.
     pub total_points: i32,
-    /// What the patient pays: total points x 10 yen x copay rate, rounded to the nearest 10 yen (5 rounds up).
+    /// What the visit costs the patient before the month's high-cost ceiling: total points x 10 yen x share, rounded to the nearest 10 yen (5 rounds up).
+    pub charge_before_ceiling_yen: i32,
+    /// What the patient pays for it: the charge before the ceiling, or less once the month's charges for this patient and insurer reach the outpatient ceiling (高額療養費), recomputed when an earlier visit of the month is entered or voided.
     pub charge_yen: i32,
+    /// The month's ceiling as it stood at this visit, in yen; null when none applies at the window (under 70 without an income category, or no insurance).
+    pub ceiling_yen: Option<i32>,
     /// The master release the visit was priced from.
     pub master_release: Option<String>,
     /// `active`, or `voided` once voided.
@@ -80,7 +96,9 @@ pub struct NewEncounter<'a> {
     pub notes: Option<&'a str>,
     pub insurance: Option<&'a InsuranceOnDate>,
     pub copay_rate: i16,
+    pub copay_rule: &'a str,
     pub total_points: i64,
+    /// Before the month's ceiling; the caller settles the month after.
     pub charge_yen: i64,
     pub master_release: Option<&'a str>,
     pub diagnoses: &'a [(String, String)],
@@ -92,16 +110,26 @@ pub struct NewEncounter<'a> {
 pub struct InsuranceOnDate {
     pub id: Uuid,
     pub insurer_number: String,
-    pub copay_rate: i16,
+    pub kind: Option<InsuranceKind>,
+    pub income_category: Option<IncomeCategory>,
+    /// An explicit share that overrides the rules.
+    pub copay_rate: Option<i16>,
+}
+
+/// A patient as pricing needs them: born when, insured how on the day.
+pub struct PatientOnDate {
+    pub birth_date: NaiveDate,
+    pub insurance: Option<InsuranceOnDate>,
 }
 
 pub const SELECT_ENCOUNTER: &str = "SELECT e.id, e.patient_id, e.date, e.department, e.doctor, \
-     e.notes, e.insurance_id, e.insurer_number, e.copay_rate, e.total_points, e.charge_yen, \
-     e.master_release, e.status, e.void_reason, e.voided_at, e.created_at, \
+     e.notes, e.insurance_id, e.insurer_number, e.copay_rate, e.copay_rule, e.total_points, \
+     e.charge_before_ceiling_yen, e.charge_yen, e.ceiling_yen, e.master_release, e.status, e.void_reason, e.voided_at, e.created_at, \
      coalesce((SELECT json_agg(json_build_object('code', d.code, 'name', d.name) ORDER BY d.position) \
        FROM encounter_diagnoses d WHERE d.encounter_id = e.id), '[]'::json) AS diagnoses, \
      coalesce((SELECT json_agg(json_build_object('code', l.code, 'kind', l.kind, 'name', l.name, \
-       'quantity', l.quantity, 'points', l.points) ORDER BY l.line_no) \
+       'quantity', l.quantity, 'points', l.points, 'unit', l.unit_no, 'unit_kind', l.unit_kind, \
+       'unit_days', l.unit_days) ORDER BY l.line_no) \
        FROM encounter_lines l WHERE l.encounter_id = e.id), '[]'::json) AS lines \
      FROM encounters e";
 
@@ -117,8 +145,11 @@ pub fn encounter_from_row(row: &Row) -> Result<Encounter, DbError> {
         insurance_id: row.get("insurance_id"),
         insurer_number: row.get("insurer_number"),
         copay_rate: row.get("copay_rate"),
+        copay_rule: row.get("copay_rule"),
         total_points: row.get("total_points"),
+        charge_before_ceiling_yen: row.get("charge_before_ceiling_yen"),
         charge_yen: row.get("charge_yen"),
+        ceiling_yen: row.get("ceiling_yen"),
         master_release: row.get("master_release"),
         status: row.get("status"),
         void_reason: row.get("void_reason"),
@@ -179,16 +210,19 @@ pub async fn list(
 }
 
 /// Locks the patient row (so its encounters are entered one at a time) and
-/// returns the insurance valid on `date`; `None` for an unknown patient.
-pub async fn patient_insurance_on(
+/// returns its birth date and the insurance valid on `date`; `None` for an
+/// unknown patient.
+pub async fn patient_on(
     tx: &Tx,
     patient: Uuid,
     date: NaiveDate,
-) -> Result<Option<Option<InsuranceOnDate>>, DbError> {
+) -> Result<Option<PatientOnDate>, DbError> {
     let statement = tx
         .prepare_cached(
-            "SELECT p.id, i.id, i.insurer_number, i.copay_rate FROM patients p \
-             LEFT JOIN LATERAL (SELECT id, insurer_number, copay_rate FROM insurances \
+            "SELECT p.birth_date, i.id, i.insurer_number, i.kind, i.income_category, i.copay_rate \
+             FROM patients p \
+             LEFT JOIN LATERAL (SELECT id, insurer_number, kind, income_category, copay_rate \
+               FROM insurances \
                WHERE patient_id = p.id AND valid_from <= $2 AND (valid_to IS NULL OR valid_to >= $2) \
                ORDER BY valid_from DESC LIMIT 1) i ON true \
              WHERE p.id = $1 FOR KEY SHARE OF p",
@@ -197,12 +231,31 @@ pub async fn patient_insurance_on(
     let Some(row) = tx.query_opt(&statement, &[&patient, &date]).await? else {
         return Ok(None);
     };
-    let insurance = row.get::<_, Option<Uuid>>(1).map(|id| InsuranceOnDate {
-        id,
-        insurer_number: row.get(2),
-        copay_rate: row.get(3),
-    });
-    Ok(Some(insurance))
+    let insurance = match row.get::<_, Option<Uuid>>(1) {
+        None => None,
+        Some(id) => Some(InsuranceOnDate {
+            id,
+            insurer_number: row.get(2),
+            kind: parse_stored(row.get(3), InsuranceKind::parse, "insurance kind")?,
+            income_category: parse_stored(row.get(4), IncomeCategory::parse, "income category")?,
+            copay_rate: row.get(5),
+        }),
+    };
+    Ok(Some(PatientOnDate {
+        birth_date: row.get(0),
+        insurance,
+    }))
+}
+
+/// A stored code read back: absent stays absent; one recept does not know
+/// is a fault in the data.
+fn parse_stored<T>(
+    text: Option<String>,
+    parse: impl Fn(&str) -> Option<T>,
+    what: &str,
+) -> Result<Option<T>, DbError> {
+    text.map(|t| parse(&t).ok_or_else(|| DbError::Corrupt(format!("unknown {what} `{t}`"))))
+        .transpose()
 }
 
 /// The release the tenant's master copy holds, locked against rollouts
@@ -220,15 +273,18 @@ pub async fn insert(tx: &Tx, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
     let insert_encounter = tx
         .prepare_cached(
             "INSERT INTO encounters (id, patient_id, date, department, doctor, notes, insurance_id, \
-             insurer_number, copay_rate, total_points, charge_yen, master_release) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             insurer_number, copay_rate, total_points, charge_yen, master_release, copay_rule, \
+             charge_before_ceiling_yen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $11)",
         )
         .await?;
     let insert_lines = tx
         .prepare_cached(
-            "INSERT INTO encounter_lines (encounter_id, line_no, code, kind, name, quantity, points) \
-             SELECT $1, n, c, k, nm, q, p FROM unnest($2::int2[], $3::text[], $4::text[], \
-             $5::text[], $6::int4[], $7::int4[]) AS u(n, c, k, nm, q, p)",
+            "INSERT INTO encounter_lines (encounter_id, line_no, code, kind, name, quantity, points, \
+             unit_no, unit_kind, unit_days) \
+             SELECT $1, n, c, k, nm, q, p, un, uk, ud FROM unnest($2::int2[], $3::text[], $4::text[], \
+             $5::text[], $6::int4[], $7::int4[], $8::int2[], $9::text[], $10::int2[]) \
+             AS u(n, c, k, nm, q, p, un, uk, ud)",
         )
         .await?;
     let insert_diagnoses = tx
@@ -251,10 +307,17 @@ pub async fn insert(tx: &Tx, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
         .iter()
         .map(|l| i32::try_from(l.points).map_err(|_| too_large()))
         .collect::<Result<Vec<i32>, _>>()?;
+    let unit_nos: Vec<Option<i16>> = e.lines.iter().map(|l| l.unit.map(|u| u.no)).collect();
+    let unit_kinds: Vec<Option<&str>> = e
+        .lines
+        .iter()
+        .map(|l| l.unit.map(|u| u.kind.as_str()))
+        .collect();
+    let unit_days: Vec<Option<i16>> = e.lines.iter().map(|l| l.unit.map(|u| u.days)).collect();
     let positions: Vec<i16> = (1..=e.diagnoses.len() as i16).collect();
     let diagnosis_codes: Vec<&str> = e.diagnoses.iter().map(|d| d.0.as_str()).collect();
     let diagnosis_names: Vec<&str> = e.diagnoses.iter().map(|d| d.1.as_str()).collect();
-    let encounter_params: [&(dyn ToSql + Sync); 12] = [
+    let encounter_params: [&(dyn ToSql + Sync); 13] = [
         &id,
         &e.patient_id,
         &e.date,
@@ -267,9 +330,20 @@ pub async fn insert(tx: &Tx, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
         &total,
         &charge,
         &e.master_release,
+        &e.copay_rule,
     ];
-    let line_params: [&(dyn ToSql + Sync); 7] =
-        [&id, &line_no, &codes, &kinds, &names, &quantities, &points];
+    let line_params: [&(dyn ToSql + Sync); 10] = [
+        &id,
+        &line_no,
+        &codes,
+        &kinds,
+        &names,
+        &quantities,
+        &points,
+        &unit_nos,
+        &unit_kinds,
+        &unit_days,
+    ];
     let diagnosis_params: [&(dyn ToSql + Sync); 4] =
         [&id, &positions, &diagnosis_codes, &diagnosis_names];
     // Three statements, one round trip.
@@ -291,7 +365,13 @@ pub enum VoidOutcome {
     AlreadyVoided,
     /// It is part of this confirmed claim.
     InConfirmedClaim(Uuid),
-    Voided,
+    /// Voided: the visit's patient, insurer and date, whose month is to
+    /// be settled again.
+    Voided {
+        patient: Uuid,
+        insurer_number: Option<String>,
+        date: NaiveDate,
+    },
 }
 
 /// Voids an encounter unless a confirmed claim includes it. Draft claims
@@ -300,7 +380,8 @@ pub async fn void(tx: &Tx, id: Uuid, reason: Option<&str>) -> Result<VoidOutcome
     let row = tx
         .query_opt(
             "SELECT e.status, (SELECT c.id FROM claim_encounters ce JOIN claims c ON c.id = ce.claim_id \
-               WHERE ce.encounter_id = e.id AND c.status = 'confirmed' LIMIT 1) \
+               WHERE ce.encounter_id = e.id AND c.status = 'confirmed' LIMIT 1), \
+               e.patient_id, e.insurer_number, e.date \
              FROM encounters e WHERE e.id = $1 FOR UPDATE OF e",
             &[&id],
         )
@@ -320,5 +401,102 @@ pub async fn void(tx: &Tx, id: Uuid, reason: Option<&str>) -> Result<VoidOutcome
         &[&id, &reason, &chrono::Utc::now()],
     )
     .await?;
-    Ok(VoidOutcome::Voided)
+    Ok(VoidOutcome::Voided {
+        patient: row.get(2),
+        insurer_number: row.get(3),
+        date: row.get(4),
+    })
+}
+
+/// Locks the patient's charges until the transaction ends: two visits of
+/// one patient entered or voided at once settle the month one after the
+/// other, the second seeing the first (`FOR NO KEY UPDATE` does not
+/// conflict with the `FOR KEY SHARE` that entering a visit holds).
+pub async fn lock_patient_charges(tx: &Tx, patient: Uuid) -> Result<(), DbError> {
+    let statement = tx
+        .prepare_cached("SELECT 1 FROM patients WHERE id = $1 FOR NO KEY UPDATE")
+        .await?;
+    tx.query_opt(&statement, &[&patient]).await?;
+    Ok(())
+}
+
+/// An active visit of a month, as the high-cost ceiling sees it.
+pub struct MonthVisitRow {
+    pub id: Uuid,
+    pub date: NaiveDate,
+    pub total_points: i32,
+    pub charge_before_ceiling: i32,
+    pub charge: i32,
+    pub ceiling: Option<i32>,
+    /// The insurance the visit was charged under, and the patient's birth.
+    pub kind: Option<InsuranceKind>,
+    pub income_category: Option<IncomeCategory>,
+    pub birth_date: NaiveDate,
+    /// Held by a confirmed claim: counted, never changed.
+    pub confirmed: bool,
+}
+
+/// The active visits of `patient` under `insurer_number` dated in
+/// `[from, to)`, in the order the month is charged: by date, then by
+/// entry (ids are time-ordered).
+pub async fn month_visits(
+    tx: &Tx,
+    patient: Uuid,
+    insurer_number: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<MonthVisitRow>, DbError> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT e.id, e.date, e.total_points, e.charge_before_ceiling_yen, e.charge_yen, \
+               e.ceiling_yen, i.kind, i.income_category, p.birth_date, \
+               EXISTS (SELECT 1 FROM claim_encounters ce JOIN claims c ON c.id = ce.claim_id \
+                       WHERE ce.encounter_id = e.id AND c.status = 'confirmed') \
+             FROM encounters e JOIN patients p ON p.id = e.patient_id \
+             LEFT JOIN insurances i ON i.id = e.insurance_id \
+             WHERE e.patient_id = $1 AND e.insurer_number = $2 AND e.date >= $3 AND e.date < $4 \
+               AND e.status = 'active' \
+             ORDER BY e.date, e.id",
+        )
+        .await?;
+    tx.query(&statement, &[&patient, &insurer_number, &from, &to])
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(MonthVisitRow {
+                id: row.get(0),
+                date: row.get(1),
+                total_points: row.get(2),
+                charge_before_ceiling: row.get(3),
+                charge: row.get(4),
+                ceiling: row.get(5),
+                kind: parse_stored(row.get(6), InsuranceKind::parse, "insurance kind")?,
+                income_category: parse_stored(
+                    row.get(7),
+                    IncomeCategory::parse,
+                    "income category",
+                )?,
+                birth_date: row.get(8),
+                confirmed: row.get(9),
+            })
+        })
+        .collect()
+}
+
+/// Sets visits' charges after the ceiling: `(id, charge, ceiling)`.
+pub async fn set_charges(tx: &Tx, changes: &[(Uuid, i32, Option<i32>)]) -> Result<(), DbError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = changes.iter().map(|c| c.0).collect();
+    let charges: Vec<i32> = changes.iter().map(|c| c.1).collect();
+    let ceilings: Vec<Option<i32>> = changes.iter().map(|c| c.2).collect();
+    tx.execute(
+        "UPDATE encounters e SET charge_yen = u.charge, ceiling_yen = u.ceiling \
+         FROM unnest($1::uuid[], $2::int4[], $3::int4[]) AS u(id, charge, ceiling) \
+         WHERE e.id = u.id",
+        &[&ids, &charges, &ceilings],
+    )
+    .await?;
+    Ok(())
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::billing::copay::{IncomeCategory, InsuranceKind};
 use crate::pools::{DbError, TenantConn, Tx};
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -17,8 +18,19 @@ pub struct Insurance {
     pub symbol: Option<String>,
     /// The number on the insurance card (番号).
     pub number: Option<String>,
-    /// Percent the patient pays: 10, 20 or 30.
-    pub copay_rate: i16,
+    /// `employee` (被用者保険), `national` (国民健康保険) or `late_elderly`
+    /// (後期高齢者医療); null for an insurance entered with only a rate.
+    pub kind: Option<InsuranceKind>,
+    /// `insured` (本人) or `dependent` (家族).
+    pub relation: Option<String>,
+    /// The income category on the patient's certificate (所得区分): under
+    /// 70 `a`, `i`, `u`, `e`, `o` (ア–オ); from 70 `genekinami_3`,
+    /// `genekinami_2`, `genekinami_1`, `ippan`, `ippan_2`, `teishotoku_2`,
+    /// `teishotoku_1`.
+    pub income_category: Option<IncomeCategory>,
+    /// An explicit share in percent (10, 20 or 30) that overrides the
+    /// rules; null when the share follows from age and kind.
+    pub copay_rate: Option<i16>,
     /// The first day the insurance is valid.
     pub valid_from: NaiveDate,
     /// The last day it is valid; null while it stays valid.
@@ -71,7 +83,10 @@ pub struct NewInsurance {
     pub insurer_number: String,
     pub symbol: Option<String>,
     pub number: Option<String>,
-    pub copay_rate: i16,
+    pub kind: Option<InsuranceKind>,
+    pub relation: Option<&'static str>,
+    pub income_category: Option<IncomeCategory>,
+    pub copay_rate: Option<i16>,
     pub valid_from: NaiveDate,
     pub valid_to: Option<NaiveDate>,
 }
@@ -80,7 +95,8 @@ pub struct NewInsurance {
 pub const SELECT_PATIENT: &str = "SELECT p.id, p.name, p.name_kana, p.birth_date, p.sex, p.phone, \
      p.address, p.notes, p.version, p.created_at, p.updated_at, \
      coalesce((SELECT json_agg(json_build_object('id', i.id, 'insurer_number', i.insurer_number, \
-        'symbol', i.symbol, 'number', i.number, 'copay_rate', i.copay_rate, \
+        'symbol', i.symbol, 'number', i.number, 'kind', i.kind, 'relation', i.relation, \
+        'income_category', i.income_category, 'copay_rate', i.copay_rate, \
         'valid_from', i.valid_from, 'valid_to', i.valid_to) ORDER BY i.valid_from) \
       FROM insurances i WHERE i.patient_id = p.id), '[]'::json) AS insurances \
      FROM patients p WHERE p.id = $1";
@@ -172,22 +188,42 @@ async fn insert_insurances(
         .collect();
     let symbols: Vec<Option<&str>> = insurances.iter().map(|i| i.symbol.as_deref()).collect();
     let numbers: Vec<Option<&str>> = insurances.iter().map(|i| i.number.as_deref()).collect();
-    let rates: Vec<i16> = insurances.iter().map(|i| i.copay_rate).collect();
+    let kinds: Vec<Option<&str>> = insurances
+        .iter()
+        .map(|i| i.kind.map(|k| k.as_str()))
+        .collect();
+    let relations: Vec<Option<&str>> = insurances.iter().map(|i| i.relation).collect();
+    let categories: Vec<Option<&str>> = insurances
+        .iter()
+        .map(|i| i.income_category.map(|c| c.as_str()))
+        .collect();
+    let rates: Vec<Option<i16>> = insurances.iter().map(|i| i.copay_rate).collect();
     let froms: Vec<NaiveDate> = insurances.iter().map(|i| i.valid_from).collect();
     let tos: Vec<Option<NaiveDate>> = insurances.iter().map(|i| i.valid_to).collect();
     let statement = tx
         .prepare_cached(
-            "INSERT INTO insurances (id, patient_id, insurer_number, symbol, number, copay_rate, \
-             valid_from, valid_to) \
-             SELECT id, $2, ins, sym, num, rate, vf, vt FROM unnest($1::uuid[], $3::text[], \
-             $4::text[], $5::text[], $6::int2[], $7::date[], $8::date[]) \
-             AS u(id, ins, sym, num, rate, vf, vt)",
+            "INSERT INTO insurances (id, patient_id, insurer_number, symbol, number, kind, \
+             relation, income_category, copay_rate, valid_from, valid_to) \
+             SELECT id, $2, ins, sym, num, k, rel, cat, rate, vf, vt FROM unnest($1::uuid[], \
+             $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+             $9::int2[], $10::date[], $11::date[]) \
+             AS u(id, ins, sym, num, k, rel, cat, rate, vf, vt)",
         )
         .await?;
     tx.execute(
         &statement,
         &[
-            &ids, &patient, &insurers, &symbols, &numbers, &rates, &froms, &tos,
+            &ids,
+            &patient,
+            &insurers,
+            &symbols,
+            &numbers,
+            &kinds,
+            &relations,
+            &categories,
+            &rates,
+            &froms,
+            &tos,
         ],
     )
     .await?;

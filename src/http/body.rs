@@ -61,7 +61,21 @@ pub fn whole_number<'de, D>(deserializer: D) -> Result<i64, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    let number = serde_json::Number::deserialize(deserializer)?;
+    whole::<D::Error>(serde_json::Number::deserialize(deserializer)?)
+}
+
+/// [`whole_number`] for a field that may be absent or `null` (with
+/// `#[serde(default)]`).
+pub fn optional_whole_number<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(whole::<D::Error>)
+        .transpose()
+}
+
+fn whole<E: serde::de::Error>(number: serde_json::Number) -> Result<i64, E> {
     if let Some(n) = number.as_i64() {
         return Ok(n);
     }
@@ -70,7 +84,7 @@ where
         // Exactly representable whole numbers only: |n| < 2^53.
         .filter(|f| f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0)
         .map(|f| f as i64)
-        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number")))
+        .ok_or_else(|| E::custom(format!("{number} is not a whole number")))
 }
 
 /// For `Option<Option<T>>` fields: absent is `None`, `null` is `Some(None)`.

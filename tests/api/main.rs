@@ -2,6 +2,7 @@
 
 mod admin;
 mod billing;
+mod billing_rules;
 mod bodies;
 mod budget;
 mod citus;

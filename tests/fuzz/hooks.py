@@ -45,6 +45,7 @@ def open_codes():
 CODES = open_codes()
 REQUESTS = itertools.count(1)
 BILLABLE = CODES["procedure"] + CODES["drug"]
+DRUGS = CODES["drug"]
 DISEASES = CODES["disease"]
 
 
@@ -59,8 +60,8 @@ def insured(patient):
     first = insurances[0] if isinstance(insurances[0], dict) else {}
     patient["insurances"] = [
         {
-            "insurer_number": first.get("insurer_number", "06123456"),
-            "copay_rate": first.get("copay_rate", 30),
+            "insurer_number": first.get("insurer_number") or "06123456",
+            "copay_rate": first.get("copay_rate") or 30,
             "valid_from": "2024-06-01",
         }
     ]
@@ -79,6 +80,24 @@ def in_the_clinics_master(visit):
         for i, item in enumerate(visit.get("items") or [{"quantity": 1}])
     ]
     visit["diagnoses"] = [pick(DISEASES, (i, d)) for i, d in enumerate(visit.get("diagnoses") or [])][:3]
+    units = []
+    for i, unit in enumerate(visit.get("drug_units") or []):
+        if not isinstance(unit, dict):
+            continue
+        unit = dict(unit)
+        drugs = [d for d in unit.get("drugs") or [] if isinstance(d, dict)] or [{"quantity": 1}]
+        unit["drugs"] = [
+            {"code": pick(DRUGS, (i, j, d)), "quantity": min(d.get("quantity") or 1, 30)}
+            for j, d in enumerate(drugs[:5])
+        ]
+        if unit.get("kind") not in ("internal", "as_needed", "external"):
+            unit["kind"] = "internal"
+        if unit["kind"] == "external":
+            unit.pop("days", None)
+        elif not isinstance(unit.get("days"), int) or not 1 <= unit["days"] <= 365:
+            unit["days"] = 7
+        units.append(unit)
+    visit["drug_units"] = units[:3]
     return visit
 
 

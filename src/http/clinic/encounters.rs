@@ -8,12 +8,16 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{conn, cursor_after, next_cursor, parse_date, parse_id, parse_limit};
+use crate::billing::drug_units::UnitKind;
 use crate::clinic::{
     pay as pay_visit, record_visit, void_visit, NewPayment, NewVisit, PaymentMethod, VisitLine,
+    VisitUnit,
 };
 use crate::db::encounters::{self, Encounter};
 use crate::db::payments::Payment;
-use crate::http::body::{idempotency_key, optional_json, parse, respond, whole_number};
+use crate::http::body::{
+    idempotency_key, optional_json, optional_whole_number, parse, respond, whole_number,
+};
 #[allow(unused_imports)]
 use crate::http::error::Problem;
 use crate::http::{ApiError, AppState, Clinic, FieldError};
@@ -63,9 +67,38 @@ pub struct NewEncounterBody {
     #[serde(default)]
     #[schema(max_items = 20, inline, value_type = Vec<DiseaseCode>)]
     diagnoses: Vec<String>,
-    /// What was done and given: 1 to 100 lines.
-    #[schema(min_items = 1, max_items = 100)]
+    /// What was done and given: procedure lines, and drug lines each priced
+    /// as a unit of one drug for one day. With `drug_units`, 1 to 100 lines
+    /// in all.
+    #[serde(default)]
+    #[schema(max_items = 100)]
     items: Vec<ItemBody>,
+    /// Drugs given as units (剤): drugs taken together on one schedule,
+    /// priced together (their yen for one day, dose or dispensing under
+    /// the 15-yen rule, times the days or doses).
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    drug_units: Vec<DrugUnitBody>,
+}
+
+/// A drug unit (剤).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrugUnitBody {
+    /// `internal` (内服: quantities per day, for `days` days), `as_needed`
+    /// (頓服: quantities per dose, `days` doses) or `external` (外用:
+    /// quantities dispensed, once).
+    kind: UnitKind,
+    /// Days (internal) or doses (as needed), 1 to 365; left out for
+    /// external.
+    #[schema(minimum = 1, maximum = 365)]
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    days: Option<i64>,
+    /// The unit's drugs, 1 to 20: codes of drugs in the master copy valid
+    /// on the visit's date, each with its quantity per day (dose,
+    /// dispensing) in units of its unit price.
+    #[schema(min_items = 1, max_items = 20)]
+    drugs: Vec<ItemBody>,
 }
 
 /// A disease code of the master copy: 1 to 20 letters or digits.
@@ -84,9 +117,15 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&state, &req, "POST /v1/encounters", &body)?;
     let input: NewEncounterBody = parse(&body)?;
-    let lines = input.items.into_iter().map(|i| VisitLine {
+    let line = |i: ItemBody| VisitLine {
         code: i.code,
         quantity: i.quantity,
+    };
+    let lines = input.items.into_iter().map(line);
+    let units = input.drug_units.into_iter().map(|u| VisitUnit {
+        kind: u.kind,
+        days: u.days,
+        drugs: u.drugs.into_iter().map(line).collect(),
     });
     let visit = NewVisit::parse(
         input.patient_id,
@@ -96,6 +135,7 @@ pub async fn create(
         input.notes,
         input.diagnoses,
         lines.collect(),
+        units.collect(),
     )?;
     let conn = conn(&state, &tenant, shard).await?;
     let written = record_visit(&conn, key, &state.master_cache, tenant.id, visit).await?;

@@ -24,7 +24,7 @@ struct TenantView {
     name: String,
     /// `active` (a suspended clinic is answered 403).
     status: &'static str,
-    /// The schema this request actually ran in, read from PostgreSQL.
+    /// The clinic's schema, as the registry names it.
     schema: String,
     /// The master release the clinic's copy holds.
     master_release: Option<String>,

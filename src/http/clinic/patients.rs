@@ -8,12 +8,32 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{conn, cursor_after, next_cursor, parse_id, parse_limit};
+use crate::billing::copay::{IncomeCategory, InsuranceKind};
 use crate::clinic::{etag, register_patient, update_patient, InsuranceInput, PatientChange};
 use crate::db::patients::{self, Patient, PatientFields, PatientSummary};
-use crate::http::body::{double_option, idempotency_key, parse, respond, whole_number};
+use crate::http::body::{double_option, idempotency_key, optional_whole_number, parse, respond};
 #[allow(unused_imports)]
 use crate::http::error::Problem;
 use crate::http::{ApiError, AppState, Clinic, FieldError};
+
+/// Whose insurance it is.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Relation {
+    /// 本人: the insured person.
+    Insured,
+    /// 家族: a dependent.
+    Dependent,
+}
+
+impl Relation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Relation::Insured => "insured",
+            Relation::Dependent => "dependent",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -49,10 +69,24 @@ pub struct InsuranceBody {
     /// control characters.
     #[schema(max_length = 20, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     number: Option<String>,
-    /// Percent the patient pays: 10, 20 or 30.
+    /// The kind of insurance: `employee` (被用者保険), `national` (国民健康保険)
+    /// or `late_elderly` (後期高齢者医療). With a kind and no `copay_rate`,
+    /// the patient's share follows from age and income category on each
+    /// visit date (see the README's billing rules).
+    kind: Option<InsuranceKind>,
+    /// `insured` (本人) or `dependent` (家族).
+    relation: Option<Relation>,
+    /// The income category on the patient's certificate (所得区分), which
+    /// the share from 70 and the monthly high-cost ceiling follow: under 70
+    /// `a`, `i`, `u`, `e`, `o` (ア–オ of the 限度額適用認定証); from 70
+    /// `genekinami_3`, `genekinami_2`, `genekinami_1` (現役並みⅢ–Ⅰ), `ippan`
+    /// (一般, 一般Ⅰ), `ippan_2` (一般Ⅱ), `teishotoku_2`, `teishotoku_1`.
+    income_category: Option<IncomeCategory>,
+    /// An explicit share in percent (10, 20 or 30) that overrides the
+    /// rules; required when `kind` is absent.
     #[schema(minimum = 10, maximum = 30, multiple_of = 10)]
-    #[serde(deserialize_with = "whole_number")]
-    copay_rate: i64,
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    copay_rate: Option<i64>,
     /// The first day the insurance is valid.
     valid_from: NaiveDate,
     /// The last day the insurance is valid (not before `valid_from`); absent
@@ -165,6 +199,9 @@ fn insurance_input(body: InsuranceBody) -> InsuranceInput {
         insurer_number: body.insurer_number,
         symbol: body.symbol,
         number: body.number,
+        kind: body.kind,
+        relation: body.relation.map(Relation::as_str),
+        income_category: body.income_category,
         copay_rate: body.copay_rate,
         valid_from: body.valid_from,
         valid_to: body.valid_to,
