@@ -1,6 +1,6 @@
 //! The clinic's operations, one home each: register and change a patient,
-//! record and void a visit, take a payment, generate and confirm a month's
-//! claims. Each is a plain function over the clinic's own connection
+//! record and void a visit, take a payment, keep a patient's disease list,
+//! generate and confirm a month's claims. Each is a plain function over the clinic's own connection
 //! (`pools::TenantConn`) with inputs already parsed into domain values,
 //! and runs its writes in one transaction with its idempotency record
 //! (`write.rs`). The HTTP handlers only extract, parse and map; no actix
@@ -8,6 +8,7 @@
 //! `billing/`).
 
 mod claims;
+mod diseases;
 mod error;
 mod input;
 mod patients;
@@ -15,6 +16,9 @@ mod visits;
 mod write;
 
 pub use claims::{confirm_claim, export_claims_csv, generate_claims, ClaimList};
+pub use diseases::{
+    add_disease, change_disease, remove_disease, DiseaseChange, NewDisease, Outcome,
+};
 pub use error::{ClinicError, FieldError, Invalid};
 pub use input::{is_code, parse_date, plain_text, Month};
 pub use patients::{etag, register_patient, update_patient, InsuranceInput, PatientChange};

@@ -86,7 +86,7 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 
 /// Every clinic path: `/v1/...` and the health probes.
 pub fn clinic_routes(cfg: &mut ServiceConfig) {
-    use clinic::{claims, encounters, patients};
+    use clinic::{claims, diseases, encounters, patients};
     cfg.service(resource("/healthz", "GET").get(health::healthz))
         .service(resource("/readyz", "GET").get(health::readyz))
         .service(
@@ -106,6 +106,16 @@ pub fn clinic_routes(cfg: &mut ServiceConfig) {
                         .patch(patients::update),
                 )
                 .service(resource("/patients/{id}/balance", "GET").get(patients::balance))
+                .service(
+                    resource("/patients/{id}/diseases", "GET, POST")
+                        .get(diseases::list)
+                        .post(diseases::add),
+                )
+                .service(
+                    resource("/patients/{id}/diseases/{disease_id}", "PATCH, DELETE")
+                        .patch(diseases::update)
+                        .delete(diseases::delete),
+                )
                 .service(
                     resource("/encounters", "POST, GET")
                         .post(encounters::create)

@@ -13,7 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, PathItem, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::clinic::{self, claims, encounters, patients};
+use super::clinic::{self, claims, diseases, encounters, patients};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,10 @@ use super::clinic::{self, claims, encounters, patients};
         patients::show,
         patients::update,
         patients::balance,
+        diseases::list,
+        diseases::add,
+        diseases::update,
+        diseases::delete,
         encounters::create,
         encounters::list,
         encounters::show,
@@ -280,6 +284,46 @@ fn link_specs() -> Vec<LinkSpec> {
             "ListVisits",
             "list_encounters",
             &[("patient_id", ID)],
+            None,
+        ),
+        (
+            "create_patient",
+            "201",
+            "ListDiseases",
+            "list_patient_diseases",
+            &[("id", ID)],
+            None,
+        ),
+        (
+            "create_patient",
+            "201",
+            "AddDisease",
+            "add_patient_disease",
+            &[("id", ID)],
+            None,
+        ),
+        (
+            "add_patient_disease",
+            "201",
+            "UpdateDisease",
+            "update_patient_disease",
+            &[("id", "$response.body#/patient_id"), ("disease_id", ID)],
+            None,
+        ),
+        (
+            "add_patient_disease",
+            "201",
+            "RemoveDisease",
+            "delete_patient_disease",
+            &[("id", "$response.body#/patient_id"), ("disease_id", ID)],
+            None,
+        ),
+        (
+            "update_patient_disease",
+            "200",
+            "RemoveDisease",
+            "delete_patient_disease",
+            &[("id", "$response.body#/patient_id"), ("disease_id", ID)],
             None,
         ),
         (

@@ -191,6 +191,52 @@ async fn on_citus_tenants_spread_over_both_workers_and_every_clinic_route_answer
     assert_eq!(export.status(), StatusCode::OK);
     assert!(export.text().await.unwrap().contains(&claim));
 
+    // The billing rules' writes: a disease list, a drug unit, and a
+    // month settled under the ceiling (late-elderly, 10%, 18,000 yen).
+    let diseases = format!("/v1/patients/{id}/diseases");
+    let disease = post_twice(
+        &app,
+        key,
+        &diseases,
+        json!({"code": "8833421", "start_date": "2026-05-01", "main": true}),
+    )
+    .await;
+    let entry = format!("{diseases}/{}", disease["id"].as_str().unwrap());
+    let cured = app
+        .clinic_request(Method::PATCH, &entry, key)
+        .json(&json!({"outcome": "cured", "outcome_date": "2026-05-30"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cured.status(), StatusCode::OK);
+    assert_eq!(
+        app.clinic_json(key, &diseases).await["diseases"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let removed = app
+        .clinic_request(Method::DELETE, &entry, key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::OK);
+    let elder = post_twice(&app, key, "/v1/patients", json!({"name": "後期 高齢", "birth_date": "1945-03-03", "sex": "male",
+        "insurances": [{"insurer_number": "39132015", "kind": "late_elderly", "income_category": "ippan", "valid_from": "2020-01-01"}]}))
+    .await;
+    let elder = elder["id"].as_str().unwrap();
+    let mut charges = Vec::new();
+    for date in ["2026-05-01", "2026-05-02", "2026-05-03"] {
+        let visit = post_twice(&app, key, "/v1/encounters", json!({"patient_id": elder, "date": date,
+            "items": [{"code": "160095710", "quantity": 80}],
+            "drug_units": [{"kind": "internal", "days": 14, "drugs": [{"code": "620098801", "quantity": 3}, {"code": "620001883", "quantity": 2}]}]}))
+        .await;
+        charges.push(visit["charge_yen"].as_i64().unwrap());
+    }
+    // 10,126 points: 10,130 yen at 10%; the month stops at 18,000.
+    assert_eq!(charges, [10_130, 7_870, 0]);
+
     // Sizes are read where the data is: the busy tenant's shards hold more
     // than an empty tenant's, which the coordinator's shells would not show.
     let busy = app
@@ -201,7 +247,7 @@ async fn on_citus_tenants_spread_over_both_workers_and_every_clinic_route_answer
         .await;
     assert_eq!(
         (busy["patients"].as_i64(), busy["encounters"].as_i64()),
-        (Some(1), Some(3))
+        (Some(2), Some(6))
     );
     assert!(
         busy["schema_bytes"].as_i64().unwrap() > idle["schema_bytes"].as_i64().unwrap(),

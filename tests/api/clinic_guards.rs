@@ -329,6 +329,10 @@ async fn the_openapi_document_covers_every_clinic_route_and_resolves_every_schem
         "GET /v1/patients/{id}",
         "PATCH /v1/patients/{id}",
         "GET /v1/patients/{id}/balance",
+        "GET /v1/patients/{id}/diseases",
+        "POST /v1/patients/{id}/diseases",
+        "PATCH /v1/patients/{id}/diseases/{disease_id}",
+        "DELETE /v1/patients/{id}/diseases/{disease_id}",
         "POST /v1/encounters",
         "GET /v1/encounters",
         "GET /v1/encounters/{id}",
@@ -480,6 +484,10 @@ async fn the_openapi_document_links_created_ids_and_describes_every_field() {
         "get_claim",
         "confirm_claim",
         "export_claims",
+        "list_patient_diseases",
+        "add_patient_disease",
+        "update_patient_disease",
+        "delete_patient_disease",
     ] {
         assert!(
             linked.contains(taking_an_id),

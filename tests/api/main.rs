@@ -9,6 +9,7 @@ mod citus;
 mod citus_cluster;
 mod cli;
 mod clinic_guards;
+mod diseases;
 mod faults;
 mod helpers;
 mod isolation;

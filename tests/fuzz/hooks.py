@@ -101,6 +101,31 @@ def in_the_clinics_master(visit):
     return visit
 
 
+def disease_in_the_clinics_master(disease):
+    """A disease of the demo master, started in MONTH, its outcome dated
+    when it has one."""
+    disease = dict(disease, code=pick(DISEASES, disease.get("code")), start_date=f"{MONTH}-01")
+    if disease.get("outcome") in (None, "continuing"):
+        disease.pop("outcome_date", None)
+    else:
+        disease["outcome_date"] = f"{MONTH}-15"
+    return disease
+
+
+def coherent_outcome(change):
+    """A change whose outcome and date agree: an ended disease is dated in
+    MONTH, a continuing one is not."""
+    change = dict(change)
+    outcome = change.get("outcome")
+    if outcome is None:
+        change.pop("outcome_date", None)
+    elif outcome == "continuing":
+        change.pop("outcome_date", None)
+    else:
+        change["outcome_date"] = f"{MONTH}-20"
+    return change
+
+
 def payable(payment):
     """A payment small enough for most visits' charge (a few hundred yen)."""
     amount = payment.get("amount_yen")
@@ -148,7 +173,9 @@ def fresh_key(headers, suffix):
     return dict(headers, **{"Idempotency-Key": f"{key[:160]}.{suffix}"})
 
 
-@schemathesis.hook("before_generate_headers").apply_to(method="POST", path_regex="^/v1/(patients|encounters|payments)$")
+@schemathesis.hook("before_generate_headers").apply_to(
+    method="POST", path_regex="^/v1/(patients|encounters|payments|patients/\\{id\\}/diseases)$"
+)
 def fresh_idempotency_keys(context, strategy):
     # A counter, not a drawn value: hypothesis draws the same small values
     # over and over, and a run with one seed still counts the same way.
@@ -174,3 +201,13 @@ def payments_within_the_charge(context, strategy):
 @schemathesis.hook("before_generate_body").apply_to(method="POST", path="/v1/claims/generate")
 def the_visits_month(context, strategy):
     return beside(strategy, claimed_month)
+
+
+@schemathesis.hook("before_generate_body").apply_to(method="POST", path="/v1/patients/{id}/diseases")
+def diseases_in_the_clinics_master(context, strategy):
+    return beside(strategy, disease_in_the_clinics_master)
+
+
+@schemathesis.hook("before_generate_body").apply_to(method="PATCH", path="/v1/patients/{id}/diseases/{disease_id}")
+def coherent_disease_changes(context, strategy):
+    return beside(strategy, coherent_outcome)

@@ -1,6 +1,7 @@
 //! Clinic handlers under `/v1`: every one is bound to the caller's tenant.
 
 pub mod claims;
+pub mod diseases;
 pub mod encounters;
 pub mod patients;
 
