@@ -16,6 +16,7 @@
 pub mod ceiling;
 pub mod copay;
 pub mod drug_units;
+pub mod institution;
 mod items;
 mod money;
 pub mod pricing;

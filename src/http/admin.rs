@@ -219,3 +219,47 @@ pub async fn migrations(
     let client = state.pools.control(Role::Admin).await?;
     Ok(HttpResponse::Ok().json(crate::migrate::status(&client).await?))
 }
+
+/// A clinic's identity as an admin sets it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileBody {
+    name: String,
+    institution_code: String,
+    prefecture_code: String,
+    fee_table: Option<String>,
+    address: Option<String>,
+    phone: Option<String>,
+}
+
+/// `GET /admin/tenants/{slug}/profile`
+pub async fn profile(
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let profile = ops::clinic_profile(&state.pools, &path_slug(&slug)?).await?;
+    Ok(HttpResponse::Ok().json(profile))
+}
+
+/// `PUT /admin/tenants/{slug}/profile`: the medical institution code (7
+/// digits, its check digit over prefecture and fee table), the prefecture
+/// number, the fee table (`medical`), name, address and phone.
+pub async fn set_profile(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+    body: web::Json<ProfileBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let input = ops::ProfileInput {
+        name: body.name,
+        institution_code: body.institution_code,
+        prefecture_code: body.prefecture_code,
+        fee_table: body.fee_table,
+        address: body.address,
+        phone: body.phone,
+    };
+    let profile = ops::set_profile(&state.pools, &path_slug(&slug)?, input, &caller.actor).await?;
+    Ok(HttpResponse::Ok().json(profile))
+}

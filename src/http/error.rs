@@ -227,6 +227,15 @@ impl From<crate::ops::OpError> for ApiError {
             OpError::NotFound(message) => ApiError::NotFound(message),
             OpError::Conflict(message) => ApiError::Conflict(message),
             OpError::Invalid { field, message } => ApiError::validation(field, message),
+            OpError::InvalidFields(fields) => ApiError::Validation(
+                fields
+                    .into_iter()
+                    .map(|(field, message)| crate::clinic::FieldError {
+                        field: field.to_string(),
+                        message,
+                    })
+                    .collect(),
+            ),
             OpError::Db(e) => e.into(),
         }
     }

@@ -151,6 +151,11 @@ pub fn admin_routes(cfg: &mut ServiceConfig, release_limit: usize) {
                         .delete(admin::delete_tenant),
                 )
                 .service(resource("/tenants/{slug}/stats", "GET").get(admin_reports::stats))
+                .service(
+                    resource("/tenants/{slug}/profile", "GET, PUT")
+                        .get(admin::profile)
+                        .put(admin::set_profile),
+                )
                 .service(resource("/reports/monthly", "GET").get(admin_reports::monthly))
                 .service(resource("/pools", "GET").get(admin_reports::pools))
                 .service(resource("/audit", "GET").get(admin_reports::audit_log))

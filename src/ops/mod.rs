@@ -11,9 +11,11 @@
 //! message.
 
 mod keys;
+mod profile;
 mod tenants;
 
 pub use keys::{issue_key, revoke_key, NewKey};
+pub use profile::{clinic_profile, set_profile, ProfileInput};
 pub use tenants::set_status;
 
 use crate::pools::DbError;
@@ -34,6 +36,9 @@ pub enum OpError {
         field: &'static str,
         message: String,
     },
+    /// Several inputs are out of their bounds, each named.
+    #[error("invalid: {}", .0.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "))]
+    InvalidFields(Vec<(&'static str, String)>),
     #[error(transparent)]
     Db(#[from] DbError),
 }

@@ -5,6 +5,7 @@
 //! nothing else: no path, header or body field selects a tenant.
 
 mod keys;
+pub mod profile;
 mod provision;
 mod registry;
 mod resolver;

@@ -320,3 +320,73 @@ async fn metrics_show_requests_by_route_pools_and_rejections_on_the_admin_listen
     );
     assert_problem(on_clinic, StatusCode::NOT_FOUND).await;
 }
+
+#[tokio::test]
+async fn a_clinics_identity_is_set_checked_and_audited_on_the_admin_listener() {
+    let app = spawn_app().await;
+    let (slug, _) = app.tenant_with_key("identity").await;
+    let path = format!("/admin/tenants/{slug}/profile");
+    let put = |body: Value| {
+        app.admin_request(Method::PUT, &path)
+            .header("x-admin-actor", "sato@ops")
+            .json(&body)
+            .send()
+    };
+
+    let set = put(
+        json!({"name": "札幌内科クリニック", "institution_code": "0113719", "prefecture_code": "01",
+        "address": "札幌市中央区北1条西2丁目", "phone": "011-123-4567"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(set.status(), StatusCode::OK);
+    let shown = app.admin_json(&path).await;
+    assert_eq!(
+        (
+            shown["institution_code"].as_str(),
+            shown["prefecture_code"].as_str(),
+            shown["fee_table"].as_str()
+        ),
+        (Some("0113719"), Some("01"), Some("medical"))
+    );
+    for (body, field) in [
+        (
+            json!({"name": "x", "institution_code": "0113710", "prefecture_code": "01"}),
+            "institution_code",
+        ),
+        (
+            json!({"name": "x", "institution_code": "0113719", "prefecture_code": "13"}),
+            "institution_code",
+        ),
+        (
+            json!({"name": "x", "institution_code": "0113719", "prefecture_code": "48"}),
+            "prefecture_code",
+        ),
+        (
+            json!({"name": "x", "institution_code": "0113719", "prefecture_code": "01", "fee_table": "dental"}),
+            "fee_table",
+        ),
+        (
+            json!({"name": "x", "institution_code": "0113719", "prefecture_code": "01", "phone": "call me"}),
+            "phone",
+        ),
+    ] {
+        let problem =
+            assert_problem(put(body).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    // Nothing of a refused change was written.
+    assert_eq!(app.admin_json(&path).await["institution_code"], "0113719");
+    let log = app.admin_json("/admin/audit").await;
+    let profile_entries: Vec<&Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "tenant.profile")
+        .collect();
+    assert_eq!(profile_entries.len(), 1);
+    assert_eq!(profile_entries[0]["actor"], "sato@ops");
+    // The clinic sees its name.
+    let clinic_name = app.admin_json(&path).await["name"].clone();
+    assert_eq!(clinic_name, "札幌内科クリニック");
+}
