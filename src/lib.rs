@@ -20,4 +20,5 @@ pub mod pools;
 pub mod startup;
 pub mod telemetry;
 pub mod tenancy;
+pub mod uke;
 pub mod walk;
