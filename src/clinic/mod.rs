@@ -8,6 +8,7 @@
 //! `billing/`).
 
 mod claims;
+mod claims_file;
 mod diseases;
 mod error;
 mod input;
@@ -16,6 +17,7 @@ mod visits;
 mod write;
 
 pub use claims::{confirm_claim, export_claims_csv, generate_claims, ClaimList};
+pub use claims_file::export_claims_uke;
 pub use diseases::{
     add_disease, change_disease, remove_disease, DiseaseChange, NewDisease, Outcome,
 };

@@ -301,6 +301,8 @@ async fn settle_month(
     insurer_number: &str,
     date: NaiveDate,
 ) -> Result<(), ClinicError> {
+    // Before the month is read, in a statement of its own: a read in the
+    // same statement would keep the snapshot taken before the lock waited.
     encounters::lock_patient_charges(tx, patient).await?;
     let from = date.with_day(1).unwrap_or(date);
     let to = from

@@ -3,6 +3,7 @@
 //! No statement here names a schema; the transaction's `search_path` does.
 
 pub mod claims;
+pub mod claims_file;
 pub mod diseases;
 pub mod encounters;
 pub mod idempotency;

@@ -7,6 +7,7 @@ mod bodies;
 mod budget;
 mod citus;
 mod citus_cluster;
+mod claims_file;
 mod cli;
 mod clinic_guards;
 mod diseases;

@@ -5,13 +5,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{conn, parse_id};
-use crate::clinic::{confirm_claim, export_claims_csv, generate_claims, ClaimList, Month};
+use crate::clinic::{
+    confirm_claim, export_claims_csv, export_claims_uke, generate_claims, ClaimList, Month,
+};
 use crate::db::claims::{self, Claim};
 use crate::db::encounters::Encounter;
 use crate::http::body::{parse, respond};
 #[allow(unused_imports)]
 use crate::http::error::Problem;
 use crate::http::{ApiError, AppState, Clinic};
+use crate::uke::Payer;
 
 /// A claim with the encounters it holds.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -97,14 +100,49 @@ pub async fn confirm(
     Ok(respond(confirm_claim(&conn, id).await?))
 }
 
-/// `GET /v1/claims/export?month=`: the month's confirmed claims as CSV.
-#[utoipa::path(get, path = "/v1/claims/export", operation_id = "export_claims", tag = "claims", params(("month" = String, Query, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")), responses((status = 200, description = "Confirmed claims as CSV: claim_id, month, insurer_number, insurance_symbol, insurance_number, patient_id, patient_name, patient_name_kana, birth_date, sex, visit_days, total_points, charge_yen, diagnoses (space-separated codes)", content_type = "text/csv", body = String)), security(("clinic_key" = [])))]
+/// What `GET /v1/claims/export` takes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    month: String,
+    format: Option<String>,
+    payer: Option<String>,
+}
+
+/// `GET /v1/claims/export?month=[&format=uke&payer=]`: the month's
+/// confirmed claims as CSV, or as the electronic claims file for a payer.
+#[utoipa::path(get, path = "/v1/claims/export", operation_id = "export_claims", tag = "claims", params(("month" = String, Query, description = "The month, YYYY-MM", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$"), ("format" = Option<String>, Query, description = "`csv` (the default) or `uke`: the electronic claims file (RECEIPTC.UKE, 医科, Shift_JIS, CRLF, ended by 0x1A) of the 記録条件仕様, for one payer", pattern = "^(csv|uke)$"), ("payer" = Option<String>, Query, description = "With `format=uke`, required: `shaho` (社会保険診療報酬支払基金: employee insurances) or `kokuho` (国民健康保険団体連合会: national and late-elderly insurances)", pattern = "^(shaho|kokuho)$")), responses((status = 200, description = "Confirmed claims as CSV: claim_id, month, insurer_number, insurance_symbol, insurance_number, patient_id, patient_name, patient_name_kana, birth_date, sex, visit_days, total_points, charge_yen, diagnoses (space-separated codes); or, with format=uke, the claims file as application/octet-stream", content((String = "text/csv"), (Vec<u8> = "application/octet-stream")))), security(("clinic_key" = [])))]
 pub async fn export(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
-    query: web::Query<MonthQuery>,
+    query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let month = parse_month(&query.month)?;
+    match query.format.as_deref() {
+        None | Some("csv") => {}
+        Some("uke") => {
+            let payer = query
+                .payer
+                .as_deref()
+                .and_then(Payer::parse)
+                .ok_or_else(|| {
+                    ApiError::validation("payer", "must be `shaho` or `kokuho` with format=uke")
+                })?;
+            let conn = conn(&state, &tenant, shard).await?;
+            let file = export_claims_uke(&conn, month, payer).await?;
+            return Ok(HttpResponse::Ok()
+                .content_type("application/octet-stream")
+                .insert_header((
+                    "Content-Disposition",
+                    "attachment; filename=\"RECEIPTC.UKE\"",
+                ))
+                .body(file));
+        }
+        Some(_) => return Err(ApiError::validation("format", "must be `csv` or `uke`")),
+    }
+    if query.payer.is_some() {
+        return Err(ApiError::validation("payer", "is for format=uke only"));
+    }
     let conn = conn(&state, &tenant, shard).await?;
     let body = export_claims_csv(&conn, month).await?;
     Ok(HttpResponse::Ok()
