@@ -36,6 +36,18 @@ pub(super) fn master(settings: Settings, command: MasterCommand) -> anyhow::Resu
                 let summary = master::import_file(&pools, &file, &version, &Actor::operator()).await?;
                 println!("imported release {} ({} items)", summary.version, summary.items);
             }
+            MasterCommand::ImportOfficial { dir, version } => {
+                let (summary, read) =
+                    master::import_official_dir(&pools, &dir, &version, &Actor::operator()).await?;
+                for (file, columns) in &read.files {
+                    println!("read {file} ({columns} columns)");
+                }
+                println!(
+                    "imported release {} ({} items; {} procedures not priced in points and {} \
+                     deleted rows left out)",
+                    summary.version, summary.items, read.unpriced, read.deleted
+                );
+            }
             MasterCommand::List => {
                 let client = pools.control(Role::Admin).await?;
                 println!("{:<20} {:>8}  created", "version", "items");

@@ -85,6 +85,13 @@ enum MasterCommand {
         #[arg(long)]
         version: String,
     },
+    /// Import the national basic master files of DIR (s_*.csv procedures,
+    /// y_*.csv drugs, b_*.csv diseases; Shift_JIS) as one release.
+    ImportOfficial {
+        dir: PathBuf,
+        #[arg(long)]
+        version: String,
+    },
     /// List releases, newest first.
     List,
     /// Upgrade tenants' copies to a release, applying only the difference.

@@ -11,6 +11,7 @@ mod copy;
 mod csv_import;
 mod diff;
 mod generate;
+mod official;
 mod release;
 mod rollout;
 mod rollout_status;
@@ -22,9 +23,10 @@ pub use cache::{CachedItems, MasterCache};
 pub use copy::copy_release_into;
 pub use csv_import::{parse_release, ImportError, LineError};
 pub use generate::{generate_release, to_csv};
+pub use official::{read_official_dir, OfficialProblem, OfficialRelease};
 pub use release::{
-    current_release, import_file, import_release, list_releases, release_exists, ReleaseError,
-    ReleaseSummary,
+    current_release, import_file, import_official_dir, import_release, list_releases,
+    release_exists, ReleaseError, ReleaseSummary,
 };
 pub use rollout::{rollout, run_rollout, start_rollout, RolloutError, RolloutTarget};
 pub use rollout_status::{

@@ -166,3 +166,26 @@ pub async fn import_file(
     })?;
     Ok(import_release(pools, version, &items, actor).await?)
 }
+
+/// Imports the national basic master files of `dir` as release `version`,
+/// whole or not at all; bad rows are reported by file and line.
+pub async fn import_official_dir(
+    pools: &Pools,
+    dir: &std::path::Path,
+    version: &str,
+    actor: &Actor,
+) -> anyhow::Result<(ReleaseSummary, super::OfficialRelease)> {
+    let read = super::read_official_dir(dir).map_err(|problems| {
+        let listed: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        anyhow::anyhow!(
+            "the master files in {} were refused; nothing was imported:\n{}",
+            dir.display(),
+            listed.join("\n")
+        )
+    })?;
+    if read.items.is_empty() {
+        anyhow::bail!("the master files in {} hold no items", dir.display());
+    }
+    let summary = import_release(pools, version, &read.items, actor).await?;
+    Ok((summary, read))
+}

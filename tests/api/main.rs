@@ -18,6 +18,7 @@ mod keys;
 mod master;
 mod migrations;
 mod observability;
+mod official_master;
 mod process;
 mod reliability;
 mod routing;
