@@ -15,6 +15,7 @@ use crate::startup::Application;
 use crate::telemetry;
 use crate::tenancy::Slug;
 
+mod claims;
 mod dev;
 mod master;
 mod migrations;
@@ -72,9 +73,34 @@ enum Command {
     /// Master data releases and rollouts.
     #[command(subcommand)]
     Master(MasterCommand),
+    /// The month's electronic claims files (RECEIPTC.UKE), and checking one.
+    #[command(subcommand)]
+    Claims(ClaimsCommand),
     /// Print the clinic API's OpenAPI document (as served at
     /// /v1/openapi.json), e.g. to generate a client from it.
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClaimsCommand {
+    /// Write the month's claims file for one payer: one tenant's into OUT,
+    /// or every served tenant of a cluster's as OUT/<slug>/RECEIPTC.UKE.
+    Uke {
+        /// The month of care, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// `shaho` (社会保険診療報酬支払基金) or `kokuho` (国民健康保険団体連合会).
+        #[arg(long)]
+        payer: String,
+        #[arg(long, conflicts_with = "cluster")]
+        tenant: Option<String>,
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Read a claims file and check it: bytes, record order, fields, totals.
+    Check { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +228,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{}", crate::http::openapi::document_json());
         return Ok(());
     }
+    if let Command::Claims(ClaimsCommand::Check { file }) = &cli.command {
+        // Reads a file only: no configuration needed.
+        return claims::check(file);
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     let _telemetry = telemetry::init(settings.server.log_format);
     match cli.command {
@@ -241,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(migrations::migrate(settings, options, status))
         }
         Command::Master(command) => master::master(settings, command),
+        Command::Claims(command) => claims::claims(settings, command),
     }
 }
 

@@ -265,3 +265,119 @@ async fn a_clinic_or_claim_lacking_what_the_file_needs_is_told_what_is_missing()
         assert_eq!(problem["errors"][0]["field"], field, "{query}");
     }
 }
+
+fn recept(args: &[&str], db_url: &str) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_recept"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("RECEPT__") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(args)
+        .env("RECEPT__CLUSTERS__MAIN__URL", db_url)
+        .env("RECEPT__ADMIN__TOKEN", "0123456789abcdef0123")
+        .env(
+            "RECEPT__CLINIC__KEY_SECRET",
+            "0123456789abcdef0123456789abcdef",
+        )
+        .output()
+        .expect("recept runs")
+}
+
+#[tokio::test]
+async fn the_command_line_writes_one_tenants_file_or_every_tenants_and_checks_a_file() {
+    let (app, key, slug) = clinic().await;
+    set_profile(&app, &slug).await;
+    let patient = created(&app, &key, "/v1/patients", json!({"name": "命令 行", "birth_date": "1960-02-02",
+        "sex": "male", "insurances": [{"insurer_number": "138057", "kind": "national", "valid_from": "2020-01-01"}]}))
+    .await;
+    let patient = patient["id"].as_str().unwrap().to_string();
+    created(
+        &app,
+        &key,
+        &format!("/v1/patients/{patient}/diseases"),
+        json!({"code": "8833421", "start_date": "2026-01-05", "main": true}),
+    )
+    .await;
+    created(
+        &app,
+        &key,
+        "/v1/encounters",
+        json!({"patient_id": patient, "date": "2026-05-07",
+        "items": [{"code": "112007410", "quantity": 1}]}),
+    )
+    .await;
+    confirmed(&app, &key, "2026-05").await;
+    // A second tenant with nothing to send is reported, not fatal.
+    app.tenant_on_release("quiet", "2026-04").await;
+    let out = tempfile::tempdir().unwrap();
+
+    let file = out.path().join("RECEIPTC.UKE");
+    let one = recept(
+        &[
+            "claims",
+            "uke",
+            "--tenant",
+            &slug,
+            "--month",
+            "2026-05",
+            "--payer",
+            "kokuho",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+        &app.db_url,
+    );
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let read = recept::uke::read(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!((read.claims.len(), read.total_points), (1, 73));
+
+    let every = out.path().join("all");
+    let all = recept(
+        &[
+            "claims",
+            "uke",
+            "--cluster",
+            "main",
+            "--month",
+            "2026-05",
+            "--payer",
+            "kokuho",
+            "--out",
+            every.to_str().unwrap(),
+        ],
+        &app.db_url,
+    );
+    let printed = String::from_utf8_lossy(&all.stdout).into_owned();
+    assert!(
+        all.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    assert!(every.join(&slug).join("RECEIPTC.UKE").is_file());
+    assert!(
+        printed.contains("wrote 1 file(s)") && printed.contains("1 tenant(s) had none"),
+        "{printed}"
+    );
+
+    let check = recept(&["claims", "check", file.to_str().unwrap()], "unused");
+    let printed = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        check.status.success() && printed.contains("1 claims, 73 points"),
+        "{printed}"
+    );
+    let mut damaged = std::fs::read(&file).unwrap();
+    damaged.pop();
+    std::fs::write(&file, damaged).unwrap();
+    let refused = recept(&["claims", "check", file.to_str().unwrap()], "unused");
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        !refused.status.success() && said.contains("0x1A") && !said.contains("panicked"),
+        "{said}"
+    );
+}
