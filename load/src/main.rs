@@ -9,6 +9,7 @@
 
 mod admin_reports;
 mod citus;
+mod claims_file;
 mod desk;
 mod hostile;
 mod many;
@@ -67,6 +68,9 @@ enum Command {
     ManyTenants(many::Options),
     /// One tenant at 10x its rate beside others at theirs.
     NoisyTenant(noisy::Options),
+    /// The electronic claims file: one clinic's 2,000 claims, and every
+    /// tenant of a 1,000-tenant cluster from the command line.
+    ClaimsFile(claims_file::Options),
     /// Citus: tenant creation, GET and POST through a coordinator against
     /// plain PostgreSQL, and a tenant moved between workers under load.
     Citus(citus::Options),
@@ -100,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         Command::NoisyTenant(options) => runtime.block_on(noisy::run(options)),
         Command::Hostile(options) => runtime.block_on(hostile::run(options)),
         Command::Citus(options) => runtime.block_on(citus::run(options)),
+        Command::ClaimsFile(options) => runtime.block_on(claims_file::run(options)),
     };
     result?;
     report::finish(name)?;
@@ -123,6 +128,7 @@ impl Command {
             Command::NoisyTenant(_) => "noisy-tenant",
             Command::Hostile(_) => "hostile",
             Command::Citus(_) => "citus",
+            Command::ClaimsFile(_) => "claims-file",
         }
     }
 }

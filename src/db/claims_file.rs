@@ -94,14 +94,21 @@ pub async fn month_claims(conn: &TenantConn, month: NaiveDate) -> Result<MonthCl
         };
         let claims = tx
             .query(
-                "SELECT c.id, c.patient_id, c.insurer_number, c.total_points, c.visit_days, \
+                // Each claim's first visit in one set-based pass, not a
+                // subquery per claim (whose plan fresh data can make slow).
+                "WITH first AS ( \
+                   SELECT DISTINCT ON (ce.claim_id) ce.claim_id, e.insurance_id, e.copay_rate, \
+                     e.copay_rule \
+                   FROM claims c JOIN claim_encounters ce ON ce.claim_id = c.id \
+                   JOIN encounters e ON e.id = ce.encounter_id \
+                   WHERE c.month = $1 AND c.status = 'confirmed' \
+                   ORDER BY ce.claim_id, e.date, e.id) \
+                 SELECT c.id, c.patient_id, c.insurer_number, c.total_points, c.visit_days, \
                    c.charge_yen, c.charge_before_ceiling_yen, p.name, p.name_kana, p.sex, \
                    p.birth_date, i.symbol, i.number, i.kind, i.relation, i.income_category, \
                    f.copay_rate, f.copay_rule \
                  FROM claims c JOIN patients p ON p.id = c.patient_id \
-                 JOIN LATERAL (SELECT e.insurance_id, e.copay_rate, e.copay_rule \
-                   FROM claim_encounters ce JOIN encounters e ON e.id = ce.encounter_id \
-                   WHERE ce.claim_id = c.id ORDER BY e.date, e.id LIMIT 1) f ON true \
+                 JOIN first f ON f.claim_id = c.id \
                  LEFT JOIN insurances i ON i.id = f.insurance_id \
                  WHERE c.month = $1 AND c.status = 'confirmed' \
                  ORDER BY c.insurer_number, c.patient_id",
@@ -130,13 +137,10 @@ pub async fn month_claims(conn: &TenantConn, month: NaiveDate) -> Result<MonthCl
                 copay_rule: r.get(17),
             })
             .collect();
-        let lines = tx
+        let lines_with_visits = tx
             .query(
                 "SELECT ce.claim_id, e.date, l.code, l.kind, l.quantity, l.points, l.unit_no, \
-                   l.unit_kind, l.unit_days, \
-                   l.unit_no IS NOT NULL AND NOT EXISTS (SELECT 1 FROM encounter_lines n \
-                     WHERE n.encounter_id = l.encounter_id AND n.unit_no = l.unit_no \
-                       AND n.line_no > l.line_no) \
+                   l.unit_kind, l.unit_days, e.id \
                  FROM claims c JOIN claim_encounters ce ON ce.claim_id = c.id \
                  JOIN encounters e ON e.id = ce.encounter_id \
                  JOIN encounter_lines l ON l.encounter_id = e.id \
@@ -146,19 +150,35 @@ pub async fn month_claims(conn: &TenantConn, month: NaiveDate) -> Result<MonthCl
             )
             .await?
             .iter()
-            .map(|r| ClaimLine {
-                claim_id: r.get(0),
-                date: r.get(1),
-                code: r.get(2),
-                kind: r.get(3),
-                quantity: r.get(4),
-                points: r.get(5),
-                unit_no: r.get(6),
-                unit_kind: r.get(7),
-                unit_days: r.get(8),
-                unit_last: r.get(9),
+            .map(|r| {
+                let line = ClaimLine {
+                    claim_id: r.get(0),
+                    date: r.get(1),
+                    code: r.get(2),
+                    kind: r.get(3),
+                    quantity: r.get(4),
+                    points: r.get(5),
+                    unit_no: r.get(6),
+                    unit_kind: r.get(7),
+                    unit_days: r.get(8),
+                    unit_last: false,
+                };
+                (r.get::<_, Uuid>(9), line)
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // A unit's last line is the one the next line of its visit does not
+        // continue (lines come by visit and line number). Found here rather
+        // than by a correlated subquery, whose plan fresh data can make
+        // quadratic.
+        let mut lines: Vec<ClaimLine> = Vec::with_capacity(lines_with_visits.len());
+        let mut rows = lines_with_visits.into_iter().peekable();
+        while let Some((visit, mut line)) = rows.next() {
+            let continued = rows.peek().is_some_and(|(next_visit, next)| {
+                *next_visit == visit && next.unit_no == line.unit_no
+            });
+            line.unit_last = line.unit_no.is_some() && !continued;
+            lines.push(line);
+        }
         // The patient's diseases current in the month, and any disease
         // diagnosed on a visit of the claim that the list lacks (as
         // continuing, from the first visit it was diagnosed on).
