@@ -15,6 +15,10 @@ use crate::db::encounters::master_release_for_pricing;
 use crate::master::MasterCache;
 use crate::pools::TenantConn;
 
+/// The most diseases one patient's list holds (a list, and a claim, that
+/// must stay readable).
+pub const MAX_DISEASES: i64 = 200;
+
 /// How a disease ended, or that it did not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -124,6 +128,12 @@ pub async fn add_disease(
     write_once(conn, key, async |tx| {
         if !diseases::lock_patient(tx, patient).await? {
             return Err(ClinicError::NotFound(format!("no patient {patient}")));
+        }
+        if diseases::count(tx, patient).await? >= MAX_DISEASES {
+            return Err(ClinicError::Conflict(format!(
+                "patient {patient} already has {MAX_DISEASES} diseases; remove entries made by \
+                 mistake first"
+            )));
         }
         let release = master_release_for_pricing(tx).await?;
         let items = cache

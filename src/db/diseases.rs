@@ -87,15 +87,27 @@ pub async fn list(conn: &TenantConn, patient: Uuid) -> Result<Option<Vec<Disease
         .map_err(|e| DbError::Corrupt(format!("unreadable disease list: {e}")))
 }
 
-/// Locks the patient row; whether it exists.
+/// Locks the patient row against another change to its list until the
+/// transaction ends; whether it exists.
 pub async fn lock_patient(tx: &Tx, patient: Uuid) -> Result<bool, DbError> {
     Ok(tx
         .query_opt(
-            "SELECT 1 FROM patients WHERE id = $1 FOR KEY SHARE",
+            "SELECT 1 FROM patients WHERE id = $1 FOR NO KEY UPDATE",
             &[&patient],
         )
         .await?
         .is_some())
+}
+
+/// How many diseases the patient's list holds.
+pub async fn count(tx: &Tx, patient: Uuid) -> Result<i64, DbError> {
+    Ok(tx
+        .query_one(
+            "SELECT count(*) FROM patient_diseases WHERE patient_id = $1",
+            &[&patient],
+        )
+        .await?
+        .get(0))
 }
 
 /// Adds a disease to a patient known to exist.

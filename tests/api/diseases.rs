@@ -145,3 +145,31 @@ async fn a_patients_diseases_are_kept_checked_against_the_master_copy() {
         .unwrap();
     assert_problem(stranger, StatusCode::NOT_FOUND).await;
 }
+
+#[tokio::test]
+async fn a_patients_list_holds_at_most_200_diseases() {
+    let (app, key, _) = clinic().await;
+    let id = app.insured_patient(&key, "多病 太郎").await;
+    let db = app.db().await;
+    let slug = app.clinic_json(&key, "/v1/tenant").await["slug"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    db.batch_execute(&format!(
+        "INSERT INTO \"t_{slug}\".patient_diseases (id, patient_id, code, name, start_date) \
+         SELECT gen_random_uuid(), '{id}', '8833421', '高血圧症', '2025-01-01' FROM generate_series(1, 200)"
+    ))
+    .await
+    .unwrap();
+    let refused = app
+        .clinic_request(Method::POST, &format!("/v1/patients/{id}/diseases"), &key)
+        .json(&json!({"code": "8833421", "start_date": "2025-01-10"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(refused, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("200"),
+        "{problem}"
+    );
+}

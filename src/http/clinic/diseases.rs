@@ -101,7 +101,7 @@ pub async fn list(
 }
 
 /// `POST /v1/patients/{id}/diseases` (accepts `Idempotency-Key`)
-#[utoipa::path(post, path = "/v1/patients/{id}/diseases", operation_id = "add_patient_disease", tag = "patients", request_body = NewDiseaseBody, params(("id" = uuid::Uuid, Path, description = "The patient's id"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body replays the first response", pattern = "^[!-~]{1,200}$")), responses((status = 201, body = Disease)), security(("clinic_key" = [])))]
+#[utoipa::path(post, path = "/v1/patients/{id}/diseases", operation_id = "add_patient_disease", tag = "patients", request_body = NewDiseaseBody, params(("id" = uuid::Uuid, Path, description = "The patient's id"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters chosen by the client, new for each new request: a retry with the same key and body replays the first response", pattern = "^[!-~]{1,200}$")), responses((status = 201, body = Disease), (status = 409, description = "The patient's list already holds 200 diseases", body = Problem, content_type = "application/problem+json")), security(("clinic_key" = [])))]
 pub async fn add(
     state: web::Data<AppState>,
     Clinic(tenant, shard): Clinic,
