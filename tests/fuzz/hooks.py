@@ -211,3 +211,10 @@ def diseases_in_the_clinics_master(context, strategy):
 @schemathesis.hook("before_generate_body").apply_to(method="PATCH", path="/v1/patients/{id}/diseases/{disease_id}")
 def coherent_disease_changes(context, strategy):
     return beside(strategy, coherent_outcome)
+
+
+@schemathesis.deserializer("application/octet-stream")
+def claims_file(ctx, response):
+    """The claims file (RECEIPTC.UKE, Shift_JIS bytes), as the document's
+    string: each byte one character, so that its schema is checked too."""
+    return response.content.decode("latin-1")
