@@ -127,6 +127,22 @@ pub struct MonthVisit {
     pub ceiling: Option<Ceiling>,
 }
 
+/// What a visit is charged when the month's visits before it cost
+/// `cost_before` and were charged `charged_before`: its charge, and the
+/// ceiling amount that applied (`None` when none did).
+pub fn charge_after(
+    visit: MonthVisit,
+    cost_before: i64,
+    charged_before: i64,
+) -> (i64, Option<i64>) {
+    let ceiling = visit.ceiling.map(|c| c.amount(cost_before + visit.cost));
+    let charge = match ceiling {
+        Some(limit) => visit.charge.min((limit - charged_before).max(0)),
+        None => visit.charge,
+    };
+    (charge, ceiling)
+}
+
 /// What each visit is charged at the window, and the ceiling amount that
 /// applied to it (`None` when none did).
 pub fn charges_under_ceiling(visits: &[MonthVisit]) -> Vec<(i64, Option<i64>)> {
@@ -135,12 +151,8 @@ pub fn charges_under_ceiling(visits: &[MonthVisit]) -> Vec<(i64, Option<i64>)> {
     visits
         .iter()
         .map(|visit| {
+            let (charge, ceiling) = charge_after(*visit, cost, charged);
             cost += visit.cost;
-            let ceiling = visit.ceiling.map(|c| c.amount(cost));
-            let charge = match ceiling {
-                Some(limit) => visit.charge.min((limit - charged).max(0)),
-                None => visit.charge,
-            };
             charged += charge;
             (charge, ceiling)
         })

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::input::is_code;
 use super::write::{write_once, written, Made};
 use super::{ClinicError, IdempotencyKey, Invalid, Written};
-use crate::billing::ceiling::{charges_under_ceiling, outpatient_ceiling, MonthVisit};
+use crate::billing::ceiling::{
+    charge_after, charges_under_ceiling, outpatient_ceiling, MonthVisit,
+};
 use crate::billing::copay::{copay_percent, CopayRule, InsuranceKind};
 use crate::billing::drug_units::UnitKind;
 use crate::billing::pricing::{
@@ -238,6 +240,42 @@ pub async fn record_visit(
         priced.extend(units);
         let total_points: i64 = priced.iter().map(|l| l.points).sum();
         let (copay_rate, rule) = share(&patient, visit.date)?;
+        let raw = patient_charge(total_points, copay_rate);
+        // The month so far: the patient row is locked (`patient_on`), so
+        // the visits before this one cannot change under it. Entering the
+        // month's latest visit, the usual case, charges this visit alone;
+        // a visit dated before others settles the whole month after.
+        let (mut charge, mut ceiling, mut settle) = (raw, None, None);
+        if let Some(insurance) = &patient.insurance {
+            let (from, to) = month_of(visit.date);
+            let so_far = encounters::month_so_far(
+                tx,
+                visit.patient_id,
+                &insurance.insurer_number,
+                from,
+                to,
+                visit.date,
+            )
+            .await?;
+            let this = MonthVisit {
+                charge: raw,
+                cost: total_points * YEN_PER_POINT,
+                ceiling: outpatient_ceiling(
+                    patient.birth_date,
+                    visit.date,
+                    insurance.kind.unwrap_or(InsuranceKind::National),
+                    insurance.income_category,
+                ),
+            };
+            (charge, ceiling) = charge_after(
+                this,
+                so_far.points_before * YEN_PER_POINT,
+                so_far.charged_before,
+            );
+            if so_far.later {
+                settle = Some(insurance.insurer_number.as_str());
+            }
+        }
         let id = encounters::insert(
             tx,
             &NewEncounter {
@@ -250,15 +288,17 @@ pub async fn record_visit(
                 copay_rate: copay_rate as i16,
                 copay_rule: rule.as_str(),
                 total_points,
-                charge_yen: patient_charge(total_points, copay_rate),
+                charge_before_ceiling_yen: raw,
+                charge_yen: charge,
+                ceiling_yen: ceiling,
                 master_release: release.as_deref(),
                 diagnoses: &diagnoses,
                 lines: &priced,
             },
         )
         .await?;
-        if let Some(insurance) = &patient.insurance {
-            settle_month(tx, visit.patient_id, &insurance.insurer_number, visit.date).await?;
+        if let Some(insurer) = settle {
+            settle_month(tx, visit.patient_id, insurer, visit.date).await?;
         }
         let encounter = encounters::get_in(tx, id).await?.ok_or_else(|| {
             ClinicError::Db(crate::pools::DbError::Corrupt(format!(
@@ -304,10 +344,7 @@ async fn settle_month(
     // Before the month is read, in a statement of its own: a read in the
     // same statement would keep the snapshot taken before the lock waited.
     encounters::lock_patient_charges(tx, patient).await?;
-    let from = date.with_day(1).unwrap_or(date);
-    let to = from
-        .checked_add_months(chrono::Months::new(1))
-        .unwrap_or(NaiveDate::MAX);
+    let (from, to) = month_of(date);
     let visits = encounters::month_visits(tx, patient, insurer_number, from, to).await?;
     let month: Vec<MonthVisit> = visits
         .iter()
@@ -335,6 +372,15 @@ async fn settle_month(
     let changed: Vec<Uuid> = changes.iter().map(|c| c.0).collect();
     claims::refresh_drafts_holding(tx, &changed).await?;
     Ok(())
+}
+
+/// The first day of `date`'s month and of the next.
+fn month_of(date: NaiveDate) -> (NaiveDate, NaiveDate) {
+    let from = date.with_day(1).unwrap_or(date);
+    let to = from
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap_or(NaiveDate::MAX);
+    (from, to)
 }
 
 fn fits(yen: i64) -> Result<i32, ClinicError> {

@@ -98,8 +98,11 @@ pub struct NewEncounter<'a> {
     pub copay_rate: i16,
     pub copay_rule: &'a str,
     pub total_points: i64,
-    /// Before the month's ceiling; the caller settles the month after.
+    /// Before the month's ceiling.
+    pub charge_before_ceiling_yen: i64,
+    /// After it, and the ceiling that applied.
     pub charge_yen: i64,
+    pub ceiling_yen: Option<i64>,
     pub master_release: Option<&'a str>,
     pub diagnoses: &'a [(String, String)],
     pub lines: &'a [PricedLine],
@@ -209,9 +212,10 @@ pub async fn list(
     .collect()
 }
 
-/// Locks the patient row (so its encounters are entered one at a time) and
-/// returns its birth date and the insurance valid on `date`; `None` for an
-/// unknown patient.
+/// Locks the patient's charges (`FOR NO KEY UPDATE`: its visits are
+/// entered, voided and charged one at a time; see
+/// [`lock_patient_charges`]) and returns its birth date and the insurance
+/// valid on `date`; `None` for an unknown patient.
 pub async fn patient_on(
     tx: &Tx,
     patient: Uuid,
@@ -225,7 +229,7 @@ pub async fn patient_on(
                FROM insurances \
                WHERE patient_id = p.id AND valid_from <= $2 AND (valid_to IS NULL OR valid_to >= $2) \
                ORDER BY valid_from DESC LIMIT 1) i ON true \
-             WHERE p.id = $1 FOR KEY SHARE OF p",
+             WHERE p.id = $1 FOR NO KEY UPDATE OF p",
         )
         .await?;
     let Some(row) = tx.query_opt(&statement, &[&patient, &date]).await? else {
@@ -274,8 +278,8 @@ pub async fn insert(tx: &Tx, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
         .prepare_cached(
             "INSERT INTO encounters (id, patient_id, date, department, doctor, notes, insurance_id, \
              insurer_number, copay_rate, total_points, charge_yen, master_release, copay_rule, \
-             charge_before_ceiling_yen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $11)",
+             charge_before_ceiling_yen, ceiling_yen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .await?;
     let insert_lines = tx
@@ -297,6 +301,11 @@ pub async fn insert(tx: &Tx, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
     let insurer = e.insurance.map(|i| i.insurer_number.as_str());
     let total = i32::try_from(e.total_points).map_err(|_| too_large())?;
     let charge = i32::try_from(e.charge_yen).map_err(|_| too_large())?;
+    let before = i32::try_from(e.charge_before_ceiling_yen).map_err(|_| too_large())?;
+    let ceiling = e
+        .ceiling_yen
+        .map(|c| i32::try_from(c).map_err(|_| too_large()))
+        .transpose()?;
     let line_no: Vec<i16> = (1..=e.lines.len() as i16).collect();
     let codes: Vec<&str> = e.lines.iter().map(|l| l.code.as_str()).collect();
     let kinds: Vec<&str> = e.lines.iter().map(|l| l.kind.as_str()).collect();
@@ -317,7 +326,7 @@ pub async fn insert(tx: &Tx, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
     let positions: Vec<i16> = (1..=e.diagnoses.len() as i16).collect();
     let diagnosis_codes: Vec<&str> = e.diagnoses.iter().map(|d| d.0.as_str()).collect();
     let diagnosis_names: Vec<&str> = e.diagnoses.iter().map(|d| d.1.as_str()).collect();
-    let encounter_params: [&(dyn ToSql + Sync); 13] = [
+    let encounter_params: [&(dyn ToSql + Sync); 15] = [
         &id,
         &e.patient_id,
         &e.date,
@@ -331,6 +340,8 @@ pub async fn insert(tx: &Tx, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
         &charge,
         &e.master_release,
         &e.copay_rule,
+        &before,
+        &ceiling,
     ];
     let line_params: [&(dyn ToSql + Sync); 10] = [
         &id,
@@ -418,6 +429,44 @@ pub async fn lock_patient_charges(tx: &Tx, patient: Uuid) -> Result<(), DbError>
         .await?;
     tx.query_opt(&statement, &[&patient]).await?;
     Ok(())
+}
+
+/// The month so far, as a new visit on `date` sees it: what the active
+/// visits up to that day cost (points) and were charged, and whether any
+/// visit of the month comes after it.
+pub struct MonthSoFar {
+    pub points_before: i64,
+    pub charged_before: i64,
+    pub later: bool,
+}
+
+/// [`MonthSoFar`] for `patient` under `insurer_number` in `[from, to)`,
+/// read in one row (a statement of its own, after the patient was locked).
+pub async fn month_so_far(
+    tx: &Tx,
+    patient: Uuid,
+    insurer_number: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    date: NaiveDate,
+) -> Result<MonthSoFar, DbError> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT coalesce(sum(total_points) FILTER (WHERE date <= $5), 0)::int8, \
+               coalesce(sum(charge_yen) FILTER (WHERE date <= $5), 0)::int8, \
+               count(*) FILTER (WHERE date > $5) > 0 \
+             FROM encounters WHERE patient_id = $1 AND insurer_number = $2 \
+               AND date >= $3 AND date < $4 AND status = 'active'",
+        )
+        .await?;
+    let row = tx
+        .query_one(&statement, &[&patient, &insurer_number, &from, &to, &date])
+        .await?;
+    Ok(MonthSoFar {
+        points_before: row.get(0),
+        charged_before: row.get(1),
+        later: row.get(2),
+    })
 }
 
 /// An active visit of a month, as the high-cost ceiling sees it.

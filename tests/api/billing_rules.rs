@@ -420,9 +420,11 @@ async fn visits_of_one_patient_entered_at_once_never_pass_the_ceiling_together()
     )
     .await;
     let app = std::sync::Arc::new(app);
-    // Held, the claim tables stop both writes in the middle of settling
-    // their month, so that they overlap for certain.
-    let held = app.lock_table(&slug, "claim_encounters").await;
+    // Held, the diagnoses table stops both writes after they have read
+    // their month and before they commit, so that they overlap for
+    // certain: only the patient's lock keeps the second from reading the
+    // month before the first is stored.
+    let held = app.lock_table(&slug, "encounter_diagnoses").await;
     let sent: Vec<_> = [1, 2]
         .into_iter()
         .map(|day| {
