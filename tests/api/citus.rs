@@ -48,20 +48,6 @@ async fn post_twice(app: &TestApp, key: &str, path: &str, body: Value) -> Value 
     answers.remove(0)
 }
 
-/// A write without a key (voiding, generating and confirming take none).
-async fn post(app: &TestApp, key: &str, path: &str, body: Value) -> Value {
-    let response = app
-        .clinic_request(Method::POST, path, key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert!(status.is_success(), "POST {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap()
-}
-
 #[tokio::test]
 async fn on_citus_tenants_spread_over_both_workers_and_every_clinic_route_answers() {
     let Some(db) = citus_database("on_citus_every_clinic_route").await else {
@@ -132,8 +118,7 @@ async fn on_citus_tenants_spread_over_both_workers_and_every_clinic_route_answer
             .len(),
         3
     );
-    post(
-        &app,
+    app.clinic_post(
         key,
         &format!("/v1/encounters/{}/void", visits[2]),
         json!({"reason": "entered twice"}),
@@ -155,13 +140,9 @@ async fn on_citus_tenants_spread_over_both_workers_and_every_clinic_route_answer
         .await;
     assert_eq!(items["items"].as_array().unwrap().len(), 1);
 
-    let generated = post(
-        &app,
-        key,
-        "/v1/claims/generate",
-        json!({"month": "2026-05"}),
-    )
-    .await;
+    let generated = app
+        .clinic_post(key, "/v1/claims/generate", json!({"month": "2026-05"}))
+        .await;
     let claim = generated["claims"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(generated["claims"][0]["visit_days"], 2);
     assert_eq!(
@@ -178,7 +159,9 @@ async fn on_citus_tenants_spread_over_both_workers_and_every_clinic_route_answer
             .len(),
         2
     );
-    let confirmed = post(&app, key, &format!("/v1/claims/{claim}/confirm"), json!({})).await;
+    let confirmed = app
+        .clinic_post(key, &format!("/v1/claims/{claim}/confirm"), json!({}))
+        .await;
     assert_eq!(
         (confirmed["status"].as_str(), confirmed["month"].as_str()),
         (Some("confirmed"), Some("2026-05"))

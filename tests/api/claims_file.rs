@@ -8,19 +8,6 @@ use serde_json::{json, Value};
 use crate::billing_rules::clinic;
 use crate::helpers::{assert_problem, TestApp};
 
-async fn created(app: &TestApp, key: &str, path: &str, body: Value) -> Value {
-    let response = app
-        .clinic_request(Method::POST, path, key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert!(status.is_success(), "POST {path}: {status} {body}");
-    body
-}
-
 async fn export(app: &TestApp, key: &str, query: &str) -> reqwest::Response {
     app.clinic_request(Method::GET, &format!("/v1/claims/export?{query}"), key)
         .send()
@@ -41,11 +28,13 @@ async fn set_profile(app: &TestApp, slug: &str) {
 
 /// Generates and confirms the month's claims: their JSON.
 async fn confirmed(app: &TestApp, key: &str, month: &str) -> Vec<Value> {
-    let generated = created(app, key, "/v1/claims/generate", json!({ "month": month })).await;
+    let generated = app
+        .clinic_post(key, "/v1/claims/generate", json!({ "month": month }))
+        .await;
     let mut claims = Vec::new();
     for claim in generated["claims"].as_array().unwrap() {
         let path = format!("/v1/claims/{}/confirm", claim["id"].as_str().unwrap());
-        claims.push(created(app, key, &path, json!({})).await);
+        claims.push(app.clinic_post(key, &path, json!({})).await);
     }
     claims
 }
@@ -57,15 +46,14 @@ async fn a_months_claims_file_is_read_back_whole_and_matches_the_claims() {
     // A late-elderly patient (国保連) who reaches the ceiling, with two
     // diseases, one of them main, a drug unit over 14 days and a voided
     // visit.
-    let elder = created(&app, &key, "/v1/patients", json!({"name": "電算 花子", "name_kana": "デンサン ハナコ",
+    let elder = app.clinic_post(&key, "/v1/patients", json!({"name": "電算 花子", "name_kana": "デンサン ハナコ",
         "birth_date": "1945-03-03", "sex": "female",
         "insurances": [{"insurer_number": "39132015", "kind": "late_elderly", "income_category": "ippan",
                         "number": "12345678", "valid_from": "2020-01-01"}]}))
     .await;
     let elder = elder["id"].as_str().unwrap().to_string();
     for (code, main) in [("8833421", true), ("2500013", false)] {
-        created(
-            &app,
+        app.clinic_post(
             &key,
             &format!("/v1/patients/{elder}/diseases"),
             json!({"code": code, "start_date": "2025-04-01", "main": main}),
@@ -74,43 +62,40 @@ async fn a_months_claims_file_is_read_back_whole_and_matches_the_claims() {
     }
     let mut visits = Vec::new();
     for date in ["2026-05-01", "2026-05-11", "2026-05-21"] {
-        let visit = created(&app, &key, "/v1/encounters", json!({"patient_id": elder, "date": date,
+        let visit = app.clinic_post(&key, "/v1/encounters", json!({"patient_id": elder, "date": date,
             "items": [{"code": "112007410", "quantity": 1}, {"code": "160095710", "quantity": 80}],
             "drug_units": [{"kind": "internal", "days": 14,
                             "drugs": [{"code": "620098801", "quantity": 3}, {"code": "620001883", "quantity": 2}]}]}))
         .await;
         visits.push(visit["id"].as_str().unwrap().to_string());
     }
-    let voided = created(
-        &app,
-        &key,
-        "/v1/encounters",
-        json!({"patient_id": elder, "date": "2026-05-25",
+    let voided = app
+        .clinic_post(
+            &key,
+            "/v1/encounters",
+            json!({"patient_id": elder, "date": "2026-05-25",
         "items": [{"code": "112007410", "quantity": 1}]}),
-    )
-    .await;
-    created(
-        &app,
+        )
+        .await;
+    app.clinic_post(
         &key,
         &format!("/v1/encounters/{}/void", voided["id"].as_str().unwrap()),
         json!({}),
     )
     .await;
     // An employee-insured patient (支払基金), in another file.
-    let worker = created(&app, &key, "/v1/patients", json!({"name": "社保 一郎", "birth_date": "1980-05-05",
+    let worker = app.clinic_post(&key, "/v1/patients", json!({"name": "社保 一郎", "birth_date": "1980-05-05",
         "sex": "male", "insurances": [{"insurer_number": "06132013", "kind": "employee", "relation": "dependent",
         "symbol": "12", "number": "34", "valid_from": "2020-01-01"}]}))
     .await;
     let worker = worker["id"].as_str().unwrap().to_string();
-    created(
-        &app,
+    app.clinic_post(
         &key,
         &format!("/v1/patients/{worker}/diseases"),
         json!({"code": "4659007", "start_date": "2026-05-10", "main": true, "suspected": true}),
     )
     .await;
-    created(
-        &app,
+    app.clinic_post(
         &key,
         "/v1/encounters",
         json!({"patient_id": worker, "date": "2026-05-10",
@@ -196,12 +181,11 @@ async fn a_months_claims_file_is_read_back_whole_and_matches_the_claims() {
 #[tokio::test]
 async fn a_clinic_or_claim_lacking_what_the_file_needs_is_told_what_is_missing() {
     let (app, key, slug) = clinic().await;
-    let patient = created(&app, &key, "/v1/patients", json!({"name": "不足 太郎", "birth_date": "1980-05-05",
+    let patient = app.clinic_post(&key, "/v1/patients", json!({"name": "不足 太郎", "birth_date": "1980-05-05",
         "sex": "other", "insurances": [{"insurer_number": "06132013", "kind": "employee", "valid_from": "2020-01-01"}]}))
     .await;
     let patient = patient["id"].as_str().unwrap().to_string();
-    created(
-        &app,
+    app.clinic_post(
         &key,
         "/v1/encounters",
         json!({"patient_id": patient, "date": "2026-05-10",
@@ -289,19 +273,17 @@ fn recept(args: &[&str], db_url: &str) -> std::process::Output {
 async fn the_command_line_writes_one_tenants_file_or_every_tenants_and_checks_a_file() {
     let (app, key, slug) = clinic().await;
     set_profile(&app, &slug).await;
-    let patient = created(&app, &key, "/v1/patients", json!({"name": "命令 行", "birth_date": "1960-02-02",
+    let patient = app.clinic_post(&key, "/v1/patients", json!({"name": "命令 行", "birth_date": "1960-02-02",
         "sex": "male", "insurances": [{"insurer_number": "138057", "kind": "national", "valid_from": "2020-01-01"}]}))
     .await;
     let patient = patient["id"].as_str().unwrap().to_string();
-    created(
-        &app,
+    app.clinic_post(
         &key,
         &format!("/v1/patients/{patient}/diseases"),
         json!({"code": "8833421", "start_date": "2026-01-05", "main": true}),
     )
     .await;
-    created(
-        &app,
+    app.clinic_post(
         &key,
         "/v1/encounters",
         json!({"patient_id": patient, "date": "2026-05-07",

@@ -334,6 +334,21 @@ impl TestApp {
         (slug, key)
     }
 
+    /// POSTs `body` to a clinic path and returns the answer's JSON,
+    /// asserting a success (naming the answer otherwise).
+    pub async fn clinic_post(&self, key: &str, path: &str, body: Value) -> Value {
+        let response = self
+            .clinic_request(Method::POST, path, key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "POST {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
     /// GET a clinic path and return its JSON, asserting 200.
     pub async fn clinic_json(&self, key: &str, path: &str) -> Value {
         let response = self
