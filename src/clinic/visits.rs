@@ -363,8 +363,8 @@ async fn settle_month(
     let settled = charges_under_ceiling(&month);
     let mut changes = Vec::new();
     for (visit, (charge, ceiling)) in visits.iter().zip(settled) {
-        let (charge, ceiling) = (fits(charge)?, ceiling.map(fits).transpose()?);
-        if !visit.confirmed && (visit.charge, visit.ceiling) != (charge, ceiling) {
+        let stored = (i64::from(visit.charge), visit.ceiling.map(i64::from));
+        if !visit.confirmed && stored != (charge, ceiling) {
             changes.push((visit.id, charge, ceiling));
         }
     }
@@ -381,14 +381,6 @@ fn month_of(date: NaiveDate) -> (NaiveDate, NaiveDate) {
         .checked_add_months(chrono::Months::new(1))
         .unwrap_or(NaiveDate::MAX);
     (from, to)
-}
-
-fn fits(yen: i64) -> Result<i32, ClinicError> {
-    i32::try_from(yen).map_err(|_| {
-        ClinicError::Db(crate::pools::DbError::Corrupt(
-            "an amount does not fit the database column".into(),
-        ))
-    })
 }
 
 /// Voids a visit: it no longer counts anywhere, and the month's draft

@@ -419,10 +419,10 @@ pub async fn void(tx: &Tx, id: Uuid, reason: Option<&str>) -> Result<VoidOutcome
     })
 }
 
-/// Locks the patient's charges until the transaction ends: two visits of
-/// one patient entered or voided at once settle the month one after the
-/// other, the second seeing the first (`FOR NO KEY UPDATE` does not
-/// conflict with the `FOR KEY SHARE` that entering a visit holds).
+/// Locks the patient's charges until the transaction ends, as
+/// [`patient_on`] does for a visit being entered: two visits of one
+/// patient entered or voided at once are charged one after the other, the
+/// second seeing the first.
 pub async fn lock_patient_charges(tx: &Tx, patient: Uuid) -> Result<(), DbError> {
     let statement = tx
         .prepare_cached("SELECT 1 FROM patients WHERE id = $1 FOR NO KEY UPDATE")
@@ -533,13 +533,20 @@ pub async fn month_visits(
 }
 
 /// Sets visits' charges after the ceiling: `(id, charge, ceiling)`.
-pub async fn set_charges(tx: &Tx, changes: &[(Uuid, i32, Option<i32>)]) -> Result<(), DbError> {
+pub async fn set_charges(tx: &Tx, changes: &[(Uuid, i64, Option<i64>)]) -> Result<(), DbError> {
     if changes.is_empty() {
         return Ok(());
     }
+    let column = |yen: i64| i32::try_from(yen).map_err(|_| too_large());
     let ids: Vec<Uuid> = changes.iter().map(|c| c.0).collect();
-    let charges: Vec<i32> = changes.iter().map(|c| c.1).collect();
-    let ceilings: Vec<Option<i32>> = changes.iter().map(|c| c.2).collect();
+    let charges = changes
+        .iter()
+        .map(|c| column(c.1))
+        .collect::<Result<Vec<i32>, _>>()?;
+    let ceilings = changes
+        .iter()
+        .map(|c| c.2.map(column).transpose())
+        .collect::<Result<Vec<Option<i32>>, _>>()?;
     tx.execute(
         "UPDATE encounters e SET charge_yen = u.charge, ceiling_yen = u.ceiling \
          FROM unnest($1::uuid[], $2::int4[], $3::int4[]) AS u(id, charge, ceiling) \

@@ -1,7 +1,7 @@
 //! Idempotency keys: the first response to a key is stored in the same
 //! transaction as the write, so a retry replays it and never writes twice.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 
 use crate::pools::{DbError, Tx};
@@ -52,7 +52,7 @@ pub async fn claim(
     // The times are parameters: Citus refuses a volatile function in an
     // upsert's `DO UPDATE` on a distributed table.
     let now = Utc::now();
-    let expired_before = now - ttl(ttl_s);
+    let expired_before = created_before(now, ttl_s);
     match tx
         .execute(&insert, &[&key, &route, &hash, &now, &expired_before])
         .await
@@ -96,12 +96,19 @@ pub async fn purge_expired(tx: &Tx, ttl_s: f64) -> Result<u64, DbError> {
              WHERE created_at < $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
         )
         .await?;
-    Ok(tx.execute(&delete, &[&(Utc::now() - ttl(ttl_s))]).await?)
+    Ok(tx
+        .execute(&delete, &[&created_before(Utc::now(), ttl_s)])
+        .await?)
 }
 
-/// A key's lifetime (`clinic.idempotency_ttl_s`).
-fn ttl(seconds: f64) -> chrono::Duration {
-    chrono::Duration::milliseconds((seconds * 1000.0) as i64)
+/// Keys created before this have outlived `ttl_s`
+/// (`clinic.idempotency_ttl_s`); a lifetime reaching back past 1970 keeps
+/// every key rather than overflowing.
+fn created_before(now: DateTime<Utc>, ttl_s: f64) -> DateTime<Utc> {
+    chrono::TimeDelta::try_milliseconds((ttl_s * 1000.0) as i64)
+        .and_then(|ttl| now.checked_sub_signed(ttl))
+        .filter(|t| *t > DateTime::UNIX_EPOCH)
+        .unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// Stores the response to a fresh key, in the write's transaction.
@@ -123,4 +130,20 @@ pub async fn complete(tx: &Tx, key: &str, response: &StoredResponse) -> Result<(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lifetime_of_any_length_gives_a_cutoff_without_overflowing() {
+        let now = Utc::now();
+        assert_eq!(
+            created_before(now, 60.0),
+            now - chrono::TimeDelta::seconds(60)
+        );
+        assert_eq!(created_before(now, 1e30), DateTime::UNIX_EPOCH);
+        assert_eq!(created_before(now, u64::MAX as f64), DateTime::UNIX_EPOCH);
+    }
 }
