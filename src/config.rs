@@ -90,11 +90,18 @@ pub enum LogFormat {
     Pretty,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
     /// A PostgreSQL URL (`postgres://user:password@host:port/database`).
     pub url: String,
+    /// A streaming replica of this cluster (a hot standby) for the admin
+    /// reports that read across tenants: the monthly report and tenant
+    /// stats run there, on a pool of their own (`admin.replica_pool_size`),
+    /// so they never take the primary's CPU, locks or connections. Clinic
+    /// requests and admin writes always use `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,6 +230,34 @@ pub struct AdminSettings {
     /// Largest master release CSV accepted over HTTP, in bytes. One is read
     /// at a time, into space of the memory budget (twice this).
     pub release_limit_bytes: usize,
+    /// Connections per cluster replica (`clusters.<name>.replica_url`) for
+    /// admin reports on this host; counted against the replica's
+    /// `max_connections`.
+    pub replica_pool_size: usize,
+    /// `statement_timeout` fixed on every replica connection when it opens:
+    /// a report on the replica takes no clinic's CPU, so it may run longer
+    /// than one on the primary.
+    pub replica_statement_timeout_ms: u64,
+    /// The most a replica may trail its primary for a report to be served
+    /// from it: past this, `admin.replica_behind` decides.
+    pub max_replica_lag_ms: u64,
+    /// What a report does when the replica trails by more than
+    /// `admin.max_replica_lag_ms` or cannot be reached: `refuse` (503 with
+    /// `Retry-After`; the primary is never touched) or `primary` (run on
+    /// the primary's admin pool, saying so in the report).
+    pub replica_behind: ReplicaBehind,
+}
+
+/// What an admin report does when its cluster's replica cannot give a
+/// fresh enough answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaBehind {
+    /// Answer 503 with `Retry-After`: the primary is kept for clinics.
+    #[default]
+    Refuse,
+    /// Run the report on the primary's admin pool.
+    Primary,
 }
 
 impl Default for ServerSettings {
@@ -292,6 +327,10 @@ impl Default for AdminSettings {
             queue_timeout_ms: 2_000,
             token: String::new(),
             release_limit_bytes: 16 * 1024 * 1024,
+            replica_pool_size: 2,
+            replica_statement_timeout_ms: 120_000,
+            max_replica_lag_ms: 10_000,
+            replica_behind: ReplicaBehind::Refuse,
         }
     }
 }
@@ -497,6 +536,33 @@ impl Settings {
                 .url
                 .parse::<tokio_postgres::Config>()
                 .map_err(|e| invalid(key, format!("is not a valid PostgreSQL URL: {e}")))?;
+            if let Some(replica) = &cluster.replica_url {
+                let key = format!("clusters.{name}.replica_url");
+                if !replica.starts_with("postgres://") && !replica.starts_with("postgresql://") {
+                    return Err(invalid(key, "must be a postgres:// URL"));
+                }
+                replica
+                    .parse::<tokio_postgres::Config>()
+                    .map_err(|e| invalid(&key, format!("is not a valid PostgreSQL URL: {e}")))?;
+                if *replica == cluster.url {
+                    return Err(invalid(
+                        key,
+                        "must name the replica, not the primary (clusters.<name>.url)",
+                    ));
+                }
+            }
+        }
+        if self.clusters.values().any(|c| c.replica_url.is_some()) {
+            at_least(
+                "admin.replica_pool_size",
+                self.admin.replica_pool_size as u64,
+                1,
+            )?;
+            at_least(
+                "admin.replica_statement_timeout_ms",
+                self.admin.replica_statement_timeout_ms,
+                1,
+            )?;
         }
         if !self.clusters.contains_key(&self.control.cluster) {
             return Err(invalid(
@@ -626,6 +692,9 @@ impl Settings {
         }
         for cluster in copy.clusters.values_mut() {
             cluster.url = redact_url(&cluster.url);
+            if let Some(replica) = &mut cluster.replica_url {
+                *replica = redact_url(replica);
+            }
         }
         copy
     }
@@ -670,6 +739,7 @@ mod tests {
             "main".into(),
             ClusterSettings {
                 url: "postgres://u:secret@127.0.0.1:5432/recept".into(),
+                replica_url: None,
             },
         );
         s.admin.token = "0123456789abcdef".into();
@@ -688,6 +758,30 @@ mod tests {
         s.control.cluster = "other".into();
         let message = s.validate().unwrap_err().to_string();
         assert!(message.contains("control.cluster"), "{message}");
+    }
+
+    #[test]
+    fn a_replica_url_must_be_a_postgres_url_other_than_the_primary() {
+        let mut s = valid();
+        let main = s.clusters.get_mut("main").unwrap();
+        main.replica_url = Some(main.url.clone());
+        let message = s.validate().unwrap_err().to_string();
+        assert!(message.contains("clusters.main.replica_url"), "{message}");
+        assert!(message.contains("not the primary"), "{message}");
+        s.clusters.get_mut("main").unwrap().replica_url = Some("mysql://replica/recept".into());
+        let message = s.validate().unwrap_err().to_string();
+        assert!(message.contains("postgres:// URL"), "{message}");
+        s.clusters.get_mut("main").unwrap().replica_url =
+            Some("postgres://u:hidden@10.0.0.2:5432/recept".into());
+        s.validate().unwrap();
+        let shown = toml::to_string(&s.redacted()).unwrap();
+        assert!(
+            !shown.contains("hidden") && shown.contains("10.0.0.2"),
+            "{shown}"
+        );
+        s.admin.replica_pool_size = 0;
+        let message = s.validate().unwrap_err().to_string();
+        assert!(message.contains("admin.replica_pool_size"), "{message}");
     }
 
     #[test]

@@ -201,6 +201,22 @@ async fn check_budget(pools: &Pools, settings: &Settings) -> anyhow::Result<()> 
                 "connection budget fits"
             ),
         }
+        if let Some(replica) = &budget.replica {
+            match &replica.error {
+                // A replica that is down stops reports only, never recept.
+                Some(error) => tracing::warn!(
+                    cluster = %budget.cluster,
+                    %error,
+                    "the replica for reports cannot be reached; reports follow admin.replica_behind until it can"
+                ),
+                None => tracing::info!(
+                    cluster = %budget.cluster,
+                    needed = replica.needed,
+                    allowed = replica.allowed,
+                    "replica connection budget fits"
+                ),
+            }
+        }
     }
     Ok(())
 }

@@ -59,6 +59,7 @@ impl Stack {
             "main".into(),
             ClusterSettings {
                 url: database_url.clone(),
+                replica_url: None,
             },
         );
         tweak(&mut settings);

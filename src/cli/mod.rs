@@ -321,6 +321,24 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
                 .map(|e| format!(" (not reachable: {e})"))
                 .unwrap_or_default()
         );
+        if let Some(replica) = &budget.replica {
+            println!(
+                "  {} replica: {} host(s) x report {} = {} needed, {} allowed{}",
+                budget.cluster,
+                budget.hosts,
+                replica.report,
+                replica.needed,
+                replica
+                    .allowed
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+                replica
+                    .error
+                    .as_ref()
+                    .map(|e| format!(" (not reachable: {e})"))
+                    .unwrap_or_default()
+            );
+        }
         problems.extend(budget.problem());
     }
     for pool in pools

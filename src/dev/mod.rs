@@ -158,6 +158,7 @@ pub fn dev_settings(mut base: Settings, pg: &PrivatePostgres, state: &DevState) 
         base.control.cluster.clone(),
         ClusterSettings {
             url: pg.url(DATABASE),
+            replica_url: None,
         },
     );
     base.admin.token = state.admin_token.clone();

@@ -1,6 +1,13 @@
 //! Admin reads across tenants: per-tenant stats, the monthly report over
-//! every tenant schema, pool status and the audit log. All run on the admin
-//! pool, whose `statement_timeout` bounds them.
+//! every tenant schema, pool status and the audit log.
+//!
+//! Stats and the monthly report read through [`Pools::report`]: on a
+//! cluster's streaming replica when it names one (the registry too, on the
+//! control cluster's replica), so that they take nothing of the primary
+//! clinics use, and each says how fresh its figures are. Without a replica
+//! they run on the admin pool, whose `statement_timeout` bounds them.
+//!
+//! [`Pools::report`]: crate::pools::Pools::report
 
 use std::collections::BTreeMap;
 
@@ -12,8 +19,8 @@ use tokio_postgres::SimpleQueryMessage;
 use super::clinic::parse_limit;
 use super::{AdminCaller, ApiError, AppState, FieldError};
 use crate::audit;
-use crate::names::quote_ident;
-use crate::pools::{citus, DbError, Role};
+use crate::names::{quote_ident, Slug};
+use crate::pools::{citus, DbError, Freshness, ReportConn, Role};
 use crate::tenancy::{Registry, TenantStatus};
 
 #[derive(Serialize)]
@@ -26,6 +33,8 @@ struct TenantStats {
     /// When the last encounter was entered.
     last_activity: Option<chrono::DateTime<chrono::Utc>>,
     schema_bytes: i64,
+    /// Where the figures were read and how fresh they are.
+    freshness: Freshness,
 }
 
 /// `GET /admin/tenants/{slug}/stats`
@@ -34,12 +43,22 @@ pub async fn stats(
     state: web::Data<AppState>,
     slug: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = super::admin::find(&state, &slug).await?;
+    let not_found = || ApiError::NotFound(format!("no tenant `{slug}`"));
+    let parsed = Slug::parse(&slug).map_err(|_| not_found())?;
+    let control = state.pools.report(state.pools.control_cluster()).await?;
+    let tenant = Registry::find(&control.client, &parsed)
+        .await?
+        .ok_or_else(not_found)?;
     if tenant.status == TenantStatus::Deleted {
         return Err(ApiError::Conflict(format!("tenant `{slug}` is deleted")));
     }
     let s = quote_ident(&tenant.schema);
-    let client = state.pools.get(&tenant.cluster, Role::Admin).await?;
+    let ReportConn { client, freshness } = if tenant.cluster == control.freshness.cluster {
+        control
+    } else {
+        drop(control);
+        state.pools.report(&tenant.cluster).await?
+    };
     let row = client
         .query_one(
             &format!(
@@ -60,6 +79,7 @@ pub async fn stats(
         claims: row.get(3),
         last_activity: row.get(4),
         schema_bytes,
+        freshness,
     }))
 }
 
@@ -87,6 +107,9 @@ struct MonthlyReport {
     tenants: Vec<TenantMonth>,
     /// Pass as `after` for the next page; null on the last one.
     next_after: Option<String>,
+    /// Each cluster read (the control cluster's registry first): where and
+    /// how fresh.
+    freshness: Vec<Freshness>,
 }
 
 /// `GET /admin/reports/monthly?month=YYYY-MM&after=&limit=`: per tenant, the
@@ -113,9 +136,12 @@ pub async fn monthly(
     let next = month
         .checked_add_months(chrono::Months::new(1))
         .ok_or_else(|| ApiError::validation("month", "is out of range"))?;
-    let control = state.pools.control(Role::Admin).await?;
-    let page = Registry::list(&control, query.after.as_deref(), limit).await?;
-    drop(control);
+    let control_cluster = state.pools.control_cluster();
+    let control = state.pools.report(control_cluster).await?;
+    let page = Registry::list(&control.client, query.after.as_deref(), limit).await?;
+    let mut freshness = vec![control.freshness.clone()];
+    // Kept for the control cluster's own tenants, if the page has any.
+    let mut control = Some(control);
     let next_after = (page.len() as i64 == limit)
         .then(|| page.last().map(|t| t.slug.to_string()))
         .flatten();
@@ -148,8 +174,16 @@ pub async fn monthly(
                 )
             })
             .collect();
-        let client = state.pools.get(cluster, Role::Admin).await?;
-        let messages = client
+        let conn = match control.take_if(|_| cluster == control_cluster) {
+            Some(conn) => conn,
+            None => {
+                let conn = state.pools.report(cluster).await?;
+                freshness.push(conn.freshness.clone());
+                conn
+            }
+        };
+        let messages = conn
+            .client
             .simple_query(&parts.join(" UNION ALL "))
             .await
             .map_err(DbError::from)?;
@@ -172,6 +206,7 @@ pub async fn monthly(
         month: query.month,
         tenants: rows,
         next_after,
+        freshness,
     }))
 }
 

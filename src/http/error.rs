@@ -359,6 +359,22 @@ impl From<DbError> for ApiError {
                 tracing::error!(%xact, "a write's outcome is unknown");
                 ApiError::OutcomeUnknown
             }
+            e @ DbError::ReplicaBehind { lag_ms, max_ms, .. } => {
+                // Wait about as long as the replica must catch up.
+                let excess = lag_ms.map_or(5_000, |lag| lag.saturating_sub(max_ms));
+                ApiError::Unavailable {
+                    message: format!(
+                        "{e}; reports are kept off the primary (admin.replica_behind = \"refuse\"); retry when it has caught up"
+                    ),
+                    retry_after_ms: excess.clamp(1_000, 30_000),
+                }
+            }
+            e @ DbError::ReplicaDown { .. } => ApiError::Unavailable {
+                message: format!(
+                    "{e}; reports are kept off the primary (admin.replica_behind = \"refuse\"); retry when it is back"
+                ),
+                retry_after_ms: 5_000,
+            },
             DbError::TenantBusy => ApiError::TooManyRequests {
                 message: "this clinic has too many requests in flight; retry shortly".into(),
                 retry_after_ms: 200,

@@ -25,15 +25,59 @@ pub struct ClusterBudget {
     pub allowed: Option<usize>,
     pub max_connections: Option<usize>,
     pub reserved: Option<usize>,
+    /// The cluster's replica for reports, when it names one.
+    pub replica: Option<ReplicaBudget>,
+}
+
+/// What this host's report pools need of a cluster's replica: hosts ×
+/// `admin.replica_pool_size`, against the replica's own
+/// `max_connections` (a hot standby has its own, at least the primary's).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaBudget {
+    pub report: usize,
+    pub needed: usize,
+    /// `None` when the replica could not be asked; `error` says why.
+    pub allowed: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub reserved: Option<usize>,
+    pub error: Option<String>,
 }
 
 impl ClusterBudget {
     pub fn fits(&self) -> bool {
         self.allowed.is_none_or(|allowed| self.needed <= allowed)
+            && self
+                .replica
+                .as_ref()
+                .and_then(|r| r.allowed.map(|allowed| r.needed <= allowed))
+                .unwrap_or(true)
     }
 
     /// Why it does not fit, naming the settings to change.
     pub fn problem(&self) -> Option<String> {
+        self.primary_problem().or_else(|| self.replica_problem())
+    }
+
+    fn replica_problem(&self) -> Option<String> {
+        let replica = self.replica.as_ref()?;
+        let allowed = replica.allowed?;
+        (replica.needed > allowed).then(|| {
+            format!(
+                "the replica of cluster `{}` allows {allowed} connections (max_connections {} minus {} \
+                 reserved), but {} host(s) (server.hosts_per_cluster) × admin.replica_pool_size {} \
+                 need {}; lower admin.replica_pool_size or the hosts, or raise the replica's \
+                 max_connections",
+                self.cluster,
+                replica.max_connections.unwrap_or(0),
+                replica.reserved.unwrap_or(0),
+                self.hosts,
+                replica.report,
+                replica.needed
+            )
+        })
+    }
+
+    fn primary_problem(&self) -> Option<String> {
         let allowed = self.allowed?;
         (self.needed > allowed).then(|| {
             format!(
@@ -82,20 +126,29 @@ pub async fn measure(pools: &Pools, settings: &Settings) -> Vec<(ClusterBudget, 
             allowed: None,
             max_connections: None,
             reserved: None,
+            replica: None,
         };
-        let asked = async {
-            let client = pools.get(cluster, Role::Admin).await?;
-            let row = client
-                .query_one(
-                    "SELECT current_setting('max_connections')::int8, \
-                     current_setting('superuser_reserved_connections')::int8 \
-                     + coalesce(current_setting('reserved_connections', true)::int8, 0)",
-                    &[],
-                )
-                .await?;
-            Ok::<_, super::DbError>((row.get::<_, i64>(0) as usize, row.get::<_, i64>(1) as usize))
+        if pools.has_replica(cluster) {
+            let report = settings.admin.replica_pool_size;
+            let mut replica = ReplicaBudget {
+                report,
+                needed: hosts * report,
+                allowed: None,
+                max_connections: None,
+                reserved: None,
+                error: None,
+            };
+            match connection_limits(pools, cluster, Role::Report).await {
+                Ok((max, reserved)) => {
+                    replica.max_connections = Some(max);
+                    replica.reserved = Some(reserved);
+                    replica.allowed = Some(max.saturating_sub(reserved));
+                }
+                Err(e) => replica.error = Some(e.to_string()),
+            }
+            budget.replica = Some(replica);
         }
-        .await;
+        let asked = connection_limits(pools, cluster, Role::Admin).await;
         match asked {
             Ok((max, reserved)) => {
                 budget.max_connections = Some(max);
@@ -107,4 +160,23 @@ pub async fn measure(pools: &Pools, settings: &Settings) -> Vec<(ClusterBudget, 
         }
     }
     budgets
+}
+
+/// A cluster's `max_connections` and the connections it reserves, asked
+/// on a connection of `role`.
+async fn connection_limits(
+    pools: &Pools,
+    cluster: &str,
+    role: Role,
+) -> Result<(usize, usize), super::DbError> {
+    let client = pools.get(cluster, role).await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('max_connections')::int8, \
+             current_setting('superuser_reserved_connections')::int8 \
+             + coalesce(current_setting('reserved_connections', true)::int8, 0)",
+            &[],
+        )
+        .await?;
+    Ok((row.get::<_, i64>(0) as usize, row.get::<_, i64>(1) as usize))
 }

@@ -110,7 +110,7 @@ pub(super) fn build_pool(
     // handed out, and one whose settings changed fails it and is replaced.
     let recycling_method = match role {
         Role::Clinic => RecyclingMethod::Fast,
-        Role::Admin | Role::Migration | Role::Keys => RecyclingMethod::Custom(format!(
+        Role::Admin | Role::Migration | Role::Keys | Role::Report => RecyclingMethod::Custom(format!(
             "DO $$BEGIN IF current_setting('statement_timeout')::interval <> '{statement_timeout_ms}ms'::interval \
              OR current_setting('application_name') <> '{}' \
              THEN RAISE EXCEPTION 'session settings changed'; END IF; END$$",

@@ -55,6 +55,20 @@ pub enum DbError {
     /// look at. Never answered with an invitation to retry.
     #[error("stored data breaks an invariant: {0}")]
     Corrupt(String),
+    /// A cluster's replica trails its primary by more than
+    /// `admin.max_replica_lag_ms` (`lag_ms` unknown when it has replayed
+    /// nothing since it started), and reports refuse rather than run on
+    /// the primary.
+    #[error("the replica of cluster `{cluster}` trails its primary by {} (at most {max_ms} ms allowed)", .lag_ms.map_or("an unknown time".to_string(), |l| format!("{l} ms")))]
+    ReplicaBehind {
+        cluster: String,
+        lag_ms: Option<u64>,
+        max_ms: u64,
+    },
+    /// A cluster's replica cannot be reached, and reports refuse rather
+    /// than run on the primary.
+    #[error("the replica of cluster `{cluster}` cannot be reached: {cause}")]
+    ReplicaDown { cluster: String, cause: String },
     /// Any other PostgreSQL error, shown whole (severity, message,
     /// SQLSTATE, detail, hint), never as a bare "db error".
     #[error("{}", postgres_text(.0))]
@@ -104,7 +118,10 @@ impl From<tokio_postgres::Error> for DbError {
                 if *code == SqlState::ADMIN_SHUTDOWN
                     || *code == SqlState::CRASH_SHUTDOWN
                     || *code == SqlState::CANNOT_CONNECT_NOW
-                    || *code == SqlState::TOO_MANY_CONNECTIONS =>
+                    || *code == SqlState::TOO_MANY_CONNECTIONS
+                    // A hot standby cancels a query that holds back
+                    // replay ("conflict with recovery"): it may run again.
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE =>
             {
                 DbError::Unavailable(postgres_text(&e))
             }
@@ -168,6 +185,19 @@ impl DbError {
             DbError::ControlSchemaMissing(s) => DbError::ControlSchemaMissing(s.clone()),
             DbError::OutcomeUnknown(s) => DbError::OutcomeUnknown(s.clone()),
             DbError::Corrupt(s) => DbError::Corrupt(s.clone()),
+            DbError::ReplicaBehind {
+                cluster,
+                lag_ms,
+                max_ms,
+            } => DbError::ReplicaBehind {
+                cluster: cluster.clone(),
+                lag_ms: *lag_ms,
+                max_ms: *max_ms,
+            },
+            DbError::ReplicaDown { cluster, cause } => DbError::ReplicaDown {
+                cluster: cluster.clone(),
+                cause: cause.clone(),
+            },
             DbError::Postgres(e) => DbError::Unavailable(postgres_text(e)),
         }
     }

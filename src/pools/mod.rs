@@ -29,6 +29,7 @@ pub mod citus;
 mod connect;
 mod error;
 mod overload;
+mod replica;
 mod shard;
 mod status;
 mod tenant_conn;
@@ -46,6 +47,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 pub use admission::{AdmissionStats, TenantShare};
 pub use error::DbError;
+pub use replica::{Freshness, ReportConn, Source};
 pub use shard::{ClinicWorker, Shard};
 pub use status::{PoolStatus, ShardStatus};
 
@@ -69,6 +71,9 @@ pub enum Role {
     /// control cluster only, so that a flood of unknown keys waits in its
     /// own lane and never for a clinic connection.
     Keys,
+    /// Admin reports on a cluster's streaming replica
+    /// (`clusters.<name>.replica_url`): never a connection to the primary.
+    Report,
 }
 
 impl Role {
@@ -80,18 +85,21 @@ impl Role {
             Role::Admin => "recept-admin",
             Role::Migration => "recept-migrate",
             Role::Keys => "recept-keys",
+            Role::Report => "recept-report",
         }
     }
 }
 
 /// The pools of one cluster: the clinic pool's shards (one per clinic
-/// worker), the admin pool, the migration pool and, on the control cluster
-/// only, the key-lookup pool.
+/// worker), the admin pool, the migration pool, on the control cluster
+/// only, the key-lookup pool and, when the cluster names a replica, the
+/// report pool on it.
 struct ClusterPools {
     clinic: Vec<CountedPool>,
     admin: CountedPool,
     migration: CountedPool,
     keys: Option<CountedPool>,
+    report: Option<CountedPool>,
 }
 
 /// A pool and what happened to its connections.
@@ -148,6 +156,8 @@ pub struct Pools {
     clinic_settings: Arc<ExpectedSettings>,
     /// Which clinic shards a running worker has claimed.
     claimed: Arc<Vec<AtomicBool>>,
+    /// When a replica is too far behind for a report, and what then.
+    replica_rule: replica::Rule,
 }
 
 impl Pools {
@@ -215,6 +225,26 @@ impl Pools {
                     Ok::<_, anyhow::Error>(pool)
                 })
                 .transpose()?;
+            let report = cluster
+                .replica_url
+                .as_deref()
+                .map(|replica| {
+                    let mut pool = build_pool(
+                        replica.parse()?,
+                        PoolSpec {
+                            role: Role::Report,
+                            size: settings.admin.replica_pool_size,
+                            statement_timeout_ms: settings.admin.replica_statement_timeout_ms,
+                            lock_timeout_ms: settings.admin.replica_statement_timeout_ms,
+                            queue_timeout_ms: settings.admin.queue_timeout_ms,
+                            retire: None,
+                        },
+                        Default::default(),
+                    )?;
+                    pool.queue.cluster = name.clone();
+                    Ok::<_, anyhow::Error>(pool)
+                })
+                .transpose()?;
             let migration = build_pool(
                 pg,
                 PoolSpec {
@@ -235,6 +265,7 @@ impl Pools {
                     admin,
                     migration,
                     keys,
+                    report,
                 },
             );
         }
@@ -260,6 +291,10 @@ impl Pools {
                 application_name: Role::Clinic.application_name(),
             }),
             claimed: Arc::new((0..shards).map(|_| AtomicBool::new(false)).collect()),
+            replica_rule: replica::Rule {
+                max_lag_ms: settings.admin.max_replica_lag_ms,
+                behind: settings.admin.replica_behind,
+            },
         })
     }
 
@@ -311,6 +346,10 @@ impl Pools {
             Role::Migration => &pools.migration,
             Role::Keys => pools
                 .keys
+                .as_ref()
+                .ok_or_else(|| DbError::UnknownCluster(cluster.to_string()))?,
+            Role::Report => pools
+                .report
                 .as_ref()
                 .ok_or_else(|| DbError::UnknownCluster(cluster.to_string()))?,
         })
@@ -465,6 +504,9 @@ impl Pools {
             if let Some(keys) = &pools.keys {
                 keys.pool.close();
             }
+            if let Some(report) = &pools.report {
+                report.pool.close();
+            }
         }
     }
 }
@@ -563,6 +605,7 @@ mod tests {
             "main".into(),
             ClusterSettings {
                 url: "postgres://recept@127.0.0.1:1/recept".into(),
+                replica_url: None,
             },
         );
         let pools = std::sync::Arc::new(Pools::build(&settings).unwrap());

@@ -63,6 +63,7 @@ impl Pools {
                     (Role::Admin, std::slice::from_ref(&pools.admin)),
                     (Role::Migration, std::slice::from_ref(&pools.migration)),
                     (Role::Keys, pools.keys.as_slice()),
+                    (Role::Report, pools.report.as_slice()),
                 ]
                 .into_iter()
                 .filter(|(_, shards)| !shards.is_empty())

@@ -9,7 +9,7 @@ use crate::helpers::{assert_problem, sample_release, spawn_app, spawn_app_with, 
 
 /// A clinic on the sample release with one insured patient and `visits`
 /// encounters in May 2026.
-async fn busy_clinic(app: &TestApp, prefix: &str, visits: usize) -> (String, String) {
+pub(crate) async fn busy_clinic(app: &TestApp, prefix: &str, visits: usize) -> (String, String) {
     let (slug, key) = app.tenant_on_release(prefix, "2026-04").await;
     let patient: Value = app
         .clinic_request(Method::POST, "/v1/patients", &key)

@@ -139,6 +139,7 @@ async fn the_control_cluster_gone_leaves_known_clinics_served_and_others_a_quick
         "tenants".into(),
         ClusterSettings {
             url: fresh_database().await,
+            replica_url: None,
         },
     );
     let app = spawn_app_on(settings).await;

@@ -145,6 +145,7 @@ pub fn test_settings(db_url: &str) -> Settings {
         "main".into(),
         ClusterSettings {
             url: db_url.to_string(),
+            replica_url: None,
         },
     );
     settings
@@ -412,6 +413,7 @@ pub async fn spawn_app_on_two_clusters(
         "second".into(),
         ClusterSettings {
             url: second.clone(),
+            replica_url: None,
         },
     );
     tweak(&mut settings);

@@ -21,6 +21,8 @@ mod observability;
 mod official_master;
 mod process;
 mod reliability;
+mod replica;
+mod replica_pair;
 mod routing;
 mod tenants;
 mod tidy;
