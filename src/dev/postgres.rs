@@ -211,6 +211,45 @@ impl PrivatePostgres {
         )
     }
 
+    /// Takes a base backup of this server into `data_dir` with
+    /// `pg_basebackup -R` (a fast checkpoint, the WAL streamed alongside),
+    /// as the user the server runs as: a data directory that
+    /// [`PrivatePostgres::start`] then starts as its streaming replica.
+    pub fn base_backup(&self, bins: &PgBinaries, data_dir: &Path) -> anyhow::Result<()> {
+        let run_as = run_as()?;
+        let wanted = std::path::absolute(data_dir)?;
+        let target = reachable_data_dir(&wanted, run_as.as_ref())?;
+        let mut command = Command::new(bins.tool("pg_basebackup"));
+        command
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+            ])
+            .arg("-D")
+            .arg(&target)
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .env("PGPASSWORD", &self.password)
+            .stdin(Stdio::null());
+        if let Some(user) = &run_as {
+            command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        let output = command
+            .output()
+            .with_context(|| format!("running {}", bins.tool("pg_basebackup").display()))?;
+        if !output.status.success() {
+            bail!(
+                "pg_basebackup into {} failed:\n{}",
+                target.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Stops the server with a fast shutdown and waits for it.
     pub fn stop(mut self) -> anyhow::Result<()> {
         self.stop_inner()

@@ -5,7 +5,6 @@
 //! since the tests pause, freeze and stop its servers.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use recept::dev::{PgBinaries, PrivatePostgres};
@@ -53,26 +52,9 @@ impl ReplicaPair {
                 .await
                 .expect("the test database");
         });
-        let replica_data = dir.join("replica").join("data");
-        let mut backup = Command::new(bins.bin_dir.join("pg_basebackup"));
-        backup
-            .args(["-h", "127.0.0.1", "-p", &primary.port().to_string()])
-            .args(["-U", "recept", "-D"])
-            .arg(&replica_data)
-            // -R: standby.signal and primary_conninfo, so it starts as a
-            // streaming replica; a fast checkpoint, not a spread one.
-            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
-            .env("PGPASSWORD", &password);
-        if let Some(user) = server_user() {
-            use std::os::unix::process::CommandExt;
-            backup.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-        }
-        let output = backup.output().expect("pg_basebackup runs");
-        assert!(
-            output.status.success(),
-            "pg_basebackup failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        primary
+            .base_backup(&bins, &dir.join("replica").join("data"))
+            .expect("a base backup of the primary");
         let mut pair = ReplicaPair {
             primary_url: url(primary.port(), &password, DATABASE),
             replica_url: String::new(),
@@ -174,12 +156,4 @@ impl Drop for ReplicaPair {
         drop(self.primary.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// The user PostgreSQL runs as when the tests run as root.
-fn server_user() -> Option<nix::unistd::User> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    nix::unistd::User::from_name("postgres").ok().flatten()
 }
