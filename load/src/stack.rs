@@ -26,6 +26,13 @@ pub struct Stack {
     pub pg: Option<PrivatePostgres>,
     /// A Citus cluster's workers; `pg` is then its coordinator.
     pub workers: Vec<PrivatePostgres>,
+    /// `pg`'s streaming replica, when the scenario asked for one; recept
+    /// reads admin reports there.
+    pub replica: Option<PrivatePostgres>,
+    /// The database recept uses, on the replica.
+    pub replica_url: Option<String>,
+    /// recept's settings, for another server on the same database.
+    settings: Settings,
     dir: PathBuf,
 }
 
@@ -39,6 +46,42 @@ impl Stack {
         recept::dev::ensure_database(&pg, "recept").await?;
         let database_url = pg.url("recept");
         Stack::serve(dir, pg, Vec::new(), database_url, tweak).await
+    }
+
+    /// Like [`Stack::start`], with a streaming replica of PostgreSQL
+    /// (`pg_basebackup -R`) named as the cluster's `replica_url`.
+    pub async fn start_with_replica(tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<Stack> {
+        let dir = work_dir()?;
+        let pg = start_postgres(&dir.join("data"), &[], None)?;
+        recept::dev::ensure_database(&pg, "recept").await?;
+        pg.base_backup(&PgBinaries::find()?, &dir.join("replica"))?;
+        let replica = start_postgres(&dir.join("replica"), &[], None)?;
+        let replica_url = replica.url("recept");
+        let database_url = pg.url("recept");
+        let url = replica_url.clone();
+        let mut stack = Stack::serve(dir, pg, Vec::new(), database_url, move |s| {
+            s.clusters
+                .get_mut("main")
+                .expect("cluster main")
+                .replica_url = Some(url);
+            tweak(s);
+        })
+        .await?;
+        stack.replica = Some(replica);
+        stack.replica_url = Some(replica_url);
+        Ok(stack)
+    }
+
+    /// Another recept on the same database, with this one's settings
+    /// changed by `tweak`: its admin URL.
+    pub async fn another_server(
+        &self,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<String> {
+        let mut settings = self.settings.clone();
+        tweak(&mut settings);
+        let (_, admin_port, _, _) = spawn_recept(settings).await?;
+        Ok(format!("http://127.0.0.1:{admin_port}"))
     }
 
     /// Starts recept on `database_url`, served by `pg` (and, for Citus,
@@ -66,45 +109,7 @@ impl Stack {
         let admin_token = settings.admin.token.clone();
         let keys = recept::tenancy::KeySecrets::from_settings(&settings.clinic);
         let key_secret = settings.clinic.key_secret.clone();
-        // recept runs on a runtime of its own, as `recept serve` does, so its
-        // connections are not driven by the load generator's threads.
-        let (started, built) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("recept".into())
-            .spawn(move || {
-                if let Err(e) = crate::pin::recept_thread() {
-                    let _ = started.send(Err(e));
-                    return;
-                }
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = started.send(Err(anyhow::Error::from(e)));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match Application::build(settings).await {
-                        Ok(app) => {
-                            let state = app.state();
-                            let _ = started.send(Ok((
-                                app.clinic_port(),
-                                app.admin_port(),
-                                state.pools.clone(),
-                                state.master_cache.clone(),
-                            )));
-                            let _ = app.run_until(std::future::pending()).await;
-                        }
-                        Err(e) => {
-                            let _ = started.send(Err(e));
-                        }
-                    }
-                });
-            })?;
-        let (clinic_port, admin_port, pools, cache) = built.await.context("recept's thread")??;
+        let (clinic_port, admin_port, pools, cache) = spawn_recept(settings.clone()).await?;
         crate::report::sample_backends(&database_url);
         let admin = format!("http://127.0.0.1:{admin_port}");
         let clinic = format!("http://127.0.0.1:{clinic_port}");
@@ -119,9 +124,55 @@ impl Stack {
             cache,
             pg: Some(pg),
             workers,
+            replica: None,
+            replica_url: None,
+            settings,
             dir,
         })
     }
+}
+
+/// Starts recept with `settings` on a thread and runtime of its own, as
+/// `recept serve` runs, so that its connections are not driven by the load
+/// generator's threads: its clinic and admin ports, pools and cache.
+async fn spawn_recept(settings: Settings) -> anyhow::Result<(u16, u16, Arc<Pools>, MasterCache)> {
+    let (started, built) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("recept".into())
+        .spawn(move || {
+            if let Err(e) = crate::pin::recept_thread() {
+                let _ = started.send(Err(e));
+                return;
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started.send(Err(anyhow::Error::from(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match Application::build(settings).await {
+                    Ok(app) => {
+                        let state = app.state();
+                        let _ = started.send(Ok((
+                            app.clinic_port(),
+                            app.admin_port(),
+                            state.pools.clone(),
+                            state.master_cache.clone(),
+                        )));
+                        let _ = app.run_until(std::future::pending()).await;
+                    }
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    built.await.context("recept's thread")?
 }
 
 impl Stack {
@@ -139,6 +190,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        if let Some(replica) = self.replica.take() {
+            let _ = replica.stop();
+        }
         if let Some(pg) = self.pg.take() {
             let _ = pg.stop();
         }
