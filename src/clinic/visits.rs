@@ -487,10 +487,13 @@ pub async fn pay(
             PaymentOutcome::Voided => Err(ClinicError::Conflict(format!(
                 "encounter {encounter} is voided"
             ))),
-            PaymentOutcome::Overpaid { outstanding } => Err(ClinicError::invalid(
-                "amount_yen",
-                format!("exceeds what the encounter still owes ({outstanding} yen)"),
-            )),
+            // The request is well formed; what it conflicts with is the
+            // visit's balance now (another desk may have just taken it), so
+            // it is a conflict with the visit's state, as a voided one is.
+            PaymentOutcome::Overpaid { outstanding } => Err(ClinicError::Conflict(format!(
+                "amount_yen {} exceeds what encounter {encounter} still owes ({outstanding} yen)",
+                payment.amount_yen
+            ))),
             PaymentOutcome::Recorded(recorded) => written(Made::Created, &recorded, None),
         }
     })

@@ -302,8 +302,12 @@ async fn payments_reduce_the_balance_and_cannot_overpay() {
         json!({"encounter_id": id, "amount_yen": 361, "method": "card"}),
     )
     .await;
-    let body = assert_problem(over, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(body["errors"][0]["field"], "amount_yen");
+    let body = assert_problem(over, StatusCode::CONFLICT).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("amount_yen 361") && detail.contains("(360 yen)"),
+        "{detail}"
+    );
 
     let balance = app
         .clinic_json(&key, &format!("/v1/patients/{p}/balance"))

@@ -169,7 +169,7 @@ def main():
         overpaid = create_payment.sync_detailed(
             client=client, body=NewPaymentBody(encounter_id=visit.id, amount_yen=1, method=Method.CASH)
         )
-        expect(Problem, overpaid, 422)
+        expect(Problem, overpaid, 409)
 
         # A visit entered by mistake is voided, not edited.
         mistake = expect(
