@@ -158,6 +158,12 @@ pub struct ClinicSettings {
     pub connection_max_age_s: u64,
     /// A clinic connection used this many times is closed instead of reused.
     pub connection_max_uses: usize,
+    /// A clinic connection is retired once it has served this many
+    /// distinct tenant schemas: each backend caches the catalog and plans
+    /// of every schema it touched, so this bounds its memory whatever the
+    /// traffic. Tenants keep to home connections, so a connection sees
+    /// few schemas and is rarely retired for it. 0 turns the bound off.
+    pub connection_max_schemas: usize,
     /// How long a clinic statement waits for a row lock (an Idempotency-Key
     /// in use, a rollout in progress) before giving up.
     pub lock_timeout_ms: u64,
@@ -306,6 +312,7 @@ impl Default for ClinicSettings {
             tenant_max_in_flight: 8,
             connection_max_age_s: 600,
             connection_max_uses: 20_000,
+            connection_max_schemas: 200,
             lock_timeout_ms: 2_000,
             key_cache_ttl_ms: 3_000,
             key_cache_capacity: 100_000,

@@ -377,6 +377,39 @@ impl Snapshot {
             let values: Vec<_> = pools.iter().map(|p| (labels(p), pick(p))).collect();
             family(encoder, name, help, true, &values)?;
         }
+        let affinity: Vec<_> = pools
+            .iter()
+            .filter_map(|p| Some((p, p.affinity?)))
+            .flat_map(|(p, a)| {
+                [("home", a.home), ("warm", a.warm), ("cold", a.cold)].map(|(served, n)| {
+                    (
+                        vec![
+                            ("cluster", p.cluster.clone()),
+                            ("served", served.to_string()),
+                        ],
+                        n.into(),
+                    )
+                })
+            })
+            .collect();
+        family(
+            encoder,
+            "clinic_affinity",
+            "Clinic requests by the connection that served them: their tenant's home, another that had served their schema (warm), or one new to it (cold)",
+            true,
+            &affinity,
+        )?;
+        let schemas: Vec<_> = pools
+            .iter()
+            .filter_map(|p| Some((labels(p), p.schemas_per_connection?.max.into())))
+            .collect();
+        family(
+            encoder,
+            "pool_connection_schemas_max",
+            "The most distinct tenant schemas one open clinic connection has served (clinic.connection_max_schemas bounds it)",
+            false,
+            &schemas,
+        )?;
         let stats = self.0.sources.pools.admission_stats();
         let values: Vec<_> = [
             ("queue_full", stats.queue_full),

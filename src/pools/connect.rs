@@ -11,7 +11,8 @@ use deadpool_postgres::{
 };
 use tokio_postgres::NoTls;
 
-use super::{ConnectionCounts, CountedPool, QueueState, Role};
+use super::slots::{AffinityCounts, Slot, SlotState, Slots};
+use super::{ConnectionCounts, Conns, CountedPool, QueueState, Role};
 
 /// Opens connections and drives them on one runtime: for admin and
 /// migration pools the one that built the pools, whichever actix worker
@@ -63,6 +64,7 @@ pub(super) fn connection_timeouts(wait_ms: u64) -> Timeouts {
 }
 
 /// What one pool is built with.
+#[derive(Clone, Copy)]
 pub(super) struct PoolSpec {
     pub(super) role: Role,
     pub(super) size: usize,
@@ -75,18 +77,74 @@ pub(super) struct PoolSpec {
 }
 
 pub(super) fn build_pool(
-    mut pg: tokio_postgres::Config,
+    pg: tokio_postgres::Config,
     spec: PoolSpec,
     counts: Arc<ConnectionCounts>,
 ) -> anyhow::Result<CountedPool> {
+    let driver = Arc::new(RwLock::new(tokio::runtime::Handle::current()));
+    let pool = object_pool(pg, &spec, spec.size, counts.clone(), driver.clone(), None)?;
+    Ok(CountedPool {
+        conns: Conns::One(pool),
+        counts,
+        queue: QueueState::new(),
+        driver,
+        max_waiting: usize::MAX,
+    })
+}
+
+/// A clinic shard: `spec.size` slots of one connection each, driven on one
+/// runtime, for tenant-affine routing (`slots.rs`); a connection is retired
+/// once it has served `max_schemas` distinct schemas.
+pub(super) fn build_slots(
+    pg: tokio_postgres::Config,
+    spec: PoolSpec,
+    counts: Arc<ConnectionCounts>,
+    max_schemas: usize,
+    affinity: Arc<AffinityCounts>,
+) -> anyhow::Result<CountedPool> {
+    let driver = Arc::new(RwLock::new(tokio::runtime::Handle::current()));
+    let slots = (0..spec.size)
+        .map(|_| {
+            let state = Arc::new(SlotState::default());
+            let pool = object_pool(
+                pg.clone(),
+                &spec,
+                1,
+                counts.clone(),
+                driver.clone(),
+                Some(state.clone()),
+            )?;
+            Ok(Slot { pool, state })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(CountedPool {
+        conns: Conns::Slots(Slots::new(slots, affinity, max_schemas, counts.clone())),
+        counts,
+        queue: QueueState::new(),
+        driver,
+        max_waiting: usize::MAX,
+    })
+}
+
+/// A deadpool of `size` connections with `spec`'s session settings, opened
+/// and driven on `driver`; with `slot`, one slot's pool, whose record of
+/// schemas served starts over with each new connection.
+fn object_pool(
+    mut pg: tokio_postgres::Config,
+    spec: &PoolSpec,
+    size: usize,
+    counts: Arc<ConnectionCounts>,
+    driver: Arc<RwLock<tokio::runtime::Handle>>,
+    slot: Option<Arc<SlotState>>,
+) -> anyhow::Result<Pool> {
     let PoolSpec {
         role,
-        size,
         statement_timeout_ms,
         lock_timeout_ms,
         queue_timeout_ms,
         retire,
-    } = spec;
+        ..
+    } = *spec;
     pg.application_name(role.application_name());
     // Fixed for the life of the connection; a request cannot change them
     // for the next one because recept never runs a session-level SET.
@@ -117,18 +175,21 @@ pub(super) fn build_pool(
             role.application_name()
         )),
     };
-    let driver = Arc::new(RwLock::new(tokio::runtime::Handle::current()));
     let manager = Manager::from_connect(
         pg,
         OnRuntime(driver.clone()),
         ManagerConfig { recycling_method },
     );
     let opened = counts.clone();
-    let returned = counts.clone();
+    let returned = counts;
     let retire = retire.unwrap_or((Duration::MAX, usize::MAX));
+    let created = slot;
     let pool = Pool::builder(manager)
         .post_create(Hook::sync_fn(move |_, _| {
             opened.opened.fetch_add(1, Ordering::Relaxed);
+            if let Some(state) = &created {
+                state.reset();
+            }
             Ok(())
         }))
         .pre_recycle(Hook::sync_fn(move |client, metrics| {
@@ -150,11 +211,5 @@ pub(super) fn build_pool(
         .timeouts(connection_timeouts(queue_timeout_ms))
         .runtime(Runtime::Tokio1)
         .build()?;
-    Ok(CountedPool {
-        pool,
-        counts,
-        queue: QueueState::new(),
-        driver,
-        max_waiting: usize::MAX,
-    })
+    Ok(pool)
 }

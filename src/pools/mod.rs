@@ -31,6 +31,7 @@ mod error;
 mod overload;
 mod replica;
 mod shard;
+mod slots;
 mod status;
 mod tenant_conn;
 
@@ -49,14 +50,15 @@ pub use admission::{AdmissionStats, TenantShare};
 pub use error::DbError;
 pub use replica::{Freshness, ReportConn, Source};
 pub use shard::{ClinicWorker, Shard};
-pub use status::{PoolStatus, ShardStatus};
+pub use slots::AffinityCounts;
+pub use status::{AffinityStatus, PoolStatus, SchemasPerConnection, ShardStatus};
 
 use admission::Admission;
 use shard::split;
 
 pub use tenant_conn::{ExpectedSettings, TenantConn, Tx};
 
-use connect::{build_pool, connection_timeouts, PoolSpec};
+use connect::{build_pool, build_slots, connection_timeouts, PoolSpec};
 use overload::{QueueState, Standing};
 
 /// Which side of recept a pool serves; each has its own settings.
@@ -102,9 +104,32 @@ struct ClusterPools {
     report: Option<CountedPool>,
 }
 
+/// A pool's connections: one deadpool, or a clinic shard's slots of one
+/// connection each (tenant-affine routing, `slots.rs`).
+enum Conns {
+    One(Pool),
+    Slots(slots::Slots),
+}
+
+impl Conns {
+    fn status(&self) -> deadpool_postgres::Status {
+        match self {
+            Conns::One(pool) => pool.status(),
+            Conns::Slots(slots) => slots.status(),
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Conns::One(pool) => pool.close(),
+            Conns::Slots(slots) => slots.close(),
+        }
+    }
+}
+
 /// A pool and what happened to its connections.
 struct CountedPool {
-    pool: Pool,
+    conns: Conns,
     /// Shared by a cluster's clinic shards.
     counts: Arc<ConnectionCounts>,
     queue: QueueState,
@@ -127,8 +152,9 @@ impl ClusterPools {
 pub struct ConnectionCounts {
     /// Connections opened.
     opened: AtomicU64,
-    /// Retired on return by age or uses (`clinic.connection_max_age_s`,
-    /// `clinic.connection_max_uses`).
+    /// Retired by age or uses (`clinic.connection_max_age_s`,
+    /// `clinic.connection_max_uses`) or by the schemas it served
+    /// (`clinic.connection_max_schemas`).
     retired: AtomicU64,
     /// Found closed on return (PostgreSQL restarted, backend terminated,
     /// network cut).
@@ -171,9 +197,10 @@ impl Pools {
         for (name, cluster) in &settings.clusters {
             let pg: tokio_postgres::Config = cluster.url.parse()?;
             let clinic_counts = Arc::new(ConnectionCounts::default());
+            let affinity = Arc::new(AffinityCounts::default());
             let clinic = (0..shards)
                 .map(|shard| {
-                    let mut pool = build_pool(
+                    let mut pool = build_slots(
                         pg.clone(),
                         PoolSpec {
                             role: Role::Clinic,
@@ -187,6 +214,8 @@ impl Pools {
                             )),
                         },
                         clinic_counts.clone(),
+                        settings.clinic.connection_max_schemas,
+                        affinity.clone(),
                     )?;
                     pool.queue.cluster = name.clone();
                     pool.queue.shard = shard;
@@ -274,6 +303,7 @@ impl Pools {
             control_cluster: settings.control.cluster.clone(),
             admission: Admission {
                 tenant_max_in_flight: settings.clinic.tenant_max_in_flight,
+                queue_timeout_ms: settings.clinic.queue_timeout_ms,
                 wait: connection_timeouts(settings.clinic.queue_timeout_ms),
                 overload_wait: connection_timeouts(settings.clinic.overload_queue_timeout_ms),
                 standing: Standing {
@@ -359,19 +389,39 @@ impl Pools {
     /// deadline. Use it only for schema-qualified statements (the control
     /// schema) or whole-schema work; tenant work goes through [`Pools::tenant`].
     pub async fn get(&self, cluster: &str, role: Role) -> Result<Object, DbError> {
-        let counted = self.counted(cluster, role)?;
-        if counted.pool.status().waiting >= counted.max_waiting {
+        self.get_counted(self.counted(cluster, role)?, None)
+            .await
+            .map(|(client, _, _)| client)
+    }
+
+    /// A connection of `counted`, for `schema` when it is a clinic shard's;
+    /// with the permit that holds a shard's place and the pool a second
+    /// connection would come from.
+    async fn get_counted(
+        &self,
+        counted: &CountedPool,
+        schema: Option<&str>,
+    ) -> Result<(Object, Pool, Option<tokio::sync::OwnedSemaphorePermit>), DbError> {
+        if counted.conns.status().waiting >= counted.max_waiting {
             return Err(DbError::QueueFull);
         }
-        match counted.pool.get().await {
-            Ok(client) => Ok(client),
-            Err(e) => {
-                if matches!(e, PoolError::Timeout(_)) {
-                    counted.counts.timeouts.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e.into())
+        let got = match &counted.conns {
+            Conns::One(pool) => pool.get().await.map(|client| (client, pool.clone(), None)),
+            Conns::Slots(slots) => slots
+                .get(
+                    None,
+                    schema,
+                    &connection_timeouts(self.admission.queue_timeout_ms),
+                )
+                .await
+                .map(|taken| (taken.object, taken.pool, taken.permit)),
+        };
+        got.map_err(|e| {
+            if matches!(e, PoolError::Timeout(_)) {
+                counted.counts.timeouts.fetch_add(1, Ordering::Relaxed);
             }
-        }
+            e.into()
+        })
     }
 
     /// A connection of `role` to the control cluster.
@@ -399,12 +449,12 @@ impl Pools {
             .ok_or_else(|| DbError::UnknownCluster(cluster.to_string()))?
             .clinic_shard(worker);
         let CountedPool {
-            pool,
+            conns,
             counts,
             queue,
             ..
         } = shard;
-        let status = pool.status();
+        let status = conns.status();
         let (limit, timeouts) = self.admission.limits(shard, &status);
         if status.waiting >= limit {
             queue.refused();
@@ -412,8 +462,21 @@ impl Pools {
             return Err(DbError::QueueFull);
         }
         let waiting = std::time::Instant::now();
-        let got = pool
-            .timeout_get(timeouts)
+        let acquire = async {
+            match conns {
+                Conns::Slots(slots) => {
+                    slots
+                        .get(Some(slots::key_of(tenant)), Some(schema), timeouts)
+                        .await
+                }
+                Conns::One(pool) => Ok(slots::Taken {
+                    object: pool.timeout_get(timeouts).await?,
+                    pool: pool.clone(),
+                    permit: None,
+                }),
+            }
+        };
+        let got = acquire
             .instrument(tracing::debug_span!("db.acquire", db.system = "postgresql"))
             .await;
         let waited = waiting.elapsed();
@@ -422,8 +485,8 @@ impl Pools {
             queue.served(waited);
         }
         tracing::Span::current().record("pool_wait_ms", waited.as_secs_f64() * 1000.0);
-        let client = match got {
-            Ok(client) => client,
+        let taken = match got {
+            Ok(taken) => taken,
             Err(PoolError::Timeout(_)) => {
                 queue.refused();
                 self.admission.deadline.fetch_add(1, Ordering::Relaxed);
@@ -433,12 +496,13 @@ impl Pools {
             Err(e) => return Err(e.into()),
         };
         Ok(TenantConn::new(
-            client,
-            pool.clone(),
+            taken.object,
+            taken.pool,
             schema,
             self.clinic_settings.clone(),
             counts.clone(),
             Some(share),
+            taken.permit,
         ))
     }
 
@@ -451,7 +515,7 @@ impl Pools {
     pub fn clinic_refuses_all(&self, worker: Shard) -> bool {
         let shards = || self.clusters.values().map(|c| c.clinic_shard(worker));
         let full = shards().all(|pool| {
-            let status = pool.pool.status();
+            let status = pool.conns.status();
             let (limit, _) = self.admission.limits(pool, &status);
             status.waiting >= limit
         });
@@ -467,15 +531,16 @@ impl Pools {
     /// A clinic connection in `schema` without admission, for operators'
     /// tools and benchmarks that are not clinic requests.
     pub async fn schema(&self, cluster: &str, schema: &str) -> Result<TenantConn, DbError> {
-        let client = self.get(cluster, Role::Clinic).await?;
         let counted = self.counted(cluster, Role::Clinic)?;
+        let (client, pool, permit) = self.get_counted(counted, Some(schema)).await?;
         Ok(TenantConn::new(
             client,
-            counted.pool.clone(),
+            pool,
             schema,
             self.clinic_settings.clone(),
             counted.counts.clone(),
             None,
+            permit,
         ))
     }
 
@@ -497,15 +562,15 @@ impl Pools {
     pub fn close(&self) {
         for pools in self.clusters.values() {
             for shard in &pools.clinic {
-                shard.pool.close();
+                shard.conns.close();
             }
-            pools.admin.pool.close();
-            pools.migration.pool.close();
+            pools.admin.conns.close();
+            pools.migration.conns.close();
             if let Some(keys) = &pools.keys {
-                keys.pool.close();
+                keys.conns.close();
             }
             if let Some(report) = &pools.report {
-                report.pool.close();
+                report.conns.close();
             }
         }
     }

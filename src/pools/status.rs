@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Pools, Role};
+use super::{Conns, Pools, Role};
 
 /// A snapshot of one pool.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,6 +39,32 @@ pub struct PoolStatus {
     pub discarded: u64,
     /// Waits for a connection that reached the pool's deadline.
     pub timeouts: u64,
+    /// Clinic pools: where requests were served (tenant-affine routing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<AffinityStatus>,
+    /// Clinic pools: the most distinct tenant schemas one open connection
+    /// has served (bounded by `clinic.connection_max_schemas`), and their
+    /// sum over the open connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schemas_per_connection: Option<SchemasPerConnection>,
+}
+
+/// Where a clinic pool's requests were served, since start.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct AffinityStatus {
+    /// On their tenant's home connection.
+    pub home: u64,
+    /// Their home busy, on another that had served their schema.
+    pub warm: u64,
+    /// Their home busy, on one new to their schema.
+    pub cold: u64,
+}
+
+/// Distinct schemas served by a clinic pool's open connections.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct SchemasPerConnection {
+    pub max: usize,
+    pub mean: f64,
 }
 
 /// One shard of a pool.
@@ -87,9 +113,12 @@ impl Pools {
                         broken: count(&counts.broken),
                         discarded: count(&counts.discarded),
                         timeouts: count(&counts.timeouts),
+                        affinity: None,
+                        schemas_per_connection: None,
                     };
+                    let mut schemas: Vec<usize> = Vec::new();
                     for shard in shards {
-                        let now = shard.pool.status();
+                        let now = shard.conns.status();
                         let in_use = now.size.saturating_sub(now.available);
                         status.max_size += now.max_size;
                         status.size += now.size;
@@ -98,11 +127,27 @@ impl Pools {
                         status.waiting += now.waiting;
                         status.overloaded |=
                             role == Role::Clinic && shard.queue.is_overloaded(interval_ms);
+                        if let Conns::Slots(slots) = &shard.conns {
+                            schemas.extend(slots.schemas_per_connection());
+                            let a = &slots.affinity;
+                            status.affinity = Some(AffinityStatus {
+                                home: count(&a.home),
+                                warm: count(&a.warm),
+                                cold: count(&a.cold),
+                            });
+                        }
                         status.by_worker.push(ShardStatus {
                             max_size: now.max_size,
                             size: now.size,
                             in_use,
                             waiting: now.waiting,
+                        });
+                    }
+                    if status.affinity.is_some() {
+                        status.schemas_per_connection = Some(SchemasPerConnection {
+                            max: schemas.iter().copied().max().unwrap_or(0),
+                            mean: schemas.iter().sum::<usize>() as f64
+                                / schemas.len().max(1) as f64,
                         });
                     }
                     status

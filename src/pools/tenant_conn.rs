@@ -74,6 +74,9 @@ pub struct TenantConn {
     /// The request's place in its tenant's share (clinic requests only);
     /// released when the connection is.
     _share: Option<super::TenantShare>,
+    /// Its place among the shard's connections (tenant-affine routing),
+    /// given up after `client` has gone back: a field dropped after it.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What a pool's connections must show, checked on every use.
@@ -136,6 +139,7 @@ impl TenantConn {
         expected: Arc<ExpectedSettings>,
         counts: Arc<super::ConnectionCounts>,
         share: Option<super::TenantShare>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> TenantConn {
         TenantConn {
             client: RefCell::new(Some(client)),
@@ -146,6 +150,7 @@ impl TenantConn {
             tainted: Cell::new(false),
             counts,
             _share: share,
+            _permit: permit,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests: a real PostgreSQL, a real server, over HTTP.
 
 mod admin;
+mod affinity;
 mod billing;
 mod billing_rules;
 mod bodies;

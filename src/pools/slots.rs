@@ -1,0 +1,322 @@
+//! A clinic shard's connections as slots of one connection each, so that
+//! a tenant's request can take a particular one: tenant-affine routing.
+//!
+//! A tenant's order of preference over the shard's connections is fixed by
+//! rendezvous hashing of the tenant and each slot; its first is its home. A
+//! request first takes a permit (one per connection, a fair queue with the
+//! shard's wait deadline), so it waits exactly as long as with one pool of
+//! the same size; with the permit it takes its home if idle, else an idle
+//! connection that has already served its schema, else the first idle one
+//! in its order. Affinity never adds a wait; it only chooses among idle
+//! connections, so each backend's catalog and plan caches stay small and
+//! warm (PostgreSQL keeps both per backend, for every schema it touched).
+//!
+//! Each slot counts the distinct schemas its connection has served; one
+//! that has served `clinic.connection_max_schemas` is retired before it
+//! would serve another, which bounds a backend's memory whatever the
+//! traffic.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Pool, PoolError, Status, Timeouts};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// What one slot's connection has served since it opened.
+#[derive(Debug, Default)]
+pub(super) struct SlotState {
+    /// Hashes of the distinct schemas served.
+    schemas: Mutex<HashSet<u64>>,
+}
+
+impl SlotState {
+    /// Forgets what the previous connection served (a new one opened).
+    pub(super) fn reset(&self) {
+        self.lock().clear();
+    }
+
+    /// Whether the connection has served `max` distinct schemas (so it is
+    /// to be retired; never when `max` is 0).
+    pub(super) fn full(&self, max: usize) -> bool {
+        max > 0 && self.lock().len() >= max
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.schemas.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn has_served(&self, schema: u64) -> bool {
+        self.lock().contains(&schema)
+    }
+
+    fn served(&self, schema: u64) {
+        self.lock().insert(schema);
+    }
+
+    pub(super) fn count(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// One connection's pool (of one) and what it has served.
+pub(super) struct Slot {
+    pub(super) pool: Pool,
+    pub(super) state: Arc<SlotState>,
+}
+
+/// How tenant-affine routing went for a cluster's clinic pool, for
+/// `/admin/pools` and metrics.
+#[derive(Debug, Default)]
+pub struct AffinityCounts {
+    /// Requests served on their tenant's home connection.
+    pub(super) home: AtomicU64,
+    /// Requests served on a connection that had already served their
+    /// tenant's schema (the home was busy).
+    pub(super) warm: AtomicU64,
+    /// Requests served on a connection new to their tenant's schema.
+    pub(super) cold: AtomicU64,
+}
+
+/// A connection taken from a shard, with the permit that holds its place.
+pub(super) struct Taken {
+    pub(super) object: Object,
+    /// The slot's pool, for a second connection after a lost `COMMIT`.
+    pub(super) pool: Pool,
+    /// `None` for a pool that is not a shard's slots.
+    pub(super) permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A clinic shard's slots.
+pub(super) struct Slots {
+    pub(super) slots: Vec<Slot>,
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    pub(super) affinity: Arc<AffinityCounts>,
+    /// `clinic.connection_max_schemas`.
+    max_schemas: usize,
+    /// The pool's counts, told of retired connections.
+    counts: Arc<super::ConnectionCounts>,
+}
+
+/// A tenant (or schema) as a number for hashing.
+pub(super) fn key_of(value: impl Hash) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// splitmix64's finaliser: a well-mixed 64-bit score.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Slot indices in `tenant`'s order of preference (rendezvous hashing):
+/// the same for the same tenant and number of slots, spread evenly over
+/// tenants, and removing a slot moves only the tenants whose home it was.
+pub(super) fn preference(tenant: u64, slots: usize) -> Vec<usize> {
+    let mut order: Vec<(u64, usize)> = (0..slots)
+        .map(|i| (mix(tenant ^ mix(i as u64 + 1)), i))
+        .collect();
+    order.sort_unstable_by(|a, b| b.cmp(a));
+    order.into_iter().map(|(_, i)| i).collect()
+}
+
+impl Slots {
+    pub(super) fn new(
+        slots: Vec<Slot>,
+        affinity: Arc<AffinityCounts>,
+        max_schemas: usize,
+        counts: Arc<super::ConnectionCounts>,
+    ) -> Slots {
+        let permits = Arc::new(Semaphore::new(slots.len()));
+        Slots {
+            slots,
+            permits,
+            waiting: AtomicUsize::new(0),
+            affinity,
+            max_schemas,
+            counts,
+        }
+    }
+
+    /// `object`, from `slot`, ready to serve `schema`: when its connection
+    /// has served its share of distinct schemas and `schema` is not among
+    /// them, it is retired and a new one opened in its place.
+    async fn ready(
+        &self,
+        slot: &Slot,
+        object: Object,
+        schema: Option<u64>,
+        timeouts: &Timeouts,
+    ) -> Result<Object, PoolError> {
+        let Some(schema) = schema else {
+            return Ok(object);
+        };
+        let object = if slot.state.full(self.max_schemas) && !slot.state.has_served(schema) {
+            self.counts.retired.fetch_add(1, Ordering::Relaxed);
+            drop(Object::take(object));
+            slot.pool.timeout_get(timeouts).await?
+        } else {
+            object
+        };
+        slot.state.served(schema);
+        Ok(object)
+    }
+
+    /// The shard as one pool: its size, connections open and idle, and the
+    /// requests waiting for a permit.
+    pub(super) fn status(&self) -> Status {
+        let mut status = Status {
+            max_size: self.slots.len(),
+            size: 0,
+            available: 0,
+            waiting: self.waiting.load(Ordering::Relaxed),
+        };
+        for slot in &self.slots {
+            let one = slot.pool.status();
+            status.size += one.size;
+            status.available += one.available;
+        }
+        status
+    }
+
+    /// A connection for `tenant` (`None`: any) to serve `schema`, waiting
+    /// for a permit at most `timeouts.wait`.
+    pub(super) async fn get(
+        &self,
+        tenant: Option<u64>,
+        schema: Option<&str>,
+        timeouts: &Timeouts,
+    ) -> Result<Taken, PoolError> {
+        let permit = {
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            let _waited = Waited(&self.waiting);
+            let acquire = self.permits.clone().acquire_owned();
+            let acquired = match timeouts.wait {
+                Some(wait) => tokio::time::timeout(wait, acquire)
+                    .await
+                    .map_err(|_| PoolError::Timeout(deadpool_postgres::TimeoutType::Wait))?,
+                None => acquire.await,
+            };
+            acquired.map_err(|_| PoolError::Closed)?
+        };
+        let order = match tenant {
+            Some(tenant) => preference(tenant, self.slots.len()),
+            None => (0..self.slots.len()).collect(),
+        };
+        let schema = schema.map(key_of);
+        // Home first; then, among the rest, those that served the schema.
+        let warm = |i: &usize| schema.is_some_and(|s| self.slots[*i].state.has_served(s));
+        let mut candidates: Vec<usize> = Vec::with_capacity(order.len());
+        candidates.push(order[0]);
+        candidates.extend(order[1..].iter().copied().filter(warm));
+        candidates.extend(order[1..].iter().copied().filter(|i| !warm(i)));
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..*timeouts
+        };
+        for (rank, &i) in candidates.iter().enumerate() {
+            let slot = &self.slots[i];
+            let was_warm = schema.is_some_and(|s| slot.state.has_served(s));
+            match slot.pool.timeout_get(&now).await {
+                Ok(object) => {
+                    if tenant.is_some() {
+                        let counter = if rank == 0 {
+                            &self.affinity.home
+                        } else if was_warm {
+                            &self.affinity.warm
+                        } else {
+                            &self.affinity.cold
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let object = self.ready(slot, object, schema, timeouts).await?;
+                    return Ok(Taken {
+                        object,
+                        pool: slot.pool.clone(),
+                        permit: Some(permit),
+                    });
+                }
+                // Busy: the next one.
+                Err(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => continue,
+                // Could not open one: the database's answer, at once.
+                Err(e) => return Err(e),
+            }
+        }
+        // A permit but no idle slot: a connection given back moments ago
+        // (its permit went first) is on its way; wait for the home one for
+        // what is left of the deadline.
+        let slot = &self.slots[candidates[0]];
+        let object = slot.pool.timeout_get(timeouts).await?;
+        let object = self.ready(slot, object, schema, timeouts).await?;
+        Ok(Taken {
+            object,
+            pool: slot.pool.clone(),
+            permit: Some(permit),
+        })
+    }
+
+    /// The distinct schemas each open connection has served.
+    pub(super) fn schemas_per_connection(&self) -> Vec<usize> {
+        self.slots
+            .iter()
+            .filter(|s| s.pool.status().size > 0)
+            .map(|s| s.state.count())
+            .collect()
+    }
+
+    pub(super) fn close(&self) {
+        self.permits.close();
+        for slot in &self.slots {
+            slot.pool.close();
+        }
+    }
+}
+
+/// Counts a waiter out when its wait ends, however it ends.
+struct Waited<'a>(&'a AtomicUsize);
+
+impl Drop for Waited<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preference;
+
+    #[test]
+    fn preferences_are_stable_spread_and_move_little_when_a_slot_goes() {
+        let tenants: Vec<u64> = (0..8_000u64).map(super::key_of).collect();
+        let mut homes = [0usize; 8];
+        for &t in &tenants {
+            let order = preference(t, 8);
+            assert_eq!(order, preference(t, 8));
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..8).collect::<Vec<_>>());
+            homes[order[0]] += 1;
+        }
+        // About 1,000 each.
+        assert!(
+            homes.iter().all(|&h| (800..1_200).contains(&h)),
+            "{homes:?}"
+        );
+        // With one slot fewer, only the tenants whose home was the last
+        // slot change home.
+        let moved = tenants
+            .iter()
+            .filter(|&&t| {
+                let before = preference(t, 8)[0];
+                before != 7 && preference(t, 7)[0] != before
+            })
+            .count();
+        assert_eq!(moved, 0);
+    }
+}

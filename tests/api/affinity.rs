@@ -1,0 +1,189 @@
+//! Tenant-affine routing in a clinic worker's share of the pool: a
+//! tenant's requests take its home connection when it is idle and another
+//! at once when it is busy (no wait for the home), and a connection that
+//! has served `clinic.connection_max_schemas` schemas is retired.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::{spawn_app_with, TestApp};
+
+/// The clinic pool's figures in `/admin/pools`.
+async fn clinic_pool(app: &TestApp) -> Value {
+    let pools = app.admin_json("/admin/pools").await;
+    pools["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "recept-clinic")
+        .cloned()
+        .expect("the clinic pool")
+}
+
+fn served(pool: &Value) -> (u64, u64, u64) {
+    let a = &pool["affinity"];
+    (
+        a["home"].as_u64().unwrap(),
+        a["warm"].as_u64().unwrap(),
+        a["cold"].as_u64().unwrap(),
+    )
+}
+
+/// The backends serving recept's clinic connections.
+async fn clinic_backends(app: &TestApp) -> Vec<i32> {
+    let rows = app
+        .db()
+        .await
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'recept-clinic' \
+             AND datname = current_database() ORDER BY pid",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn a_tenant_uses_its_home_connection_when_idle_and_another_at_once_when_not() {
+    // One worker, so every request meets the same four connections.
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = 4;
+    })
+    .await;
+    let (slug, key) = app.tenant_with_key("homed").await;
+    let patient = app.insured_patient(&key, "家 太郎").await;
+    let before = served(&clinic_pool(&app).await);
+    for _ in 0..20 {
+        app.clinic_json(&key, &format!("/v1/patients/{patient}"))
+            .await;
+    }
+    let after = served(&clinic_pool(&app).await);
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+        (20, 0, 0),
+        "one request at a time: always at home"
+    );
+
+    // The home held by a request that waits on a lock; the tenant's next
+    // request is served on another connection while that one still waits.
+    let holder = app.lock_table(&slug, "encounters").await;
+    let blocked = {
+        let request = app.clinic_request(Method::GET, "/v1/encounters", &key);
+        tokio::spawn(async move { request.send().await.unwrap().status() })
+    };
+    // The blocked request holds its connection once the pool shows it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while clinic_pool(&app).await["in_use"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never took its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = served(&clinic_pool(&app).await);
+    let shown = app
+        .clinic_json(&key, &format!("/v1/patients/{patient}"))
+        .await;
+    assert_eq!(shown["id"], patient.as_str());
+    assert!(
+        !blocked.is_finished(),
+        "the first request still waits on its lock"
+    );
+    let after = served(&clinic_pool(&app).await);
+    assert_eq!(after.0, before.0, "not at home: the home is busy");
+    assert_eq!(after.1 + after.2, before.1 + before.2 + 1);
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(blocked.await.unwrap(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_connection_that_served_its_share_of_schemas_is_retired() {
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = 1;
+        s.clinic.connection_max_schemas = 2;
+    })
+    .await;
+    let mut clinics = Vec::new();
+    for prefix in ["first", "second", "third"] {
+        let (_, key) = app.tenant_with_key(prefix).await;
+        let patient = app.insured_patient(&key, "三 花子").await;
+        clinics.push((key, patient));
+    }
+    let get = |i: usize| {
+        let (key, patient) = clinics[i].clone();
+        let app = &app;
+        async move {
+            app.clinic_json(&key, &format!("/v1/patients/{patient}"))
+                .await;
+        }
+    };
+    // Registering the patients touched three schemas already; the third
+    // was served last, by the connection open now.
+    get(2).await;
+    let retired = clinic_pool(&app).await["retired"].as_u64().unwrap();
+    let backend = clinic_backends(&app).await;
+    // A second schema, then both again: the same connection serves them.
+    for i in [0, 2, 0, 2] {
+        get(i).await;
+    }
+    let pool = clinic_pool(&app).await;
+    assert_eq!(pool["schemas_per_connection"]["max"], 2, "{pool}");
+    assert_eq!(pool["retired"].as_u64().unwrap(), retired);
+    assert_eq!(clinic_backends(&app).await, backend);
+    // A third schema: the connection is retired first, and a new backend
+    // serves it.
+    get(1).await;
+    let pool = clinic_pool(&app).await;
+    assert_eq!(pool["retired"].as_u64().unwrap(), retired + 1, "{pool}");
+    assert_eq!(pool["schemas_per_connection"]["max"], 1, "{pool}");
+    // The retired backend ends moments after its connection closed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut now = clinic_backends(&app).await;
+    while now.len() > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        now = clinic_backends(&app).await;
+    }
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, backend);
+}
+
+#[tokio::test]
+async fn tenants_taking_turns_each_keep_to_their_own_home() {
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = 4;
+    })
+    .await;
+    let mut clinics = Vec::new();
+    for i in 0..12 {
+        let (_, key) = app.tenant_with_key(&format!("turns{i}")).await;
+        let patient = app.insured_patient(&key, "順 番").await;
+        clinics.push((key, patient));
+    }
+    // One request at a time, the tenants in turn: one pool without
+    // affinity would serve them all on one idle connection.
+    for _ in 0..3 {
+        for (key, patient) in &clinics {
+            app.clinic_json(key, &format!("/v1/patients/{patient}"))
+                .await;
+        }
+    }
+    let pool = clinic_pool(&app).await;
+    let open = pool["size"].as_u64().unwrap();
+    let mean = pool["schemas_per_connection"]["mean"].as_f64().unwrap();
+    // Twelve tenants over four homes: all four are in use (the chance that
+    // twelve tenants share fewer homes is below one in ten thousand)...
+    assert!(open > 1, "{pool}");
+    // ...and each tenant's schema was served by exactly one connection.
+    assert_eq!((mean * open as f64).round() as u64, 12, "{pool}");
+    assert_eq!(
+        served(&pool).2,
+        0,
+        "never on a connection new to the schema"
+    );
+}
