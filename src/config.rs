@@ -158,11 +158,14 @@ pub struct ClinicSettings {
     pub connection_max_age_s: u64,
     /// A clinic connection used this many times is closed instead of reused.
     pub connection_max_uses: usize,
-    /// A clinic connection is retired once it has served this many
-    /// distinct tenant schemas: each backend caches the catalog and plans
-    /// of every schema it touched, so this bounds its memory whatever the
-    /// traffic. Tenants keep to home connections, so a connection sees
-    /// few schemas and is rarely retired for it. 0 turns the bound off.
+    /// A clinic connection is retired before it serves more than this
+    /// many distinct tenant schemas: each backend caches the catalog of
+    /// every schema it touched (about 40 KiB each), so this bounds its
+    /// memory whatever the traffic. 0, the default, sets no bound: when a
+    /// pool saturated by many tenants spills them off their home
+    /// connections, a bound below the tenants a connection meets retires
+    /// connections often, and reconnecting costs more than the memory
+    /// saves (load/RESULTS.md, "Tenant-affine connections").
     pub connection_max_schemas: usize,
     /// How long a clinic statement waits for a row lock (an Idempotency-Key
     /// in use, a rollout in progress) before giving up.
@@ -312,7 +315,7 @@ impl Default for ClinicSettings {
             tenant_max_in_flight: 8,
             connection_max_age_s: 600,
             connection_max_uses: 20_000,
-            connection_max_schemas: 200,
+            connection_max_schemas: 0,
             lock_timeout_ms: 2_000,
             key_cache_ttl_ms: 3_000,
             key_cache_capacity: 100_000,

@@ -30,6 +30,56 @@ pub struct Options {
     /// drift weighs on both sides of each ratio.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     rounds: u64,
+    /// How tenants are drawn for each request, by recept's clients and by
+    /// pgbench alike: `uniform`, or `zipf` (the tenant of rank k with
+    /// weight 1/k^s, as real clinics differ in size).
+    #[arg(long, value_enum, default_value_t = Draw::Uniform)]
+    draw: Draw,
+    /// The Zipf exponent s (pgbench's `random_zipfian` takes 1.001 to 1000).
+    #[arg(long, default_value_t = 1.1)]
+    zipf_s: f64,
+    /// recept's `clinic.connection_max_schemas` (default: recept's own).
+    #[arg(long)]
+    max_schemas: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Draw {
+    Uniform,
+    Zipf,
+}
+
+/// The tenants requests go to, in order: every tenant once in a stride
+/// (consecutive requests far apart), or 200,000 Zipf draws from a fixed
+/// seed (tenant 0 the most frequent).
+fn tenant_sequence(o: &Options) -> Vec<usize> {
+    match o.draw {
+        Draw::Uniform => (0..o.tenants).map(|n| n * 7919 % o.tenants).collect(),
+        Draw::Zipf => {
+            use rand::{Rng, SeedableRng};
+            let mut cumulative = Vec::with_capacity(o.tenants);
+            let mut total = 0.0;
+            for k in 1..=o.tenants {
+                total += 1.0 / (k as f64).powf(o.zipf_s);
+                cumulative.push(total);
+            }
+            let mut rng = rand::rngs::StdRng::seed_from_u64(20261206);
+            (0..200_000)
+                .map(|_| {
+                    let x = rng.gen::<f64>() * total;
+                    cumulative.partition_point(|&c| c < x).min(o.tenants - 1)
+                })
+                .collect()
+        }
+    }
+}
+
+/// pgbench's expression for the same draw, as `:t`.
+fn pgbench_draw(o: &Options) -> String {
+    match o.draw {
+        Draw::Uniform => format!("random(0, {})", o.tenants - 1),
+        Draw::Zipf => format!("random_zipfian(1, {}, {}) - 1", o.tenants, o.zipf_s),
+    }
 }
 
 fn patient_id(i: usize) -> String {
@@ -41,6 +91,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         s.clinic.pool_size = o.connections;
         s.clinic.tenant_max_in_flight = o.connections;
         s.server.workers = 2;
+        if let Some(max) = o.max_schemas {
+            s.clinic.connection_max_schemas = max;
+        }
     })
     .await?;
     let pools = stack.pools.clone();
@@ -74,17 +127,21 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         }
     }
     out!(
-        "recept-load many-tenants: {} tenants, {} connections; set-up {:.1}s",
+        "recept-load many-tenants: {} tenants drawn {}, {} connections; set-up {:.1}s",
         o.tenants,
+        match o.draw {
+            Draw::Uniform => "uniformly".to_string(),
+            Draw::Zipf => format!("from a Zipf distribution (s = {})", o.zipf_s),
+        },
         o.connections,
         started.elapsed().as_secs_f64()
     );
-    // Each tenant's key and patient, visited in a stride so that
-    // consecutive requests go to far-apart tenants.
+    let sequence = tenant_sequence(&o);
+    let draw = pgbench_draw(&o);
     let paths: Arc<Vec<(String, String)>> = Arc::new(
-        (0..o.tenants)
-            .map(|n| n * 7919 % o.tenants)
-            .map(|i| (keys[i].clone(), format!("/v1/patients/{}", patient_id(i))))
+        sequence
+            .iter()
+            .map(|&i| (keys[i].clone(), format!("/v1/patients/{}", patient_id(i))))
             .collect(),
     );
     let duration = Duration::from_secs(o.seconds);
@@ -103,7 +160,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "GET",
         o.rounds,
         async || closed(&stack.clinic, &paths, o.connections, duration).await,
-        || pgbench(&stack, &read_script(o.tenants), o.connections, o.seconds),
+        || pgbench(&stack, &read_script(&draw), o.connections, o.seconds),
     )
     .await?;
     out!(
@@ -120,9 +177,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
 
     // The same for entering a five-line encounter.
     let visits: Arc<Vec<(String, String)>> = Arc::new(
-        (0..o.tenants)
-            .map(|n| n * 7919 % o.tenants)
-            .map(|i| (keys[i].clone(), patient_id(i)))
+        sequence
+            .iter()
+            .map(|&i| (keys[i].clone(), patient_id(i)))
             .collect(),
     );
     post_encounters(
@@ -136,7 +193,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "POST",
         o.rounds,
         async || post_encounters(&stack.clinic, &visits, o.connections, duration).await,
-        || pgbench(&stack, &write_script(o.tenants), o.connections, o.seconds),
+        || pgbench(&stack, &write_script(&draw), o.connections, o.seconds),
     )
     .await?;
     out!(
@@ -150,6 +207,23 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     crate::report::figure("POST pgbench tps", post_tps);
     crate::report::figure("POST recept / pgbench", post_rps / post_tps.max(1.0));
     out!("{backends}");
+    for pool in stack.pools.status() {
+        if let (Some(a), Some(schemas)) = (pool.affinity, pool.schemas_per_connection) {
+            let all = (a.home + a.warm + a.cold).max(1) as f64;
+            out!(
+                "clinic requests served at home {:.1} %, on a connection warm to the schema {:.1} %, cold {:.1} %; \
+                 schemas per open connection: mean {:.0}, max {}; connections retired {}",
+                100.0 * a.home as f64 / all,
+                100.0 * a.warm as f64 / all,
+                100.0 * a.cold as f64 / all,
+                schemas.mean,
+                schemas.max,
+                pool.retired
+            );
+            crate::report::figure("affinity home share", a.home as f64 / all);
+            crate::report::figure("affinity cold share", a.cold as f64 / all);
+        }
+    }
     out!(
         "recept process RSS (load generator included): {} MiB",
         rss_mib("self")
@@ -193,11 +267,10 @@ const SET_PATH: &str =
 
 /// recept's own SQL for `GET /v1/patients/{id}`: BEGIN, the tenant's
 /// schema, the patient query, COMMIT, in one pipeline.
-fn read_script(tenants: usize) -> String {
+fn read_script(draw: &str) -> String {
     let query = recept::db::patients::SELECT_PATIENT.replace("$1", PATIENT);
     format!(
-        "\\set t random(0, {})\n\\startpipeline\nBEGIN;\n{SET_PATH}\n{query};\nCOMMIT;\n\\endpipeline\n",
-        tenants - 1
+        "\\set t {draw}\n\\startpipeline\nBEGIN;\n{SET_PATH}\n{query};\nCOMMIT;\n\\endpipeline\n"
     )
 }
 
@@ -206,7 +279,7 @@ fn read_script(tenants: usize) -> String {
 /// schema, the release lock and the patient's insurance; the three inserts;
 /// reading the encounter back; COMMIT. (recept inserts the insurance id it
 /// read; the script, which cannot carry it over, inserts NULL.)
-fn write_script(tenants: usize) -> String {
+fn write_script(draw: &str) -> String {
     let id =
         "(lpad(to_hex(:a::int), 8, '0') || '-0000-7000-8000-' || lpad(to_hex(:b::int), 8, '0') \
               || lpad(to_hex(:c::int), 4, '0'))::uuid";
@@ -220,7 +293,7 @@ fn write_script(tenants: usize) -> String {
         recept::db::encounters::SELECT_ENCOUNTER
     );
     format!(
-        "\\set t random(0, {last})\n\\set a random(0, 2147483647)\n\\set b random(0, 2147483647)\n\\set c random(0, 65535)\n\
+        "\\set t {draw}\n\\set a random(0, 2147483647)\n\\set b random(0, 2147483647)\n\\set c random(0, 65535)\n\
          \\startpipeline\nBEGIN;\n{SET_PATH}\nSELECT release FROM master_meta FOR SHARE;\n{insurance};\n\\endpipeline\n\
          \\startpipeline\n\
          INSERT INTO encounters (id, patient_id, date, department, doctor, notes, insurance_id, insurer_number, copay_rate, total_points, charge_yen, master_release) \
@@ -231,8 +304,7 @@ fn write_script(tenants: usize) -> String {
          '{{1,1,14,28,1}}'::int4[], '{{73,68,14,30,21}}'::int4[]) AS u(n, c, k, nm, q, p);\n\
          INSERT INTO encounter_diagnoses (encounter_id, position, code, name) \
          SELECT {id}, n, c, nm FROM unnest('{{1}}'::int2[], '{{8833421}}'::text[], '{{腰痛症}}'::text[]) AS u(n, c, nm);\n\
-         \\endpipeline\n{read_back};\nCOMMIT;\n",
-        last = tenants - 1
+         \\endpipeline\n{read_back};\nCOMMIT;\n"
     )
 }
 

@@ -278,7 +278,19 @@ pub(crate) async fn closed(
                     .await
                 {
                     Ok(r) if r.status().is_success() => latencies.record(t.elapsed()),
-                    _ => latencies.error(),
+                    other => {
+                        if std::env::var_os("LOAD_DEBUG").is_some() {
+                            match other {
+                                Ok(r) => eprintln!(
+                                    "{path}: {} {}",
+                                    r.status(),
+                                    r.text().await.unwrap_or_default()
+                                ),
+                                Err(e) => eprintln!("{path}: {e}"),
+                            }
+                        }
+                        latencies.error()
+                    }
                 }
                 i += clients;
             }
