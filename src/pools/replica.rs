@@ -86,17 +86,7 @@ impl Pools {
     /// has none.
     pub async fn report(&self, cluster: &str) -> Result<ReportConn, DbError> {
         if !self.has_replica(cluster) {
-            let client = self.get(cluster, Role::Admin).await?;
-            return Ok(ReportConn {
-                client,
-                freshness: Freshness {
-                    cluster: cluster.to_string(),
-                    source: Source::Primary,
-                    lag_ms: 0,
-                    replayed_at: None,
-                    fallback: None,
-                },
-            });
+            return self.on_primary(cluster, None).await;
         }
         let why = match self.on_replica(cluster).await {
             Ok(conn) => return Ok(conn),
@@ -125,20 +115,27 @@ impl Pools {
                     cause: e.to_string(),
                 },
             }),
-            ReplicaBehind::Primary => {
-                let client = self.get(cluster, Role::Admin).await?;
-                Ok(ReportConn {
-                    client,
-                    freshness: Freshness {
-                        cluster: cluster.to_string(),
-                        source: Source::Primary,
-                        lag_ms: 0,
-                        replayed_at: None,
-                        fallback: Some(reason),
-                    },
-                })
-            }
+            ReplicaBehind::Primary => self.on_primary(cluster, Some(reason)).await,
         }
+    }
+
+    /// A report on the primary's admin pool; `fallback` says why when the
+    /// cluster has a replica.
+    async fn on_primary(
+        &self,
+        cluster: &str,
+        fallback: Option<String>,
+    ) -> Result<ReportConn, DbError> {
+        Ok(ReportConn {
+            client: self.get(cluster, Role::Admin).await?,
+            freshness: Freshness {
+                cluster: cluster.to_string(),
+                source: Source::Primary,
+                lag_ms: 0,
+                replayed_at: None,
+                fallback,
+            },
+        })
     }
 
     async fn on_replica(&self, cluster: &str) -> Result<ReportConn, Unfit> {
