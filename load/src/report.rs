@@ -46,7 +46,10 @@ pub fn line(text: String) {
 
 /// A named figure (a ratio, a rate, a duration).
 pub fn figure(name: &str, value: impl Into<Value>) {
-    let value = value.into();
+    let value = match value.into() {
+        Value::Number(n) if n.is_f64() => json!(rounded(n.as_f64().unwrap_or(0.0))),
+        other => other,
+    };
     with(|r| r.figures.push((name.to_string(), value)));
 }
 
@@ -184,53 +187,81 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// An SVG line chart of `series` (name, points) over seconds.
+/// An SVG line chart of `series` (name, points) over the run's seconds,
+/// drawn by plotters: a caption, both axes labelled with their units, and a
+/// legend naming each line.
 fn chart(title: &str, unit: &str, series: &[(&str, Vec<(f64, f64)>)]) -> String {
-    let (w, h, pad) = (640.0, 200.0, 40.0);
+    use plotters::prelude::*;
     let xs = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x));
-    let ys = series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y));
     let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
-    let y1 = ys.fold(0.0_f64, f64::max).max(1e-9);
     if x0 > x1 {
         return String::new();
     }
-    let span = (x1 - x0).max(1.0);
-    let colours = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"];
-    let mut svg = format!(
-        "<figure><figcaption>{}</figcaption><svg width=\"{w}\" height=\"{h}\" \
-         viewBox=\"0 0 {w} {h}\" xmlns=\"http://www.w3.org/2000/svg\">\
-         <rect width=\"{w}\" height=\"{h}\" fill=\"#fff\" stroke=\"#ccc\"/>\
-         <text x=\"4\" y=\"12\" font-size=\"10\">{y1:.1} {unit}</text>\
-         <text x=\"4\" y=\"{}\" font-size=\"10\">0</text>\
-         <text x=\"{}\" y=\"{}\" font-size=\"10\">{span:.0} s</text>",
-        escape(title),
-        h - 4.0,
-        w - 40.0,
-        h - 4.0
-    );
-    for (i, (name, points)) in series.iter().enumerate() {
-        let colour = colours[i % colours.len()];
-        let path: Vec<String> = points
-            .iter()
-            .map(|(x, y)| {
-                format!(
-                    "{:.1},{:.1}",
-                    pad + (x - x0) / span * (w - 2.0 * pad),
-                    h - pad / 2.0 - y / y1 * (h - pad)
-                )
-            })
-            .collect();
-        let _ = write!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\
-             <text x=\"{}\" y=\"12\" font-size=\"10\" fill=\"{colour}\">{}</text>",
-            path.join(" "),
-            pad + 90.0 * i as f64 + 60.0,
-            escape(name)
-        );
+    let y1 = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .fold(0.0_f64, f64::max);
+    let y1 = if y1 > 0.0 { y1 * 1.1 } else { 1.0 };
+    let colours = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0xff, 0x7f, 0x0e),
+        RGBColor(0x94, 0x67, 0xbd),
+    ];
+    let mut svg = String::new();
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
+        let root = SVGBackend::with_string(&mut svg, (720, 260)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1.max(x0 + 1.0), 0.0..y1)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds into the run")
+            .y_desc(if unit.is_empty() { "count" } else { unit })
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (i, (name, points)) in series.iter().enumerate() {
+            let colour = colours[i % colours.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    colour.stroke_width(2),
+                ))?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })();
+    match drawn {
+        Ok(()) => format!("<figure>{svg}</figure>"),
+        Err(e) => format!("<p>(chart {} not drawn: {e})</p>", escape(title)),
     }
-    svg.push_str("</svg></figure>");
-    svg
+}
+
+/// A figure rounded to what it means: whole numbers from 100 up, one
+/// decimal from 10, else two (a ratio, a share, a few milliseconds).
+pub fn rounded(value: f64) -> f64 {
+    let places = match value.abs() {
+        v if v >= 100.0 => 0,
+        v if v >= 10.0 => 1,
+        _ => 2,
+    };
+    let scale = 10f64.powi(places);
+    (value * scale).round() / scale
 }
 
 fn html(summary: &Value) -> String {

@@ -176,16 +176,17 @@ impl Latencies {
             .filter(|(_, s)| s.count + s.errors > 0)
             .map(|(t, s)| {
                 json!({"t": t, "ok": s.count, "errors": s.errors,
-                       "p50_ms": s.quantile_ms(0.5), "p99_ms": s.quantile_ms(0.99)})
+                       "p50_ms": crate::report::rounded(s.quantile_ms(0.5)),
+                       "p99_ms": crate::report::rounded(s.quantile_ms(0.99))})
             })
             .collect();
         json!({
             "count": self.count(),
             "errors": self.errors,
-            "p50_ms": self.ms(0.5),
-            "p95_ms": self.ms(0.95),
-            "p99_ms": self.ms(0.99),
-            "max_ms": self.max_ms(),
+            "p50_ms": crate::report::rounded(self.ms(0.5)),
+            "p95_ms": crate::report::rounded(self.ms(0.95)),
+            "p99_ms": crate::report::rounded(self.ms(0.99)),
+            "max_ms": crate::report::rounded(self.max_ms()),
             "series": series,
         })
     }
