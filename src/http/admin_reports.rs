@@ -12,13 +12,13 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::SimpleQueryMessage;
 
 use super::clinic::parse_limit;
 use super::{AdminCaller, ApiError, AppState, FieldError};
 use crate::audit;
+use crate::clinic::Month;
 use crate::names::{quote_ident, Slug};
 use crate::pools::{citus, DbError, Freshness, ReportConn, Role};
 use crate::tenancy::{Registry, TenantStatus};
@@ -123,9 +123,7 @@ pub async fn monthly(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let mut errors = Vec::new();
-    let month = NaiveDate::parse_from_str(&format!("{}-01", query.month), "%Y-%m-%d")
-        .ok()
-        .filter(|d| d.format("%Y-%m").to_string() == query.month);
+    let month = Month::parse(&query.month).map(Month::first_day);
     if month.is_none() {
         errors.push(FieldError::new("month", "must be a month (YYYY-MM)"));
     }

@@ -16,9 +16,6 @@ use super::{CountedPool, DbError};
 /// Per-tenant in-flight accounting for clinic requests.
 pub(super) struct Admission {
     pub(super) tenant_max_in_flight: usize,
-    /// `clinic.queue_timeout_ms`, for clinic connections taken outside a
-    /// request (operators' tools).
-    pub(super) queue_timeout_ms: u64,
     /// The wait for a connection: `queue_timeout_ms`, or the overload
     /// wait once the queue has stood for `standing_queue_ms`.
     pub(super) wait: Timeouts,

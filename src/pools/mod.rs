@@ -303,7 +303,6 @@ impl Pools {
             control_cluster: settings.control.cluster.clone(),
             admission: Admission {
                 tenant_max_in_flight: settings.clinic.tenant_max_in_flight,
-                queue_timeout_ms: settings.clinic.queue_timeout_ms,
                 wait: connection_timeouts(settings.clinic.queue_timeout_ms),
                 overload_wait: connection_timeouts(settings.clinic.overload_queue_timeout_ms),
                 standing: Standing {
@@ -389,6 +388,9 @@ impl Pools {
     /// deadline. Use it only for schema-qualified statements (the control
     /// schema) or whole-schema work; tenant work goes through [`Pools::tenant`].
     pub async fn get(&self, cluster: &str, role: Role) -> Result<Object, DbError> {
+        // A clinic shard's permit cannot travel with a bare `Object`: it is
+        // given back at once, and a request that then finds no idle slot
+        // waits for its home (`Slots::get`) until this short use is over.
         self.get_counted(self.counted(cluster, role)?, None)
             .await
             .map(|(client, _, _)| client)
@@ -408,11 +410,7 @@ impl Pools {
         let got = match &counted.conns {
             Conns::One(pool) => pool.get().await.map(|client| (client, pool.clone(), None)),
             Conns::Slots(slots) => slots
-                .get(
-                    None,
-                    schema,
-                    &connection_timeouts(self.admission.queue_timeout_ms),
-                )
+                .get(None, schema, &self.admission.wait)
                 .await
                 .map(|taken| (taken.object, taken.pool, taken.permit)),
         };

@@ -205,30 +205,31 @@ impl Slots {
             };
             acquired.map_err(|_| PoolError::Closed)?
         };
-        let order = match tenant {
+        let mut order = match tenant {
             Some(tenant) => preference(tenant, self.slots.len()),
             None => (0..self.slots.len()).collect(),
         };
         let schema = schema.map(key_of);
-        // Home first; then, among the rest, those that served the schema.
-        let warm = |i: &usize| schema.is_some_and(|s| self.slots[*i].state.has_served(s));
-        let mut candidates: Vec<usize> = Vec::with_capacity(order.len());
-        candidates.push(order[0]);
-        candidates.extend(order[1..].iter().copied().filter(warm));
-        candidates.extend(order[1..].iter().copied().filter(|i| !warm(i)));
+        // Home first; then, in preference order, those that served the
+        // schema before those new to it (each slot asked once).
+        let warm: Vec<bool> = self
+            .slots
+            .iter()
+            .map(|slot| schema.is_some_and(|s| slot.state.has_served(s)))
+            .collect();
+        order[1..].sort_by_key(|&i| !warm[i]);
         let now = Timeouts {
             wait: Some(Duration::ZERO),
             ..*timeouts
         };
-        for (rank, &i) in candidates.iter().enumerate() {
+        for (rank, &i) in order.iter().enumerate() {
             let slot = &self.slots[i];
-            let was_warm = schema.is_some_and(|s| slot.state.has_served(s));
             match slot.pool.timeout_get(&now).await {
                 Ok(object) => {
                     if tenant.is_some() {
                         let counter = if rank == 0 {
                             &self.affinity.home
-                        } else if was_warm {
+                        } else if warm[i] {
                             &self.affinity.warm
                         } else {
                             &self.affinity.cold
@@ -251,7 +252,7 @@ impl Slots {
         // A permit but no idle slot: a connection given back moments ago
         // (its permit went first) is on its way; wait for the home one for
         // what is left of the deadline.
-        let slot = &self.slots[candidates[0]];
+        let slot = &self.slots[order[0]];
         let object = slot.pool.timeout_get(timeouts).await?;
         let object = self.ready(slot, object, schema, timeouts).await?;
         Ok(Taken {
