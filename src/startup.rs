@@ -9,12 +9,16 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_http::{error::DispatchError, HttpService};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, Server};
 use actix_web::middleware::{from_fn, ErrorHandlers};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use anyhow::Context;
+use futures::future::ready;
 
 use crate::config::Settings;
+use crate::http::first_head::{FirstHead, HeadGate, HEAD_GATE};
 use crate::http::{self, AppState, BodyBudget, Listener};
 use crate::master::MasterCache;
 use crate::migrate::prepare_control;
@@ -279,38 +283,66 @@ fn serve(
 ) -> anyhow::Result<Server> {
     let body_limit = settings.server.body_limit_bytes;
     let release_limit = settings.admin.release_limit_bytes;
-    let server = HttpServer::new(move || {
-        // Runs on each worker's own thread: a clinic worker claims its
-        // shard of the clinic pools, held for as long as its app lives.
-        let app = App::new();
-        let app = match listener {
-            // Its requests find the claim here and carry its shard.
-            Listener::Clinic => app.app_data(web::Data::new(state.pools.clinic_worker())),
-            Listener::Admin => app,
-        };
-        let app = app
-            .app_data(state.clone())
-            .app_data(web::Data::new(listener))
-            .configure(|cfg| http::extractor_configs(cfg, body_limit))
-            .wrap(from_fn(http::intake))
-            .wrap(ErrorHandlers::new().default_handler(http::error::ensure_problem))
-            .wrap(from_fn(http::request_span))
-            .wrap(from_fn(http::shed))
-            .default_service(web::to(http::not_found));
-        match listener {
-            Listener::Clinic => app.configure(http::clinic_routes),
-            Listener::Admin => app.configure(|cfg| http::admin_routes(cfg, release_limit)),
-        }
-    })
-    .workers(workers)
-    // Past this a worker stops accepting: new connections wait in the
-    // kernel's queue, not in this process's memory.
-    .max_connections(connections_per_worker)
-    .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms))
-    .client_disconnect_timeout(Duration::from_millis(DISCONNECT_MS))
-    .disable_signals()
-    .shutdown_timeout(settings.server.shutdown_timeout_s)
-    .listen(socket)?
-    .run();
+    let request_timeout = Duration::from_millis(settings.server.client_timeout_ms);
+    let local = socket.local_addr()?;
+    let name = match listener {
+        Listener::Clinic => "clinic",
+        Listener::Admin => "admin",
+    };
+    // actix-web's `HttpServer`, assembled from its parts so that each new
+    // connection's socket is wrapped in a `FirstHead`.
+    let builder = actix_server::Server::build();
+    let stopping = builder.graceful_shutdown_signal();
+    let server = builder
+        .workers(workers)
+        // Past this a worker stops accepting: new connections wait in the
+        // kernel's queue, not in this process's memory.
+        .max_concurrent_connections(connections_per_worker)
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout_s)
+        .listen(name, socket, move || {
+            // Runs on each worker's own thread: a clinic worker claims its
+            // shard of the clinic pools, held for as long as its app lives.
+            let app = App::new();
+            let app = match listener {
+                // Its requests find the claim here and carry its shard.
+                Listener::Clinic => app.app_data(web::Data::new(state.pools.clinic_worker())),
+                Listener::Admin => app,
+            };
+            let app = app
+                .app_data(state.clone())
+                .app_data(web::Data::new(listener))
+                .configure(|cfg| http::extractor_configs(cfg, body_limit))
+                .wrap(from_fn(http::intake))
+                .wrap(ErrorHandlers::new().default_handler(http::error::ensure_problem))
+                .wrap(from_fn(http::request_span))
+                .wrap(from_fn(http::shed))
+                .default_service(web::to(http::not_found));
+            let app = match listener {
+                Listener::Clinic => app.configure(http::clinic_routes),
+                Listener::Admin => app.configure(|cfg| http::admin_routes(cfg, release_limit)),
+            };
+            let app = app
+                .into_factory()
+                .map_err(|error: actix_web::Error| error.error_response());
+            let stopping = stopping.clone();
+            let http = HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
+                .client_request_timeout(request_timeout)
+                .client_disconnect_timeout(Duration::from_millis(DISCONNECT_MS))
+                .local_addr(local)
+                .h1(map_config(app, |_| AppConfig::default()));
+            // One gate per worker, as the worker runs its connections.
+            let gate = HeadGate::new(HEAD_GATE);
+            fn_service(move |io: tokio::net::TcpStream| {
+                let peer = io.peer_addr().ok();
+                ready(Ok::<_, DispatchError>((FirstHead::new(io, &gate), peer)))
+            })
+            .and_then(http)
+        })?
+        .run();
     Ok(server)
 }

@@ -13,6 +13,7 @@ mod body;
 pub mod clinic;
 pub mod error;
 mod extract;
+pub mod first_head;
 mod health;
 mod intake;
 mod logging;
