@@ -54,6 +54,12 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's head; a slower one
     /// gets `408` and is disconnected.
     pub client_timeout_ms: u64,
+    /// New connections the clinic listener starts a second at most, on
+    /// average (split between its workers; 0: no bound). Past it they wait
+    /// their turn, in order, so that a flood of new connections cannot take
+    /// the CPU the connected clinics' requests (and a PostgreSQL on the same
+    /// host) need. Requests on open connections are never held by it.
+    pub new_connections_per_s: u32,
     /// `json` for machines, `pretty` for people.
     pub log_format: LogFormat,
     /// Memory for caches (master items), in MiB.
@@ -281,6 +287,7 @@ impl Default for ServerSettings {
             reuse_port: false,
             drain_ms: 0,
             client_timeout_ms: 5_000,
+            new_connections_per_s: 4_000,
             log_format: LogFormat::Pretty,
             cache_memory_mb: 64,
             memory_mb: 256,

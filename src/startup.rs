@@ -284,6 +284,13 @@ fn serve(
     let body_limit = settings.server.body_limit_bytes;
     let release_limit = settings.admin.release_limit_bytes;
     let request_timeout = Duration::from_millis(settings.server.client_timeout_ms);
+    let new_connections_per_worker = match listener {
+        Listener::Clinic => settings
+            .server
+            .new_connections_per_s
+            .div_ceil(workers as u32),
+        Listener::Admin => 0,
+    };
     let local = socket.local_addr()?;
     let name = match listener {
         Listener::Clinic => "clinic",
@@ -336,7 +343,7 @@ fn serve(
                 .local_addr(local)
                 .h1(map_config(app, |_| AppConfig::default()));
             // One gate per worker, as the worker runs its connections.
-            let gate = HeadGate::new(HEAD_GATE);
+            let gate = HeadGate::new(HEAD_GATE, new_connections_per_worker);
             fn_service(move |io: tokio::net::TcpStream| {
                 let peer = io.peer_addr().ok();
                 ready(Ok::<_, DispatchError>((FirstHead::new(io, &gate), peer)))

@@ -77,7 +77,8 @@ impl Recept {
             binary.display()
         );
         let (clinic_port, admin_port) = (free_port()?, free_port()?);
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .arg("serve")
             .env("RECEPT__CLUSTERS__MAIN__URL", &stack.database_url)
             .env("RECEPT__ADMIN__TOKEN", &stack.admin_token)
@@ -91,10 +92,19 @@ impl Recept {
                 format!("127.0.0.1:{admin_port}"),
             )
             .env("RECEPT__SERVER__LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+            .env("RUST_LOG", "warn");
+        // With HOSTILE_DEBUG, recept's requests over 30 ms are logged to a
+        // file beside the reports: slow inside recept, or before it.
+        let log = match std::env::var_os("HOSTILE_DEBUG") {
+            Some(_) => {
+                let path = crate::report::dir()?.join("hostile-recept.log");
+                eprintln!("recept's log: {}", path.display());
+                command.env("RECEPT__SERVER__SLOW_REQUEST_MS", "30");
+                Stdio::from(std::fs::File::create(path)?)
+            }
+            None => Stdio::null(),
+        };
+        let child = command.stdout(Stdio::null()).stderr(log).spawn()?;
         crate::pin::child(child.id())?;
         let recept = Recept {
             child,
@@ -501,6 +511,17 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     crate::report::figure("clinic p99 beside forged keys / alone", ratio);
     crate::report::figure("forged keys per second", forged_sent as f64 / seconds);
     out!("clinic p99 beside forged keys / alone: {ratio:.2}");
+    if std::env::var_os("HOSTILE_DEBUG").is_some() {
+        // recept's own view (waits for a connection, request durations).
+        let text = http
+            .get(&recept.metrics)
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .text()
+            .await?;
+        std::fs::write(crate::report::dir()?.join("hostile-metrics.txt"), text)?;
+    }
     drop(recept);
     Ok(())
 }

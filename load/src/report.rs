@@ -130,9 +130,8 @@ fn machine() -> Value {
     })
 }
 
-/// Writes the JSON and HTML reports of `scenario`; returns their paths.
-pub fn finish(scenario: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let collected = with(std::mem::take);
+/// Where reports go (made if missing).
+pub fn dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::var_os("RECEPT_LOAD_REPORTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -142,6 +141,13 @@ pub fn finish(scenario: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
             ))
         });
     std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Writes the JSON and HTML reports of `scenario`; returns their paths.
+pub fn finish(scenario: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let collected = with(std::mem::take);
+    let dir = dir()?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let base = dir.join(format!("{scenario}-{stamp}"));
     let mut backend_max: BTreeMap<String, i64> = BTreeMap::new();

@@ -196,6 +196,12 @@ impl Drop for Stack {
         if let Some(pg) = self.pg.take() {
             let _ = pg.stop();
         }
+        if std::env::var_os("LOAD_PG_LOG").is_some() {
+            // Kept for reading; the data beside it goes.
+            if let Ok(dir) = crate::report::dir() {
+                let _ = std::fs::copy(self.dir.join("data.log"), dir.join("postgres.log"));
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -227,6 +233,18 @@ pub fn start_postgres(
     ]
     .iter()
     .chain(extra)
+    // LOAD_PG_LOG=1: statements over 50 ms, lock waits, checkpoints and
+    // autovacuum go to PostgreSQL's log, to tell where a stall came from.
+    .chain(match std::env::var_os("LOAD_PG_LOG") {
+        Some(_) => &[
+            ("log_min_duration_statement", "50"),
+            ("log_lock_waits", "on"),
+            ("deadlock_timeout", "20ms"),
+            ("log_checkpoints", "on"),
+            ("log_autovacuum_min_duration", "0"),
+        ][..],
+        None => &[],
+    })
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let pg = PrivatePostgres::start(

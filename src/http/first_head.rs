@@ -26,13 +26,16 @@
 //!
 //! After its first head a connection's socket is used as it is.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::PollSemaphore;
 
 /// The most bytes one read takes before the end of the first head: the
@@ -42,18 +45,59 @@ pub const HEAD_READ: usize = 8 * 1024;
 /// How many connections of one worker read their first head at once.
 pub const HEAD_GATE: usize = 4;
 
-/// One worker's permits to read a first head.
+/// One worker's permits to read a first head, and the pace at which it
+/// starts them.
 #[derive(Clone)]
-pub struct HeadGate(Arc<Semaphore>);
+pub struct HeadGate {
+    permits: Arc<Semaphore>,
+    pace: Option<Arc<Pace>>,
+}
+
+/// New connections started at most one per `interval` on average, with
+/// up to `burst` at once (a virtual schedule: each start takes the next
+/// free instant, so waiting connections are started in order and none is
+/// woken in vain).
+struct Pace {
+    interval: Duration,
+    burst: Duration,
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pace {
+    /// The instant a connection may start: now, or a later one kept for it.
+    fn reserve(&self) -> Instant {
+        let now = Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let earliest = now.checked_sub(self.burst).unwrap_or(now);
+        let slot = next.map_or(earliest, |next| next.max(earliest));
+        *next = Some(slot + self.interval);
+        slot.max(now)
+    }
+}
 
 impl HeadGate {
-    pub fn new(permits: usize) -> HeadGate {
-        HeadGate(Arc::new(Semaphore::new(permits)))
+    /// `permits` first heads read at once; `per_second` new connections
+    /// started a second at most, on average (0: no bound).
+    pub fn new(permits: usize, per_second: u32) -> HeadGate {
+        let pace = (per_second > 0).then(|| {
+            let interval = Duration::from_secs(1) / per_second;
+            Arc::new(Pace {
+                interval,
+                // A tenth of a second's worth at once, so a clinic's few
+                // new connections never wait for the pace.
+                burst: interval * (per_second / 10).max(1),
+                next: Mutex::new(None),
+            })
+        });
+        HeadGate {
+            permits: Arc::new(Semaphore::new(permits)),
+            pace,
+        }
     }
 
     /// Permits free now.
     pub fn available(&self) -> usize {
-        self.0.available_permits()
+        self.permits.available_permits()
     }
 }
 
@@ -78,6 +122,15 @@ pub struct FirstHead<T> {
     phase: Phase,
     gate: PollSemaphore,
     permit: Option<OwnedSemaphorePermit>,
+    pace: Option<Arc<Pace>>,
+    /// The instant kept for this connection by the pace, once it has one.
+    start: Start,
+}
+
+enum Start {
+    NotYet,
+    At(Pin<Box<Sleep>>),
+    Started,
 }
 
 impl<T> FirstHead<T> {
@@ -88,8 +141,10 @@ impl<T> FirstHead<T> {
                 seen_newline: false,
                 line_start: false,
             },
-            gate: PollSemaphore::new(gate.0.clone()),
+            gate: PollSemaphore::new(gate.permits.clone()),
             permit: None,
+            pace: gate.pace.clone(),
+            start: Start::NotYet,
         }
     }
 
@@ -143,6 +198,28 @@ impl<T: AsyncRead + Unpin> AsyncRead for FirstHead<T> {
             match this.gate.poll_acquire(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(permit) => this.permit = permit,
+            }
+        }
+        // Holding a permit, it waits for its turn at the pace (once), so
+        // the others wait in the semaphore's queue, in order.
+        loop {
+            match &mut this.start {
+                Start::Started => break,
+                Start::NotYet => match &this.pace {
+                    None => this.start = Start::Started,
+                    Some(pace) => {
+                        let at = pace.reserve();
+                        this.start = if at > Instant::now() {
+                            Start::At(Box::pin(tokio::time::sleep_until(at)))
+                        } else {
+                            Start::Started
+                        };
+                    }
+                },
+                Start::At(sleep) => match sleep.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => this.start = Start::Started,
+                },
             }
         }
         let limit = buf.remaining().min(HEAD_READ);
@@ -250,7 +327,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_head_is_read_in_small_reads_and_the_body_waits_for_a_second_look() {
-        let gate = HeadGate::new(1);
+        let gate = HeadGate::new(1, 0);
         let (mut client, mut conn) = pair(&gate).await;
         let mut sent = HEAD.to_vec();
         sent.extend(std::iter::repeat_n(b'x', 100_000));
@@ -278,7 +355,7 @@ mod tests {
             &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
             b"GET / HTTP/1.1\nHost: x\n\n",
         ] {
-            let gate = HeadGate::new(1);
+            let gate = HeadGate::new(1, 0);
             let (mut client, mut conn) = pair(&gate).await;
             for (i, byte) in head.iter().enumerate() {
                 assert!(!conn.past_head(), "ended early, at byte {i} of {head:?}");
@@ -301,7 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_as_many_connections_as_the_gate_holds_read_a_first_head_at_once() {
-        let gate = HeadGate::new(1);
+        let gate = HeadGate::new(1, 0);
         let (mut client_a, mut a) = pair(&gate).await;
         let (mut client_b, mut b) = pair(&gate).await;
         client_a.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
@@ -330,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_dropped_while_waiting_or_reading_gives_its_place_back() {
-        let gate = HeadGate::new(1);
+        let gate = HeadGate::new(1, 0);
         let (mut client_a, mut a) = pair(&gate).await;
         let (_client_b, mut b) = pair(&gate).await;
         client_a.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
@@ -340,5 +417,46 @@ mod tests {
         drop(b);
         drop(a);
         assert_eq!(gate.available(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pace_starts_a_burst_at_once_then_one_connection_an_interval_in_order() {
+        // 10 a second: one every 100 ms, two at once.
+        let gate = HeadGate::new(4, 10);
+        let pace = gate.pace.clone().unwrap();
+        let t0 = Instant::now();
+        let slots: Vec<_> = (0..5).map(|_| pace.reserve() - t0).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(slots, [ms(0), ms(0), ms(100), ms(200), ms(300)]);
+        // Idle for a while, it has its burst again, and no more.
+        tokio::time::advance(ms(2_000)).await;
+        let t1 = Instant::now();
+        let slots: Vec<_> = (0..3).map(|_| pace.reserve() - t1).collect();
+        assert_eq!(slots, [ms(0), ms(0), ms(100)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_past_the_pace_waits_for_its_turn_before_it_reads() {
+        let gate = HeadGate::new(4, 10);
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            let (mut client, conn) = pair(&gate).await;
+            client.write_all(HEAD).await.unwrap();
+            conns.push((client, conn));
+        }
+        // Loopback delivers without the (paused) clock.
+        tokio::task::yield_now().await;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(read_once(&mut conns[0].1, 1024).is_some());
+        assert!(read_once(&mut conns[1].1, 1024).is_some());
+        assert_eq!(
+            read_once(&mut conns[2].1, 1024),
+            None,
+            "its turn is 100 ms on"
+        );
+        tokio::time::advance(Duration::from_millis(99)).await;
+        assert_eq!(read_once(&mut conns[2].1, 1024), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(read_once(&mut conns[2].1, 1024).unwrap(), HEAD);
     }
 }
