@@ -96,7 +96,8 @@ impl HeadGate {
     }
 
     /// Permits free now.
-    pub fn available(&self) -> usize {
+    #[cfg(test)]
+    fn available(&self) -> usize {
         self.permits.available_permits()
     }
 }
@@ -149,7 +150,8 @@ impl<T> FirstHead<T> {
     }
 
     /// Whether the end of the first head has been read.
-    pub fn past_head(&self) -> bool {
+    #[cfg(test)]
+    fn past_head(&self) -> bool {
         !matches!(self.phase, Phase::Head { .. })
     }
 
