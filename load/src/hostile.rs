@@ -230,14 +230,36 @@ struct Flood {
     answered: AtomicU64,
 }
 
+/// Connections of the body flood that connect and send at once. Without a
+/// bound, 10,000 senders overflow the generator's own CPU's loopback queue
+/// (`net.core.netdev_max_backlog`, 1,000 packets): the kernel drops
+/// packets, the clinic's among them, and TCP resends them only after its
+/// 200 ms minimum timeout, a stall that is the generator's, not recept's.
+/// The flood still holds all its connections; it takes about a second
+/// longer to open them.
+const BODY_SENDERS: usize = 64;
+
+/// Packets the kernel dropped from its per-CPU input queues since boot
+/// (`/proc/net/softnet_stat`, second column), 0 where it cannot be read.
+pub fn softnet_drops() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter_map(|dropped| u64::from_str_radix(dropped, 16).ok())
+        .sum()
+}
+
 /// Opens `n` connections that each send a head declaring 262,144 bytes and
-/// 250,000 of them, then hold until `until`.
+/// 250,000 of them, [`BODY_SENDERS`] at a time, then hold until `until`.
 async fn body_flood(address: String, keys: Vec<String>, n: usize, until: Instant) -> Arc<Flood> {
     let flood = Arc::new(Flood::default());
     let body: Arc<[u8]> = vec![b' '; 250_000].into();
+    let senders = Arc::new(tokio::sync::Semaphore::new(BODY_SENDERS));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let (address, flood, body) = (address.clone(), flood.clone(), body.clone());
+        let senders = senders.clone();
         let auth = match &keys[i % keys.len()] {
             key if key.is_empty() => String::new(),
             key => format!("Authorization: Bearer {key}\r\n"),
@@ -245,6 +267,7 @@ async fn body_flood(address: String, keys: Vec<String>, n: usize, until: Instant
         tasks.push(tokio::spawn(async move {
             let deadline = tokio::time::Instant::from_std(until);
             let work = async {
+                let sending = senders.acquire().await.ok()?;
                 let mut stream = TcpStream::connect(&address).await.ok()?;
                 flood.connected.fetch_add(1, Ordering::Relaxed);
                 let head = format!(
@@ -254,6 +277,7 @@ async fn body_flood(address: String, keys: Vec<String>, n: usize, until: Instant
                 if stream.write_all(&body).await.is_ok() {
                     flood.sent_whole.fetch_add(1, Ordering::Relaxed);
                 }
+                drop(sending);
                 let mut buf = [0u8; 512];
                 if tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await.ok()? > 0 {
                     flood.answered.fetch_add(1, Ordering::Relaxed);
@@ -377,12 +401,14 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let hold = Duration::from_secs(o.hold);
     let until = Instant::now() + hold;
     let keys = vec![attacker.clone(), String::new()];
+    let drops_before = softnet_drops();
     let started = Instant::now();
     let (flood, (beside, beside_failed)) = tokio::join!(
         at_low_priority(body_flood(address.clone(), keys, o.connections, until)),
         clinic(&http, &url, &key, o.rate, hold),
     );
     let flood_ended = started.elapsed();
+    let drops = softnet_drops().saturating_sub(drops_before);
     let (during, peak) = recept.rss();
     let flood_cpu = recept.cpu().saturating_sub(cpu_before);
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -403,6 +429,11 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         flood.answered.load(Ordering::Relaxed),
         refused,
         flood_ended.as_secs_f64()
+    );
+    out!("packets the kernel dropped from its input queues meanwhile (loopback included): {drops}");
+    crate::report::figure(
+        "kernel input-queue drops during the body flood",
+        drops as f64,
     );
     out!(
         "recept CPU during the flood: {:.2} s ({:.0} µs per flood connection, the clinic's requests included)",
@@ -452,15 +483,18 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .metric(&http, &token, "recept_forged_keys_refused_total")
         .await;
     let forged_url = format!("{}/v1/patients", recept.clinic);
+    let mut forged_drops = 0;
     for _ in 0..o.rounds {
         let m0 = recept.metric(&http, &token, misses).await;
         let (l, f) = clinic(&http, &url, &key, o.rate, window).await;
         let m1 = recept.metric(&http, &token, misses).await;
+        let d0 = softnet_drops();
         let ((l2, f2), (sent, other)) = tokio::join!(
             clinic(&http, &url, &key, o.rate, window),
             at_low_priority(forged_flood(forged_url.clone(), o.forgers, window)),
         );
         let m2 = recept.metric(&http, &token, misses).await;
+        forged_drops += softnet_drops().saturating_sub(d0);
         alone.merge(&l);
         flooded.merge(&l2);
         alone_failed += f;
@@ -490,6 +524,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         forged_other,
         forged_refused
     );
+    out!("packets the kernel dropped from its input queues in the flood windows: {forged_drops}");
     out!(
         "registry reads: {} in the baseline windows, {} in the flood windows (the clinic's own key refreshes)",
         reads_alone,
