@@ -287,7 +287,7 @@ impl Default for ServerSettings {
             reuse_port: false,
             drain_ms: 0,
             client_timeout_ms: 5_000,
-            new_connections_per_s: 4_000,
+            new_connections_per_s: 3_000,
             log_format: LogFormat::Pretty,
             cache_memory_mb: 64,
             memory_mb: 256,
@@ -362,6 +362,19 @@ pub const BASE_MEMORY_MB: u64 = 48;
 /// buffer of its own (measured: a flood of connections sending 250 KB
 /// bodies held about 175 KiB each; see load/RESULTS.md, `hostile`).
 pub const CONNECTION_MEMORY_KB: u64 = 176;
+/// Strangers' connections the clinic listener's door answers at once
+/// (`http::door`), each held like any open connection.
+pub const DOOR_CONNECTIONS: u64 = 64;
+/// Strangers' connections waiting for the door, each holding at most its
+/// first head.
+pub const DOOR_QUEUE: u64 = 256;
+/// The most of a first head read before the server sees it
+/// (`http::first_head`); past it the head is the server's parser's to
+/// refuse (actix-http allows 32 KiB).
+pub const HEAD_LIMIT_BYTES: u64 = 16 * 1024;
+/// What the door may hold at worst.
+pub const DOOR_MEMORY_BYTES: u64 =
+    DOOR_CONNECTIONS * CONNECTION_MEMORY_KB * 1024 + DOOR_QUEUE * HEAD_LIMIT_BYTES;
 /// Client connections the admin listener keeps open at most.
 pub const ADMIN_MAX_CONNECTIONS: u64 = 64;
 /// Fewest client connections each clinic worker must be able to hold.
@@ -379,6 +392,9 @@ pub struct MemoryBudget {
     pub bodies: u64,
     /// One master release upload and its parse (twice `admin.release_limit_bytes`).
     pub admin_bodies: u64,
+    /// Strangers' connections at the clinic listener's door
+    /// ([`DOOR_MEMORY_BYTES`]).
+    pub door: u64,
     /// What is left, for client connections.
     pub connections: u64,
     /// Open client connections each clinic worker may hold; past it a
@@ -394,12 +410,14 @@ impl MemoryBudget {
         format!(
             "memory budget (server.memory_mb {:.0} MiB): base {:.0} + caches {:.0} (server.cache_memory_mb) \
              + request bodies {:.0} (server.body_memory_mb) + release upload {:.0} (2 x admin.release_limit_bytes) \
+             + door {:.0} ({DOOR_CONNECTIONS} strangers' connections + {DOOR_QUEUE} waiting) \
              + connections {:.1} ({} per clinic worker + {} admin, {} KiB each)",
             mib(self.total),
             mib(self.base),
             mib(self.caches),
             mib(self.bodies),
             mib(self.admin_bodies),
+            mib(self.door),
             mib(self.connections),
             self.clinic_connections_per_worker,
             self.admin_connections,
@@ -621,13 +639,14 @@ impl Settings {
                 "server.memory_mb",
                 format!(
                     "is {} MiB, which does not fit {BASE_MEMORY_MB} MiB for the process + server.cache_memory_mb {} \
-                     + server.body_memory_mb {} + 2 x admin.release_limit_bytes ({} MiB) + {} connections of \
+                     + server.body_memory_mb {} + 2 x admin.release_limit_bytes ({} MiB) + {} MiB for the door + {} connections of \
                      {CONNECTION_MEMORY_KB} KiB ({MIN_CONNECTIONS_PER_WORKER} per clinic worker, server.workers {}, \
                      and {ADMIN_MAX_CONNECTIONS} admin); raise it or lower the parts",
                     self.server.memory_mb,
                     self.server.cache_memory_mb,
                     self.server.body_memory_mb,
                     2 * self.admin.release_limit_bytes as u64 / (1024 * 1024),
+                    DOOR_MEMORY_BYTES.div_ceil(1024 * 1024),
                     MIN_CONNECTIONS_PER_WORKER * self.server.workers as u64 + ADMIN_MAX_CONNECTIONS,
                     self.server.workers
                 ),
@@ -671,7 +690,8 @@ impl Settings {
         let caches = self.server.cache_memory_mb.saturating_mul(MIB);
         let bodies = self.server.body_memory_mb.saturating_mul(MIB);
         let admin_bodies = 2 * self.admin.release_limit_bytes as u64;
-        let connections = total.checked_sub(base + caches + bodies + admin_bodies)?;
+        let door = DOOR_MEMORY_BYTES;
+        let connections = total.checked_sub(base + caches + bodies + admin_bodies + door)?;
         let per_connection = CONNECTION_MEMORY_KB * 1024;
         let clinic = (connections / per_connection).checked_sub(ADMIN_MAX_CONNECTIONS)?;
         let per_worker = clinic / self.server.workers.max(1) as u64;
@@ -681,6 +701,7 @@ impl Settings {
             caches,
             bodies,
             admin_bodies,
+            door,
             connections,
             clinic_connections_per_worker: per_worker,
             admin_connections: ADMIN_MAX_CONNECTIONS,
@@ -882,7 +903,12 @@ mod tests {
         let budget = valid().memory_budget().unwrap();
         assert_eq!(budget.total, 256 * 1024 * 1024);
         assert_eq!(
-            budget.base + budget.caches + budget.bodies + budget.admin_bodies + budget.connections,
+            budget.base
+                + budget.caches
+                + budget.bodies
+                + budget.admin_bodies
+                + budget.door
+                + budget.connections,
             budget.total
         );
         let connections = budget.clinic_connections_per_worker * 2 + budget.admin_connections;

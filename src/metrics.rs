@@ -53,6 +53,17 @@ pub struct Sources {
     pub memory_budget_bytes: u64,
     /// Space for clinic request bodies in flight.
     pub clinic_bodies: Arc<crate::memory::BodyBudget>,
+    /// What the clinic listener's door did.
+    pub door: Arc<DoorCounts>,
+}
+
+/// What the clinic listener's door did (`http::door`).
+#[derive(Debug, Default)]
+pub struct DoorCounts {
+    /// Connections handed to the door and answered there.
+    pub answered: std::sync::atomic::AtomicU64,
+    /// Connections closed unanswered: the door was full.
+    pub dropped: std::sync::atomic::AtomicU64,
 }
 
 /// The application's metrics.
@@ -493,7 +504,27 @@ impl Snapshot {
         for (name, help, value) in counters {
             family(encoder, name, help, true, &one(value))?;
         }
-        Ok(())
+        let door = &self.0.sources.door;
+        let outcomes: Vec<_> = [
+            (
+                "answered",
+                door.answered.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "dropped",
+                door.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        ]
+        .into_iter()
+        .map(|(outcome, n)| (vec![("outcome", outcome.to_string())], n.into()))
+        .collect();
+        family(
+            encoder,
+            "door_connections",
+            "Clinic connections without a plausible key, handed to the door: answered there at the lowest priority, or dropped unanswered because the door was full",
+            true,
+            &outcomes,
+        )
     }
 
     fn memory(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {

@@ -5,19 +5,25 @@
 //! `admin_port()`.
 
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::{error::DispatchError, HttpService};
-use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_server::GracefulShutdownSignal;
+use actix_service::{
+    fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
+};
 use actix_web::dev::{AppConfig, Server};
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App};
 use anyhow::Context;
 use futures::future::ready;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use crate::config::Settings;
+use crate::http::door::{AtTheDoor, Door, DoorCounts, Replay, Triage};
 use crate::http::first_head::{FirstHead, HeadGate, HEAD_GATE};
 use crate::http::{self, AppState, BodyBudget, Listener};
 use crate::master::MasterCache;
@@ -81,7 +87,9 @@ impl Application {
             memory.admin_bodies as usize,
             body_timeout,
         ));
+        let door = Arc::new(DoorCounts::default());
         let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
+            door: door.clone(),
             memory_budget_bytes: memory.total,
             clinic_bodies: clinic_bodies.clone(),
             pools: pools.clone(),
@@ -99,6 +107,7 @@ impl Application {
             draining: Default::default(),
             clinic_bodies,
             admin_bodies,
+            door,
         });
 
         let clinic_listener = bind(
@@ -281,9 +290,6 @@ fn serve(
     connections_per_worker: usize,
     settings: &Settings,
 ) -> anyhow::Result<Server> {
-    let body_limit = settings.server.body_limit_bytes;
-    let release_limit = settings.admin.release_limit_bytes;
-    let request_timeout = Duration::from_millis(settings.server.client_timeout_ms);
     let new_connections_per_worker = match listener {
         Listener::Clinic => settings
             .server
@@ -295,6 +301,23 @@ fn serve(
     let name = match listener {
         Listener::Clinic => "clinic",
         Listener::Admin => "admin",
+    };
+    // Strangers on the clinic listener are answered at the door.
+    let triage = match listener {
+        Listener::Clinic => {
+            let door_state = state.clone();
+            let door = Door::open(
+                state.door.clone(),
+                Duration::from_millis(settings.server.client_timeout_ms),
+                move || application::<Replay<TcpStream>>(door_state, listener, local, None),
+            )
+            .context("starting the door's thread")?;
+            Some(Triage {
+                door,
+                keys: state.keys.clone(),
+            })
+        }
+        Listener::Admin => None,
     };
     // actix-web's `HttpServer`, assembled from its parts so that each new
     // connection's socket is wrapped in a `FirstHead`.
@@ -308,48 +331,88 @@ fn serve(
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_s)
         .listen(name, socket, move || {
-            // Runs on each worker's own thread: a clinic worker claims its
-            // shard of the clinic pools, held for as long as its app lives.
-            let app = App::new();
-            let app = match listener {
-                // Its requests find the claim here and carry its shard.
-                Listener::Clinic => app.app_data(web::Data::new(state.pools.clinic_worker())),
-                Listener::Admin => app,
-            };
-            let app = app
-                .app_data(state.clone())
-                .app_data(web::Data::new(listener))
-                .configure(|cfg| http::extractor_configs(cfg, body_limit))
-                .wrap(from_fn(http::intake))
-                .wrap(ErrorHandlers::new().default_handler(http::error::ensure_problem))
-                .wrap(from_fn(http::request_span))
-                .wrap(from_fn(http::shed))
-                .default_service(web::to(http::not_found));
-            let app = match listener {
-                Listener::Clinic => app.configure(http::clinic_routes),
-                Listener::Admin => app.configure(|cfg| http::admin_routes(cfg, release_limit)),
-            };
-            let app = app
-                .into_factory()
-                .map_err(|error: actix_web::Error| error.error_response());
-            let stopping = stopping.clone();
-            let http = HttpService::build()
-                .graceful_shutdown_signal(move || {
-                    let stopping = stopping.clone();
-                    async move { stopping.notified().await }
-                })
-                .client_request_timeout(request_timeout)
-                .client_disconnect_timeout(Duration::from_millis(DISCONNECT_MS))
-                .local_addr(local)
-                .h1(map_config(app, |_| AppConfig::default()));
-            // One gate per worker, as the worker runs its connections.
+            // Runs on each worker's own thread. One gate per worker, as the
+            // worker runs its connections.
             let gate = HeadGate::new(HEAD_GATE, new_connections_per_worker);
-            fn_service(move |io: tokio::net::TcpStream| {
+            let gate = match &triage {
+                Some(triage) => gate.with_triage(triage.clone()),
+                None => gate,
+            };
+            fn_service(move |io: TcpStream| {
                 let peer = io.peer_addr().ok();
-                ready(Ok::<_, DispatchError>((FirstHead::new(io, &gate), peer)))
+                ready(Ok::<_, DispatchError>((
+                    FirstHead::new(io, peer, &gate),
+                    peer,
+                )))
             })
-            .and_then(http)
+            .and_then(application::<FirstHead>(
+                state.clone(),
+                listener,
+                local,
+                Some(stopping.clone()),
+            ))
         })?
         .run();
     Ok(server)
+}
+
+/// The HTTP service of one listener's application, for connections of
+/// type `T`: on a worker of the listener (which stops gracefully with
+/// `stopping`), or at the door (`stopping` is `None`).
+fn application<T>(
+    state: web::Data<AppState>,
+    listener: Listener,
+    local: SocketAddr,
+    stopping: Option<GracefulShutdownSignal>,
+) -> impl ServiceFactory<
+    (T, Option<SocketAddr>),
+    Config = (),
+    Response = (),
+    Error = DispatchError,
+    InitError = (),
+>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let settings = &state.settings;
+    let body_limit = settings.server.body_limit_bytes;
+    let release_limit = settings.admin.release_limit_bytes;
+    let request_timeout = Duration::from_millis(settings.server.client_timeout_ms);
+    let app = App::new();
+    let app = match (listener, &stopping) {
+        // A clinic worker claims its shard of the clinic pools, held for as
+        // long as its app lives; its requests find the claim here and carry
+        // its shard.
+        (Listener::Clinic, Some(_)) => app.app_data(web::Data::new(state.pools.clinic_worker())),
+        // The door's answers close their connections.
+        (_, None) => app.app_data(web::Data::new(AtTheDoor)),
+        (Listener::Admin, Some(_)) => app,
+    };
+    let app = app
+        .app_data(state.clone())
+        .app_data(web::Data::new(listener))
+        .configure(|cfg| http::extractor_configs(cfg, body_limit))
+        .wrap(from_fn(http::intake))
+        .wrap(ErrorHandlers::new().default_handler(http::error::ensure_problem))
+        .wrap(from_fn(http::request_span))
+        .wrap(from_fn(http::shed))
+        .default_service(web::to(http::not_found));
+    let app = match listener {
+        Listener::Clinic => app.configure(http::clinic_routes),
+        Listener::Admin => app.configure(|cfg| http::admin_routes(cfg, release_limit)),
+    };
+    let app = app
+        .into_factory()
+        .map_err(|error: actix_web::Error| error.error_response());
+    let mut http = HttpService::build()
+        .client_request_timeout(request_timeout)
+        .client_disconnect_timeout(Duration::from_millis(DISCONNECT_MS))
+        .local_addr(local);
+    if let Some(stopping) = stopping {
+        http = http.graceful_shutdown_signal(move || {
+            let stopping = stopping.clone();
+            async move { stopping.notified().await }
+        });
+    }
+    http.h1(map_config(app, |_| AppConfig::default()))
 }

@@ -16,12 +16,17 @@ use crate::tenancy::{Resolution, Slug, TenantCtx, TenantStatus};
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token(value).map(str::to_string)
+}
+
+/// The token of an `Authorization: Bearer <token>` header's value.
+pub(super) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
     let token = token.trim();
-    (!token.is_empty()).then(|| token.to_string())
+    (!token.is_empty()).then_some(token)
 }
 
 fn state(req: &HttpRequest) -> web::Data<AppState> {

@@ -95,7 +95,12 @@ pub async fn request_span(
                     span.in_scope(|| tracing::warn!(slow_ms = slow, "slow request"));
                 }
             }
-            if draining {
+            // At the door every answer closes its connection (`door.rs`).
+            let at_the_door = response
+                .request()
+                .app_data::<web::Data<super::door::AtTheDoor>>()
+                .is_some();
+            if draining || at_the_door {
                 // Stopping: this client's next request goes to another process.
                 response
                     .response_mut()

@@ -11,6 +11,7 @@ mod admin_master;
 mod admin_reports;
 mod body;
 pub mod clinic;
+pub mod door;
 pub mod error;
 mod extract;
 pub mod first_head;
@@ -52,6 +53,8 @@ pub struct AppState {
     /// Space for request bodies in flight on each listener.
     pub clinic_bodies: std::sync::Arc<BodyBudget>,
     pub admin_bodies: std::sync::Arc<BodyBudget>,
+    /// What the clinic listener's door did.
+    pub door: std::sync::Arc<door::DoorCounts>,
 }
 
 /// Which listener a route table belongs to: only these two exist.

@@ -148,6 +148,16 @@ impl KeyResolver {
         })
     }
 
+    /// Whether `presented` may be a key recept issued: its tag is right, or
+    /// it is a legacy key held in memory. Nothing is read or counted.
+    pub fn plausible(&self, presented: &str) -> bool {
+        match self.secrets.check(presented) {
+            Presented::Tagged(_) => true,
+            Presented::Legacy(key) => self.is_legacy(&key.hash),
+            Presented::Forged => false,
+        }
+    }
+
     /// What `presented` is: refused in memory when it is forged, else from
     /// the cache or the registry.
     pub async fn resolve(

@@ -12,6 +12,7 @@ mod claims_file;
 mod cli;
 mod clinic_guards;
 mod diseases;
+mod door;
 mod faults;
 mod helpers;
 mod isolation;
