@@ -239,17 +239,6 @@ struct Flood {
 /// longer to open them.
 const BODY_SENDERS: usize = 64;
 
-/// Packets the kernel dropped from its per-CPU input queues since boot
-/// (`/proc/net/softnet_stat`, second column), 0 where it cannot be read.
-pub fn softnet_drops() -> u64 {
-    std::fs::read_to_string("/proc/net/softnet_stat")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(1))
-        .filter_map(|dropped| u64::from_str_radix(dropped, 16).ok())
-        .sum()
-}
-
 /// Opens `n` connections that each send a head declaring 262,144 bytes and
 /// 250,000 of them, [`BODY_SENDERS`] at a time, then hold until `until`.
 async fn body_flood(address: String, keys: Vec<String>, n: usize, until: Instant) -> Arc<Flood> {
@@ -401,14 +390,14 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let hold = Duration::from_secs(o.hold);
     let until = Instant::now() + hold;
     let keys = vec![attacker.clone(), String::new()];
-    let drops_before = softnet_drops();
+    let drops_before = crate::kernel::softnet_drops();
     let started = Instant::now();
     let (flood, (beside, beside_failed)) = tokio::join!(
         at_low_priority(body_flood(address.clone(), keys, o.connections, until)),
         clinic(&http, &url, &key, o.rate, hold),
     );
     let flood_ended = started.elapsed();
-    let drops = softnet_drops().saturating_sub(drops_before);
+    let drops = crate::kernel::softnet_drops().saturating_sub(drops_before);
     let (during, peak) = recept.rss();
     let flood_cpu = recept.cpu().saturating_sub(cpu_before);
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -488,13 +477,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         let m0 = recept.metric(&http, &token, misses).await;
         let (l, f) = clinic(&http, &url, &key, o.rate, window).await;
         let m1 = recept.metric(&http, &token, misses).await;
-        let d0 = softnet_drops();
+        let d0 = crate::kernel::softnet_drops();
         let ((l2, f2), (sent, other)) = tokio::join!(
             clinic(&http, &url, &key, o.rate, window),
             at_low_priority(forged_flood(forged_url.clone(), o.forgers, window)),
         );
         let m2 = recept.metric(&http, &token, misses).await;
-        forged_drops += softnet_drops().saturating_sub(d0);
+        forged_drops += crate::kernel::softnet_drops().saturating_sub(d0);
         alone.merge(&l);
         flooded.merge(&l2);
         alone_failed += f;

@@ -7,11 +7,22 @@
 //! Every run is bounded in time and count, talks only to loopback, and
 //! cleans up after itself.
 
+/// The allocator recept ships with (`src/main.rs`), so that the recept
+/// these benchmarks run in this process is measured as it runs in its own.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc reads its options from this symbol at start.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = recept::MALLOC_CONF;
+
 mod admin_reports;
 mod citus;
 mod claims_file;
 mod desk;
 mod hostile;
+mod kernel;
 mod many;
 mod master;
 mod migrate;

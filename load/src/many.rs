@@ -243,11 +243,14 @@ async fn alternate(
     let mut latencies = Latencies::default();
     let (mut recept_sum, mut pgbench_sum) = (0.0, 0.0);
     for round in 1..=rounds {
+        let losses = crate::kernel::Losses::now();
         let (rps, window) = recept().await;
+        let losses = losses.since();
         let tps = pgbench()?;
         out!(
-            "{what} round {round}: recept {rps:.0} req/s (p99 {:.2} ms), pgbench {tps:.0} tps: {:.2}",
+            "{what} round {round}: recept {rps:.0} req/s (p99 {:.2} ms, max {:.1} ms; {losses}), pgbench {tps:.0} tps: {:.2}",
             window.ms(0.99),
+            window.ms(1.0),
             rps / tps.max(1.0)
         );
         latencies.merge(&window);
