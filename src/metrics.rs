@@ -64,6 +64,8 @@ pub struct DoorCounts {
     pub answered: std::sync::atomic::AtomicU64,
     /// Connections closed unanswered: the door was full.
     pub dropped: std::sync::atomic::AtomicU64,
+    /// Connections cut at the door's deadline (`server.client_timeout_ms`).
+    pub cut: std::sync::atomic::AtomicU64,
 }
 
 /// The application's metrics.
@@ -514,6 +516,7 @@ impl Snapshot {
                 "dropped",
                 door.dropped.load(std::sync::atomic::Ordering::Relaxed),
             ),
+            ("cut", door.cut.load(std::sync::atomic::Ordering::Relaxed)),
         ]
         .into_iter()
         .map(|(outcome, n)| (vec![("outcome", outcome.to_string())], n.into()))
@@ -521,7 +524,7 @@ impl Snapshot {
         family(
             encoder,
             "door_connections",
-            "Clinic connections without a plausible key, handed to the door: answered there at the lowest priority, or dropped unanswered because the door was full",
+            "Clinic connections without a plausible key, handed to the door: answered there at the lowest priority, dropped unanswered because the door was full, or cut at its deadline",
             true,
             &outcomes,
         )

@@ -51,9 +51,8 @@ const DOOR_CONNECTIONS: usize = crate::config::DOOR_CONNECTIONS as usize;
 const DOOR_QUEUE: usize = crate::config::DOOR_QUEUE as usize;
 /// The door thread's nice value: the lowest priority.
 const DOOR_NICE: libc::c_int = 19;
-/// Headers looked at in a first head; a head with more is left to the
-/// worker, whose parser refuses it.
-const MAX_HEADERS: usize = 64;
+/// Headers read in a first head: as many as actix-http's parser allows.
+const MAX_HEADERS: usize = 96;
 
 /// A connection handed to the door: its socket and what was read of it.
 pub struct Arrival {
@@ -109,8 +108,11 @@ impl Door {
                         let call = service.call((Replay::new(arrival.head, io), arrival.peer));
                         let answered = answered.clone();
                         actix_rt::spawn(async move {
-                            let _ = tokio::time::timeout(deadline, call).await;
-                            answered.answered.fetch_add(1, Relaxed);
+                            let outcome = match tokio::time::timeout(deadline, call).await {
+                                Ok(_) => &answered.answered,
+                                Err(_) => &answered.cut,
+                            };
+                            outcome.fetch_add(1, Relaxed);
                             drop(place);
                         });
                     }
@@ -149,15 +151,16 @@ pub struct Triage {
 
 impl Triage {
     /// Whether a connection whose first head is `head` is served by its
-    /// worker: a health probe, a caller presenting a key that may be one
-    /// recept issued, or a head this cannot read (the worker's parser
-    /// answers it). Everyone else goes to the door.
+    /// worker: a health probe, or a caller presenting a key that may be one
+    /// recept issued. Everyone else goes to the door, a head that does not
+    /// parse or does not end within the head limit too: the door's parser
+    /// refuses it just as a worker's would (recept refuses heads over 16 KiB
+    /// anyway), so padding a head does not skip the door.
     pub fn serves(&self, head: &[u8]) -> bool {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
-        match request.parse(head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            Ok(httparse::Status::Partial) | Err(_) => return true,
+        if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+            return false;
         }
         let path = request.path.unwrap_or("/");
         let path = path.split_once('?').map_or(path, |(path, _)| path);

@@ -579,7 +579,7 @@ mod tests {
             door: test_door(counts.clone()),
             keys,
         };
-        let gate = HeadGate::new(1, 0).with_triage(triage);
+        let gate = HeadGate::new(1, 0).with_triage(triage.clone());
         let issued = secrets.issue().secret;
         let forged = {
             let mut forged = issued.clone().into_bytes();
@@ -595,7 +595,7 @@ mod tests {
             (head(Some(&issued), "/v1/tenant"), true),
             (head(None, "/healthz"), true),
             (head(None, "/readyz?x=1"), true),
-            (b"NOT HTTP AT ALL\r\n\r\n".to_vec(), true),
+            (b"NOT HTTP AT ALL\r\n\r\n".to_vec(), false),
             (head(Some(&forged), "/v1/tenant"), false),
             (head(None, "/v1/tenant"), false),
             (head(Some("rk_guessed"), "/v1/openapi.json"), false),
@@ -616,6 +616,14 @@ mod tests {
             assert_eq!(answer, expected, "{shown}");
         }
         assert_eq!(counts.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+        // A head padded past the limit goes to the door whatever key it
+        // shows: padding does not skip the door.
+        let mut padded = head(Some(&issued), "/v1/tenant");
+        padded.truncate(padded.len() - 2);
+        padded.extend(b"X-Padding: ");
+        padded.extend(std::iter::repeat_n(b'a', HEAD_LIMIT));
+        assert!(!triage.serves(&padded[..HEAD_LIMIT]));
     }
 
     #[tokio::test(start_paused = true)]

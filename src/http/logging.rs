@@ -101,7 +101,8 @@ pub async fn request_span(
                 .app_data::<web::Data<super::door::AtTheDoor>>()
                 .is_some();
             if draining || at_the_door {
-                // Stopping: this client's next request goes to another process.
+                // Stopping: this client's next request goes to another
+                // process. At the door: a stranger gets one answer.
                 response
                     .response_mut()
                     .head_mut()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use tracing::Instrument;
 
-use super::{KeySecrets, Presented, Registry, TenantCtx};
+use super::{ApiKey, KeySecrets, Presented, Registry, TenantCtx};
 use crate::pools::{DbError, Pools, Role};
 
 /// What a key turned out to be.
@@ -151,10 +151,16 @@ impl KeyResolver {
     /// Whether `presented` may be a key recept issued: its tag is right, or
     /// it is a legacy key held in memory. Nothing is read or counted.
     pub fn plausible(&self, presented: &str) -> bool {
+        self.verified(presented).is_some()
+    }
+
+    /// `presented` as a key to look up: tagged right, or a legacy key held
+    /// in memory; `None` for anything recept could not have issued.
+    fn verified(&self, presented: &str) -> Option<ApiKey> {
         match self.secrets.check(presented) {
-            Presented::Tagged(_) => true,
-            Presented::Legacy(key) => self.is_legacy(&key.hash),
-            Presented::Forged => false,
+            Presented::Tagged(key) => Some(key),
+            Presented::Legacy(key) if self.is_legacy(&key.hash) => Some(key),
+            Presented::Legacy(_) | Presented::Forged => None,
         }
     }
 
@@ -166,13 +172,9 @@ impl KeyResolver {
         presented: &str,
     ) -> Result<Resolution, Arc<DbError>> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
-        let key = match self.secrets.check(presented) {
-            Presented::Tagged(key) => key,
-            Presented::Legacy(key) if self.is_legacy(&key.hash) => key,
-            Presented::Legacy(_) | Presented::Forged => {
-                self.forged.fetch_add(1, Ordering::Relaxed);
-                return Ok(Resolution::Unknown);
-            }
+        let Some(key) = self.verified(presented) else {
+            self.forged.fetch_add(1, Ordering::Relaxed);
+            return Ok(Resolution::Unknown);
         };
         let entry = self
             .cache
