@@ -135,8 +135,16 @@ pub enum Placement {
 #[serde(default, deny_unknown_fields)]
 pub struct ClinicSettings {
     /// Connections per cluster for clinic requests on this host, split
-    /// between the clinic workers (at least one each).
+    /// between the clinic workers (at least one each). More than
+    /// `max_active`, so that a tenant's request usually finds its home
+    /// connection idle (tenant-affine routing): each connection then
+    /// serves a small, steady set of tenants, with their plans prepared.
     pub pool_size: usize,
+    /// The most clinic requests of this host running at once on one
+    /// cluster (at most `pool_size`), split between the clinic workers:
+    /// the cluster's capacity for this host. The other connections wait
+    /// idle, each for its own tenants.
+    pub max_active: usize,
     /// `statement_timeout` fixed on every clinic connection when it opens.
     pub statement_timeout_ms: u64,
     /// Longest a clinic request waits for a connection before `503`.
@@ -173,6 +181,13 @@ pub struct ClinicSettings {
     /// connections often, and reconnecting costs more than the memory
     /// saves (load/RESULTS.md, "Tenant-affine connections").
     pub connection_max_schemas: usize,
+    /// The most prepared statements one clinic connection keeps. A tenant
+    /// served on its home connection has statements of its own there,
+    /// planned for its schema (PostgreSQL plans a shared statement again
+    /// whenever the schema changes); a connection that reaches this many
+    /// forgets them all and prepares again, which bounds what its backend
+    /// holds for them.
+    pub connection_max_statements: usize,
     /// How long a clinic statement waits for a row lock (an Idempotency-Key
     /// in use, a rollout in progress) before giving up.
     pub lock_timeout_ms: u64,
@@ -313,7 +328,8 @@ impl Default for ControlSettings {
 impl Default for ClinicSettings {
     fn default() -> Self {
         Self {
-            pool_size: 16,
+            pool_size: 64,
+            max_active: 16,
             statement_timeout_ms: 5_000,
             queue_timeout_ms: 200,
             standing_queue_ms: 100,
@@ -323,6 +339,7 @@ impl Default for ClinicSettings {
             connection_max_age_s: 600,
             connection_max_uses: 20_000,
             connection_max_schemas: 0,
+            connection_max_statements: 128,
             lock_timeout_ms: 2_000,
             key_cache_ttl_ms: 3_000,
             key_cache_capacity: 100_000,
@@ -519,6 +536,21 @@ impl Settings {
                 ),
             ));
         }
+        at_least("clinic.max_active", self.clinic.max_active as u64, 1)?;
+        if self.clinic.max_active.min(self.clinic.pool_size) < self.server.workers {
+            return Err(invalid(
+                "clinic.max_active",
+                format!(
+                    "is {} but must be at least server.workers ({}): each clinic worker runs its own share of it",
+                    self.clinic.max_active, self.server.workers
+                ),
+            ));
+        }
+        at_least(
+            "clinic.connection_max_statements",
+            self.clinic.connection_max_statements as u64,
+            16,
+        )?;
         at_least("admin.pool_size", self.admin.pool_size as u64, 1)?;
         at_least(
             "clinic.statement_timeout_ms",
@@ -842,6 +874,26 @@ mod tests {
         );
         s.clinic.pool_size = 4;
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn fewer_active_connections_than_workers_or_too_few_statements_are_named() {
+        let mut s = valid();
+        s.server.workers = 4;
+        s.clinic.max_active = 3;
+        let message = s.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("clinic.max_active") && message.contains("server.workers (4)"),
+            "{message}"
+        );
+        s.clinic.max_active = 4;
+        assert!(s.validate().is_ok());
+        s.clinic.connection_max_statements = 8;
+        let message = s.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("clinic.connection_max_statements"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -339,10 +339,15 @@ impl Snapshot {
             vec![("cluster", p.cluster.clone()), ("role", p.role.to_string())]
         };
         type Pick = fn(&crate::pools::PoolStatus) -> Num;
-        let gauges: [(&str, &str, Pick); 6] = [
+        let gauges: [(&str, &str, Pick); 7] = [
             ("pool_max_size", "Connections a pool may open", |p| {
                 p.max_size.into()
             }),
+            (
+                "pool_max_active",
+                "Connections a pool may use at once (clinic pools: clinic.max_active; the rest wait idle for their tenants)",
+                |p| p.max_active.into(),
+            ),
             ("pool_size", "Connections a pool has open", |p| {
                 p.size.into()
             }),

@@ -351,11 +351,17 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
             .iter()
             .map(|s| s.max_size.to_string())
             .collect();
+        let active: Vec<String> = pool
+            .by_worker
+            .iter()
+            .map(|s| s.max_active.to_string())
+            .collect();
         println!(
-            "  {}: clinic connections by worker (server.workers {}): {}",
+            "  {}: clinic connections by worker (server.workers {}): {}, of which in use at once: {}",
             pool.cluster,
             pool.shards,
-            shares.join(" + ")
+            shares.join(" + "),
+            active.join(" + ")
         );
     }
     pools.close();

@@ -36,14 +36,18 @@ impl Admission {
     /// How many may wait for a clinic shard and for how long, given its
     /// state now: its part of `clinic.max_waiting` for
     /// `clinic.queue_timeout_ms`, or, while the shard is overloaded (see
-    /// [`QueueState`]), one waiter per connection for
+    /// [`QueueState`]), one waiter per connection in use for
     /// `clinic.overload_queue_timeout_ms`. Under overload a long wait only
     /// makes the answer late, whichever it is, and waiters past one per
-    /// connection would mostly be refused anyway.
+    /// connection in use (`clinic.max_active`) would mostly be refused
+    /// anyway.
     pub(super) fn limits(&self, shard: &CountedPool, status: &Status) -> (usize, &Timeouts) {
         let full = status.waiting >= shard.max_waiting;
         if shard.queue.observe(status.waiting, full, &self.standing) {
-            (shard.max_waiting.min(status.max_size), &self.overload_wait)
+            (
+                shard.max_waiting.min(shard.conns.active()),
+                &self.overload_wait,
+            )
         } else {
             (shard.max_waiting, &self.wait)
         }

@@ -92,13 +92,15 @@ pub(super) fn build_pool(
     })
 }
 
-/// A clinic shard: `spec.size` slots of one connection each, driven on one
-/// runtime, for tenant-affine routing (`slots.rs`); a connection is retired
+/// A clinic shard: `spec.size` slots of one connection each, at most
+/// `active` of them in use at once, driven on one runtime, for
+/// tenant-affine routing (`slots.rs`); a connection is retired
 /// once it has served `max_schemas` distinct schemas.
 pub(super) fn build_slots(
     pg: tokio_postgres::Config,
     spec: PoolSpec,
     counts: Arc<ConnectionCounts>,
+    active: usize,
     max_schemas: usize,
     affinity: Arc<AffinityCounts>,
 ) -> anyhow::Result<CountedPool> {
@@ -118,7 +120,13 @@ pub(super) fn build_slots(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(CountedPool {
-        conns: Conns::Slots(Slots::new(slots, affinity, max_schemas, counts.clone())),
+        conns: Conns::Slots(Slots::new(
+            slots,
+            active,
+            affinity,
+            max_schemas,
+            counts.clone(),
+        )),
         counts,
         queue: QueueState::new(),
         driver,
@@ -163,15 +171,17 @@ fn object_pool(
     pg.options(options);
     pg.connect_timeout(Duration::from_secs(5));
     // Clinic connections are checked inside each request's first flight
-    // (TenantConn), at no extra round trip. Admin and migration traffic is
-    // light: their connections are checked with a query whenever they are
-    // handed out, and one whose settings changed fails it and is replaced.
+    // (TenantConn), at no extra round trip. The other roles' connections
+    // are checked with a query whenever they are handed out, and one whose
+    // settings changed fails it (dividing by zero: a plain statement, as
+    // the key-lookup lane runs it hundreds of times a second with many
+    // tenants, where a `DO` block's compilation showed in PostgreSQL's
+    // profile) and is replaced.
     let recycling_method = match role {
         Role::Clinic => RecyclingMethod::Fast,
         Role::Admin | Role::Migration | Role::Keys | Role::Report => RecyclingMethod::Custom(format!(
-            "DO $$BEGIN IF current_setting('statement_timeout')::interval <> '{statement_timeout_ms}ms'::interval \
-             OR current_setting('application_name') <> '{}' \
-             THEN RAISE EXCEPTION 'session settings changed'; END IF; END$$",
+            "SELECT 1 / (current_setting('statement_timeout')::interval = '{statement_timeout_ms}ms'::interval \
+             AND current_setting('application_name') = '{}')::int",
             role.application_name()
         )),
     };

@@ -119,6 +119,14 @@ impl Conns {
         }
     }
 
+    /// How many requests may hold one of its connections at once.
+    fn active(&self) -> usize {
+        match self {
+            Conns::One(pool) => pool.status().max_size,
+            Conns::Slots(slots) => slots.active(),
+        }
+    }
+
     fn close(&self) {
         match self {
             Conns::One(pool) => pool.close(),
@@ -190,10 +198,8 @@ impl Pools {
     /// Builds every pool; no connection is opened until first use.
     pub fn build(settings: &Settings) -> anyhow::Result<Pools> {
         let mut clusters = HashMap::new();
-        let shards = settings
-            .server
-            .workers
-            .clamp(1, settings.clinic.pool_size.max(1));
+        let active = settings.clinic.max_active.min(settings.clinic.pool_size);
+        let shards = settings.server.workers.clamp(1, active.max(1));
         for (name, cluster) in &settings.clusters {
             let pg: tokio_postgres::Config = cluster.url.parse()?;
             let clinic_counts = Arc::new(ConnectionCounts::default());
@@ -214,6 +220,7 @@ impl Pools {
                             )),
                         },
                         clinic_counts.clone(),
+                        split(active, shards, shard),
                         settings.clinic.connection_max_schemas,
                         affinity.clone(),
                     )?;
@@ -318,6 +325,7 @@ impl Pools {
             clinic_settings: Arc::new(ExpectedSettings {
                 statement_timeout: format!("{}ms", settings.clinic.statement_timeout_ms),
                 application_name: Role::Clinic.application_name(),
+                max_statements: settings.clinic.connection_max_statements,
             }),
             claimed: Arc::new((0..shards).map(|_| AtomicBool::new(false)).collect()),
             replica_rule: replica::Rule {
@@ -393,7 +401,7 @@ impl Pools {
         // waits for its home (`Slots::get`) until this short use is over.
         self.get_counted(self.counted(cluster, role)?, None)
             .await
-            .map(|(client, _, _)| client)
+            .map(|taken| taken.object)
     }
 
     /// A connection of `counted`, for `schema` when it is a clinic shard's;
@@ -403,16 +411,18 @@ impl Pools {
         &self,
         counted: &CountedPool,
         schema: Option<&str>,
-    ) -> Result<(Object, Pool, Option<tokio::sync::OwnedSemaphorePermit>), DbError> {
+    ) -> Result<slots::Taken, DbError> {
         if counted.conns.status().waiting >= counted.max_waiting {
             return Err(DbError::QueueFull);
         }
         let got = match &counted.conns {
-            Conns::One(pool) => pool.get().await.map(|client| (client, pool.clone(), None)),
-            Conns::Slots(slots) => slots
-                .get(None, schema, &self.admission.wait)
-                .await
-                .map(|taken| (taken.object, taken.pool, taken.permit)),
+            Conns::One(pool) => pool.get().await.map(|object| slots::Taken {
+                object,
+                pool: pool.clone(),
+                permit: None,
+                home: false,
+            }),
+            Conns::Slots(slots) => slots.get(None, schema, &self.admission.wait).await,
         };
         got.map_err(|e| {
             if matches!(e, PoolError::Timeout(_)) {
@@ -471,6 +481,7 @@ impl Pools {
                     object: pool.timeout_get(timeouts).await?,
                     pool: pool.clone(),
                     permit: None,
+                    home: false,
                 }),
             }
         };
@@ -494,13 +505,11 @@ impl Pools {
             Err(e) => return Err(e.into()),
         };
         Ok(TenantConn::new(
-            taken.object,
-            taken.pool,
+            taken,
             schema,
             self.clinic_settings.clone(),
             counts.clone(),
             Some(share),
-            taken.permit,
         ))
     }
 
@@ -530,15 +539,13 @@ impl Pools {
     /// tools and benchmarks that are not clinic requests.
     pub async fn schema(&self, cluster: &str, schema: &str) -> Result<TenantConn, DbError> {
         let counted = self.counted(cluster, Role::Clinic)?;
-        let (client, pool, permit) = self.get_counted(counted, Some(schema)).await?;
+        let taken = self.get_counted(counted, Some(schema)).await?;
         Ok(TenantConn::new(
-            client,
-            pool,
+            taken,
             schema,
             self.clinic_settings.clone(),
             counted.counts.clone(),
             None,
-            permit,
         ))
     }
 

@@ -3,13 +3,21 @@
 //!
 //! A tenant's order of preference over the shard's connections is fixed by
 //! rendezvous hashing of the tenant and each slot; its first is its home. A
-//! request first takes a permit (one per connection, a fair queue with the
-//! shard's wait deadline), so it waits exactly as long as with one pool of
-//! the same size; with the permit it takes its home if idle, else an idle
-//! connection that has already served its schema, else the first idle one
-//! in its order. Affinity never adds a wait; it only chooses among idle
-//! connections, so each backend's catalog and plan caches stay small and
-//! warm (PostgreSQL keeps both per backend, for every schema it touched).
+//! request first takes a permit (the shard's part of `clinic.max_active`,
+//! a fair queue with the shard's wait deadline), so it waits exactly as
+//! long as with one pool of that size; with the permit it takes its home
+//! if idle, else an idle connection that has already served its schema,
+//! else the first idle one in its order. Affinity never adds a wait; it
+//! only chooses among idle connections, so each backend's catalog and plan
+//! caches stay small and warm (PostgreSQL keeps both per backend, for
+//! every schema it touched).
+//!
+//! A shard has more connections than permits (`clinic.pool_size` against
+//! `clinic.max_active`): with as many connections as requests running, a
+//! saturated shard finds a tenant's home busy most of the time and every
+//! connection meets every tenant; with four times as many, the home is
+//! idle for most requests, whatever the load (load/RESULTS.md,
+//! "Tenant-affine connections").
 //!
 //! Each slot counts the distinct schemas its connection has served; one
 //! that has served `clinic.connection_max_schemas` is retired before it
@@ -87,12 +95,17 @@ pub(super) struct Taken {
     pub(super) pool: Pool,
     /// `None` for a pool that is not a shard's slots.
     pub(super) permit: Option<OwnedSemaphorePermit>,
+    /// Whether it is the tenant's home connection (where the tenant's own
+    /// statements are prepared).
+    pub(super) home: bool,
 }
 
 /// A clinic shard's slots.
 pub(super) struct Slots {
     pub(super) slots: Vec<Slot>,
     permits: Arc<Semaphore>,
+    /// How many requests may hold a connection at once.
+    active: usize,
     waiting: AtomicUsize,
     pub(super) affinity: Arc<AffinityCounts>,
     /// `clinic.connection_max_schemas`.
@@ -127,16 +140,20 @@ pub(super) fn preference(tenant: u64, slots: usize) -> Vec<usize> {
 }
 
 impl Slots {
+    /// `slots` of which at most `active` (at least one) are in use at once.
     pub(super) fn new(
         slots: Vec<Slot>,
+        active: usize,
         affinity: Arc<AffinityCounts>,
         max_schemas: usize,
         counts: Arc<super::ConnectionCounts>,
     ) -> Slots {
-        let permits = Arc::new(Semaphore::new(slots.len()));
+        let active = active.clamp(1, slots.len().max(1));
+        let permits = Arc::new(Semaphore::new(active));
         Slots {
             slots,
             permits,
+            active,
             waiting: AtomicUsize::new(0),
             affinity,
             max_schemas,
@@ -241,6 +258,7 @@ impl Slots {
                         object,
                         pool: slot.pool.clone(),
                         permit: Some(permit),
+                        home: tenant.is_some() && rank == 0,
                     });
                 }
                 // Busy: the next one.
@@ -259,7 +277,13 @@ impl Slots {
             object,
             pool: slot.pool.clone(),
             permit: Some(permit),
+            home: tenant.is_some(),
         })
+    }
+
+    /// How many requests may hold one of its connections at once.
+    pub(super) fn active(&self) -> usize {
+        self.active
     }
 
     /// The distinct schemas each open connection has served.

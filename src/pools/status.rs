@@ -11,7 +11,12 @@ pub struct PoolStatus {
     pub cluster: String,
     /// The `application_name` its connections carry.
     pub role: &'static str,
+    /// Connections it may open.
     pub max_size: usize,
+    /// Connections it may use at once: `clinic.max_active` for clinic
+    /// pools (the others wait idle for their tenants), `max_size` for the
+    /// rest.
+    pub max_active: usize,
     /// The pool's shards, one per clinic worker (one for admin and
     /// migration pools); the figures above and below are their sums.
     pub shards: usize,
@@ -71,6 +76,7 @@ pub struct SchemasPerConnection {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ShardStatus {
     pub max_size: usize,
+    pub max_active: usize,
     pub size: usize,
     pub in_use: usize,
     pub waiting: usize,
@@ -101,6 +107,7 @@ impl Pools {
                         cluster: cluster.clone(),
                         role: role.application_name(),
                         max_size: 0,
+                        max_active: 0,
                         shards: shards.len(),
                         by_worker: Vec::with_capacity(shards.len()),
                         size: 0,
@@ -121,6 +128,7 @@ impl Pools {
                         let now = shard.conns.status();
                         let in_use = now.size.saturating_sub(now.available);
                         status.max_size += now.max_size;
+                        status.max_active += shard.conns.active();
                         status.size += now.size;
                         status.available += now.available;
                         status.in_use += in_use;
@@ -138,6 +146,7 @@ impl Pools {
                         }
                         status.by_worker.push(ShardStatus {
                             max_size: now.max_size,
+                            max_active: shard.conns.active(),
                             size: now.size,
                             in_use,
                             waiting: now.waiting,

@@ -74,17 +74,23 @@ pub struct TenantConn {
     /// The request's place in its tenant's share (clinic requests only);
     /// released when the connection is.
     _share: Option<super::TenantShare>,
+    /// Whether this is the tenant's home connection, where its reads use
+    /// statements of its own (`statement`).
+    home: bool,
     /// Its place among the shard's connections (tenant-affine routing),
     /// given up after `client` has gone back: a field dropped after it.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// What a pool's connections must show, checked on every use.
+/// What a pool's connections must show, checked on every use, and how
+/// many prepared statements each keeps.
 #[derive(Debug)]
 pub struct ExpectedSettings {
     /// `statement_timeout` as PostgreSQL reads an interval, e.g. `5000ms`.
     pub statement_timeout: String,
     pub application_name: &'static str,
+    /// `clinic.connection_max_statements`.
+    pub max_statements: usize,
 }
 
 /// How a write's transaction ended, as far as this connection knows.
@@ -133,25 +139,51 @@ fn commit_in_doubt(e: &tokio_postgres::Error) -> bool {
 #[allow(clippy::await_holding_refcell_ref)]
 impl TenantConn {
     pub(super) fn new(
-        client: Object,
-        pool: Pool,
+        taken: super::slots::Taken,
         schema: &str,
         expected: Arc<ExpectedSettings>,
         counts: Arc<super::ConnectionCounts>,
         share: Option<super::TenantShare>,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> TenantConn {
         TenantConn {
-            client: RefCell::new(Some(client)),
-            pool,
+            client: RefCell::new(Some(taken.object)),
+            pool: taken.pool,
             search_path: crate::names::quote_ident(schema).into(),
             open: Cell::new(false),
             expected,
             tainted: Cell::new(false),
             counts,
             _share: share,
-            _permit: permit,
+            home: taken.home,
+            _permit: taken.permit,
         }
+    }
+
+    /// `sql` prepared on this connection. On the tenant's home connection
+    /// the statement is the tenant's own (its text carries the schema in a
+    /// comment): PostgreSQL analyses and plans a prepared statement again
+    /// whenever it runs under another `search_path` than last time, so a
+    /// statement shared by every tenant is planned anew on almost every
+    /// use, while a tenant's own keeps its plan (load/RESULTS.md,
+    /// "Tenant-affine connections"). A connection holding more than
+    /// `clinic.connection_max_statements` forgets them all (each is closed
+    /// on the server as its last handle goes) and prepares again.
+    async fn statement(
+        &self,
+        client: &Object,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let statement = if self.home {
+            client
+                .prepare_cached(&format!("/* {} */ {sql}", self.search_path))
+                .await?
+        } else {
+            client.prepare_cached(sql).await?
+        };
+        if client.statement_cache.size() > self.expected.max_statements {
+            client.statement_cache.clear();
+        }
+        Ok(statement)
     }
 
     /// Whether the connection's session settings were found changed (it
@@ -213,7 +245,7 @@ impl TenantConn {
         let mut begin_f = pin!(maybe_done(client.execute(&begin, &[])));
         let mut path_f = pin!(maybe_done(client.query_one(&set_path, &path_params)));
         let mut query_f = pin!(maybe_done(async {
-            let statement = client.prepare_cached(sql).await?;
+            let statement = self.statement(&client, sql).await?;
             query_sent.set(true);
             client.query(&statement, params).await
         }));

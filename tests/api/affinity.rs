@@ -1,12 +1,17 @@
 //! Tenant-affine routing in a clinic worker's share of the pool: a
 //! tenant's requests take its home connection when it is idle and another
 //! at once when it is busy (no wait for the home), and a connection that
-//! has served `clinic.connection_max_schemas` schemas is retired.
+//! has served `clinic.connection_max_schemas` schemas is retired. At most
+//! `clinic.max_active` connections are in use at once, the rest waiting
+//! idle; a tenant's reads at home use statements of its own, and a
+//! connection keeps at most `clinic.connection_max_statements`.
 
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+
+use recept::pools::Shard;
 
 use crate::helpers::{spawn_app_with, TestApp};
 
@@ -185,5 +190,145 @@ async fn tenants_taking_turns_each_keep_to_their_own_home() {
         served(&pool).2,
         0,
         "never on a connection new to the schema"
+    );
+}
+
+#[tokio::test]
+async fn no_more_than_max_active_connections_are_in_use_however_many_are_idle() {
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = 4;
+        s.clinic.max_active = 1;
+        s.clinic.queue_timeout_ms = 300;
+    })
+    .await;
+    let (slug, key) = app.tenant_with_key("active").await;
+    let (_, other) = app.tenant_with_key("waiting").await;
+    let pool = clinic_pool(&app).await;
+    assert_eq!(
+        (pool["max_size"].as_u64(), pool["max_active"].as_u64()),
+        (Some(4), Some(1)),
+        "{pool}"
+    );
+
+    // The one request allowed at once waits on a lock, holding its
+    // connection; three others are idle, yet another tenant's request
+    // waits its turn and is refused at the deadline.
+    let holder = app.lock_table(&slug, "encounters").await;
+    let blocked = {
+        let request = app.clinic_request(Method::GET, "/v1/encounters", &key);
+        tokio::spawn(async move { request.send().await.unwrap().status() })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while clinic_pool(&app).await["in_use"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never took its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = app
+        .clinic_request(Method::GET, "/v1/encounters", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!blocked.is_finished());
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(blocked.await.unwrap(), StatusCode::OK);
+    // Free again: the other tenant is served.
+    let served = app
+        .clinic_request(Method::GET, "/v1/encounters", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+}
+
+/// The statements prepared on `conn`'s connection, as PostgreSQL lists them.
+async fn prepared(conn: &recept::pools::TenantConn) -> Vec<String> {
+    conn.read(
+        "SELECT statement FROM pg_prepared_statements ORDER BY prepare_time",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_tenant_reads_at_home_with_statements_of_its_own_and_elsewhere_with_shared_ones() {
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = 4;
+    })
+    .await;
+    let (slug, _) = app.tenant_with_key("ownplans").await;
+    let tenant = app.tenant_id(&slug).await;
+    let schema = format!("t_{slug}");
+    let pools = app.app_state.pools.clone();
+
+    // Idle pool: the tenant's home. Its read is prepared as the tenant's
+    // own statement, the schema named in the text.
+    let home = pools
+        .tenant(Shard::FIRST, tenant, "main", &schema)
+        .await
+        .unwrap();
+    let own = format!("/* \"{schema}\" */ SELECT statement FROM pg_prepared_statements");
+    let listed = prepared(&home).await;
+    assert!(listed.iter().any(|s| s.starts_with(&own)), "{listed:?}");
+
+    // The home held: the tenant's next connection is another, where the
+    // same read is the statement every tenant shares.
+    let away = pools
+        .tenant(Shard::FIRST, tenant, "main", &schema)
+        .await
+        .unwrap();
+    let listed = prepared(&away).await;
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.starts_with("SELECT statement FROM pg_prepared_statements")),
+        "{listed:?}"
+    );
+    assert!(!listed.iter().any(|s| s.contains("/*")), "{listed:?}");
+    drop(away);
+    drop(home);
+}
+
+#[tokio::test]
+async fn a_connection_keeps_at_most_its_share_of_prepared_statements() {
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = 1;
+        s.clinic.connection_max_statements = 16;
+    })
+    .await;
+    let (slug, _) = app.tenant_with_key("statements").await;
+    let tenant = app.tenant_id(&slug).await;
+    let schema = format!("t_{slug}");
+    let pools = app.app_state.pools.clone();
+    let conn = pools
+        .tenant(Shard::FIRST, tenant, "main", &schema)
+        .await
+        .unwrap();
+    for i in 0..40 {
+        let rows = conn.read(&format!("SELECT {i}::int"), &[]).await.unwrap();
+        assert_eq!(rows[0].get::<_, i32>(0), i);
+        let listed = prepared(&conn).await;
+        // The bound, plus the statements of the flight under way.
+        assert!(
+            listed.len() <= 16 + 4,
+            "{i}: {} statements: {listed:?}",
+            listed.len()
+        );
+    }
+    // The connection is the same one throughout, and still serves.
+    let listed = prepared(&conn).await;
+    assert!(
+        !listed.iter().any(|s| s.ends_with("SELECT 0::int")),
+        "{listed:?}"
     );
 }

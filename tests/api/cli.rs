@@ -67,7 +67,9 @@ fn bad_configuration_names_the_key() {
     assert!(valid.status.success());
     let printed = String::from_utf8_lossy(&valid.stdout);
     assert!(
-        printed.contains("clinic connections by worker (server.workers 2): 8 + 8"),
+        printed.contains(
+            "clinic connections by worker (server.workers 2): 32 + 32, of which in use at once: 8 + 8"
+        ),
         "{printed}"
     );
     assert_refused(
