@@ -23,6 +23,7 @@ mod claims_file;
 mod desk;
 mod hostile;
 mod kernel;
+mod lean;
 mod many;
 mod master;
 mod migrate;

@@ -12,7 +12,7 @@ use clap::Args;
 use recept::pools::Role;
 use recept::tenancy::{Registry, Slug};
 
-use crate::overload::closed;
+use crate::lean::closed;
 use crate::stack::Stack;
 use crate::stats::Latencies;
 
@@ -20,9 +20,14 @@ use crate::stats::Latencies;
 pub struct Options {
     #[arg(long, default_value_t = 1000)]
     tenants: usize,
-    /// Clients (recept) and connections (pgbench); recept's clinic pool too.
+    /// Clients (recept) and connections (pgbench).
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// recept's clinic connections (`clinic.pool_size`; default: recept's
+    /// own); at most `--connections` of them run a query at once
+    /// (`clinic.max_active`).
+    #[arg(long)]
+    pool: Option<usize>,
     /// Length of each window, recept's or pgbench's.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -88,7 +93,12 @@ fn patient_id(i: usize) -> String {
 
 pub async fn run(o: Options) -> anyhow::Result<()> {
     let stack = Stack::start(|s| {
-        s.clinic.pool_size = o.connections;
+        // As many queries running at once as pgbench's connections; the
+        // connections are recept's own (`clinic.pool_size`).
+        s.clinic.max_active = o.connections;
+        if let Some(pool) = o.pool {
+            s.clinic.pool_size = pool;
+        }
         s.clinic.tenant_max_in_flight = o.connections;
         s.server.workers = 2;
         if let Some(max) = o.max_schemas {
