@@ -46,9 +46,10 @@ pub struct Options {
     /// under `--pin` on a two-core machine.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// `clinic.pool_size`: four connections keep one core's PostgreSQL busy
-    /// without queueing inside it (recept's default, 16, is for a host of
-    /// its own in front of a larger database).
+    /// `clinic.pool_size` (and so `clinic.max_active`): four connections
+    /// keep one core's PostgreSQL busy without queueing inside it
+    /// (recept's default, 16 at once of 64, is for a host of its own in
+    /// front of a larger database).
     #[arg(long, default_value_t = 4)]
     pool_size: usize,
 }
