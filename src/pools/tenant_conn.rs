@@ -173,7 +173,9 @@ impl TenantConn {
         client: &Object,
         sql: &str,
     ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
-        let statement = if self.home {
+        // (A schema name that could end the comment never gets one; recept's
+        // schema names cannot, being `t_` and a slug.)
+        let statement = if self.home && !self.search_path.contains("*/") {
             client
                 .prepare_cached(&format!("/* {} */ {sql}", self.search_path))
                 .await?

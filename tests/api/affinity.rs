@@ -36,6 +36,30 @@ fn served(pool: &Value) -> (u64, u64, u64) {
     )
 }
 
+/// A request of the tenant `slug` (with `key`) that holds its clinic
+/// connection while it waits on a lock of its `encounters` table, once the
+/// pool shows it in use; with the lock's holder, whose `COMMIT` lets it go.
+async fn blocked_on_a_lock(
+    app: &TestApp,
+    slug: &str,
+    key: &str,
+) -> (tokio_postgres::Client, tokio::task::JoinHandle<StatusCode>) {
+    let holder = app.lock_table(slug, "encounters").await;
+    let blocked = {
+        let request = app.clinic_request(Method::GET, "/v1/encounters", key);
+        tokio::spawn(async move { request.send().await.unwrap().status() })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while clinic_pool(app).await["in_use"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never took its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (holder, blocked)
+}
+
 /// The backends serving recept's clinic connections.
 async fn clinic_backends(app: &TestApp) -> Vec<i32> {
     let rows = app
@@ -75,20 +99,7 @@ async fn a_tenant_uses_its_home_connection_when_idle_and_another_at_once_when_no
 
     // The home held by a request that waits on a lock; the tenant's next
     // request is served on another connection while that one still waits.
-    let holder = app.lock_table(&slug, "encounters").await;
-    let blocked = {
-        let request = app.clinic_request(Method::GET, "/v1/encounters", &key);
-        tokio::spawn(async move { request.send().await.unwrap().status() })
-    };
-    // The blocked request holds its connection once the pool shows it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while clinic_pool(&app).await["in_use"] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the request never took its connection"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (holder, blocked) = blocked_on_a_lock(&app, &slug, &key).await;
     let before = served(&clinic_pool(&app).await);
     let shown = app
         .clinic_json(&key, &format!("/v1/patients/{patient}"))
@@ -214,19 +225,7 @@ async fn no_more_than_max_active_connections_are_in_use_however_many_are_idle() 
     // The one request allowed at once waits on a lock, holding its
     // connection; three others are idle, yet another tenant's request
     // waits its turn and is refused at the deadline.
-    let holder = app.lock_table(&slug, "encounters").await;
-    let blocked = {
-        let request = app.clinic_request(Method::GET, "/v1/encounters", &key);
-        tokio::spawn(async move { request.send().await.unwrap().status() })
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while clinic_pool(&app).await["in_use"] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the request never took its connection"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (holder, blocked) = blocked_on_a_lock(&app, &slug, &key).await;
     let refused = app
         .clinic_request(Method::GET, "/v1/encounters", &other)
         .send()
