@@ -133,13 +133,25 @@ pub(crate) async fn closed(
                         if (200..300).contains(&answer.status) {
                             latencies.record(t.elapsed());
                         } else {
+                            if std::env::var_os("LOAD_DEBUG").is_some() {
+                                let body = String::from_utf8_lossy(&c.buf);
+                                let body = body.split("\r\n\r\n").nth(1).unwrap_or_default();
+                                eprintln!(
+                                    "{:.1}s {path}: {} {body}",
+                                    started.elapsed().as_secs_f64(),
+                                    answer.status
+                                );
+                            }
                             latencies.error();
                         }
                         if answer.close {
                             conn = None;
                         }
                     }
-                    Err(_) => {
+                    Err(e) => {
+                        if std::env::var_os("LOAD_DEBUG").is_some() {
+                            eprintln!("{path}: {e}");
+                        }
                         latencies.error();
                         conn = None;
                     }

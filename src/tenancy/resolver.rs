@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::{ApiKey, KeySecrets, Presented, Registry, TenantCtx};
@@ -41,11 +42,26 @@ pub enum Resolution {
 /// clinic's requests wait for the registry only for a key not seen for a
 /// whole lifetime. The lifetime stays a hard limit: an entry is never
 /// served past it, refreshed or not.
+///
+/// At most [`BACKGROUND_READS`] background reads run at once: keys first
+/// read together (a host starting beside a thousand clinics) come due
+/// together, and reading them all at once filled the key-lookup lane's
+/// queue, so that those reads failed, their entries expired and the
+/// clinics' next requests were refused at capacity. A key that finds
+/// them all busy, or whose read failed, is read by one of its later
+/// requests, within what is left of its lifetime.
+/// The most keys read again in the background at once: fewer than the
+/// key-lookup lane's connections by default, so that a clinic's key not
+/// yet cached finds one.
+pub const BACKGROUND_READS: usize = 1;
+
 #[derive(Clone)]
 pub struct KeyResolver {
     cache: Cache<[u8; 32], Arc<Entry>>,
     /// From when an entry is read again in the background.
     refresh_after: Duration,
+    /// Background reads under way.
+    refreshes: Arc<Semaphore>,
     /// Bumped by [`KeyResolver::invalidate_all`]: a background read that
     /// started before is not stored.
     generation: Arc<AtomicU64>,
@@ -93,6 +109,7 @@ impl KeyResolver {
                 .time_to_live(ttl)
                 .build(),
             refresh_after: ttl / 2,
+            refreshes: Arc::new(Semaphore::new(BACKGROUND_READS)),
             generation: Arc::default(),
             lookups: Arc::default(),
             misses: Arc::default(),
@@ -183,27 +200,40 @@ impl KeyResolver {
                 read(pools, &key.hash).await.map(Entry::new)
             })
             .await?;
-        if entry.read_at.elapsed() >= self.refresh_after
-            && !entry.refreshing.swap(true, Ordering::Relaxed)
-        {
-            self.refresh(pools.clone(), key.hash);
+        if entry.read_at.elapsed() >= self.refresh_after {
+            if let Ok(permit) = self.refreshes.clone().try_acquire_owned() {
+                if !entry.refreshing.swap(true, Ordering::Relaxed) {
+                    self.refresh(pools.clone(), key.hash, entry.clone(), permit);
+                }
+            }
         }
         Ok(entry.resolution.clone())
     }
 
-    /// Reads `hash` again off the request path and replaces its entry; a
-    /// failed read leaves the entry to expire at its lifetime.
-    fn refresh(&self, pools: Arc<Pools>, hash: [u8; 32]) {
+    /// Reads `hash` again off the request path and replaces its entry; after
+    /// a failed read, a later request tries again (the entry still expires
+    /// at its lifetime).
+    fn refresh(
+        &self,
+        pools: Arc<Pools>,
+        hash: [u8; 32],
+        entry: Arc<Entry>,
+        permit: OwnedSemaphorePermit,
+    ) {
         let resolver = self.clone();
         let generation = self.generation.load(Ordering::SeqCst);
         tokio::spawn(async move {
+            let _permit = permit;
             resolver.misses.fetch_add(1, Ordering::Relaxed);
             match read(&pools, &hash).await {
                 Ok(resolution) if resolver.generation.load(Ordering::SeqCst) == generation => {
                     resolver.cache.insert(hash, Entry::new(resolution)).await;
                 }
                 Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "an API key could not be read again"),
+                Err(e) => {
+                    entry.refreshing.store(false, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "an API key could not be read again");
+                }
             }
         });
     }

@@ -323,6 +323,43 @@ async fn a_key_in_use_is_read_again_in_the_background_never_on_the_request_path(
 }
 
 #[tokio::test]
+async fn a_background_read_that_failed_is_tried_again_by_a_later_request() {
+    let app = spawn_app_with(|s| {
+        s.clinic.key_cache_ttl_ms = 4_000;
+        s.clinic.statement_timeout_ms = 1_000;
+    })
+    .await;
+    let (_, key) = app.tenant_with_key("retried").await;
+    let start = tokio::time::Instant::now();
+    own_tenant(&app, &key).await;
+    let registry_locked = || async {
+        let db = app.db().await;
+        db.batch_execute("BEGIN; LOCK TABLE recept.api_keys IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        db
+    };
+
+    // Past half the lifetime, the registry locked for longer than a
+    // statement may wait: the background read fails.
+    tokio::time::sleep_until(start + Duration::from_millis(2_200)).await;
+    let lock = registry_locked().await;
+    own_tenant(&app, &key).await;
+    tokio::time::sleep_until(start + Duration::from_millis(3_500)).await;
+    lock.batch_execute("ROLLBACK").await.unwrap();
+
+    // The next request reads the key again behind it...
+    own_tenant(&app, &key).await;
+    // ...so past the first entry's lifetime, the registry locked once
+    // more, the entry read at 3.5 s answers (without the second read the
+    // request would have to read the locked registry itself).
+    tokio::time::sleep_until(start + Duration::from_millis(4_600)).await;
+    let lock = registry_locked().await;
+    own_tenant(&app, &key).await;
+    lock.batch_execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test]
 async fn a_suspended_tenant_is_forbidden_until_resumed() {
     let app = spawn_app().await;
     let (slug, key) = app.tenant_with_key("paused").await;
