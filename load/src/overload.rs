@@ -298,14 +298,7 @@ pub(crate) async fn closed(
             latencies
         })
     });
-    let mut all = Latencies::default();
-    for l in futures::future::join_all(workers)
-        .await
-        .into_iter()
-        .flatten()
-    {
-        all.merge(&l);
-    }
+    let all = crate::stats::gather(workers).await;
     (all.count() as f64 / started.elapsed().as_secs_f64(), all)
 }
 

@@ -81,6 +81,22 @@ impl Default for Latencies {
     }
 }
 
+/// The latencies of `workers` once all have finished, merged (a worker
+/// that panicked adds nothing).
+pub async fn gather(
+    workers: impl IntoIterator<Item = tokio::task::JoinHandle<Latencies>>,
+) -> Latencies {
+    let mut all = Latencies::default();
+    for l in futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        all.merge(&l);
+    }
+    all
+}
+
 impl Latencies {
     fn second(&mut self) -> &mut Second {
         self.second_of(Instant::now())

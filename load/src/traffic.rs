@@ -118,15 +118,7 @@ pub async fn run(
             latencies
         })
     });
-    let mut all = Latencies::default();
-    for latencies in futures::future::join_all(workers)
-        .await
-        .into_iter()
-        .flatten()
-    {
-        all.merge(&latencies);
-    }
-    all
+    crate::stats::gather(workers).await
 }
 
 /// Open-loop clinic traffic: `rate` requests a second for `duration`,

@@ -22,6 +22,11 @@ pub enum Resolution {
     Unknown,
 }
 
+/// The most keys read again in the background at once: fewer than the
+/// key-lookup lane's connections by default, so that a clinic's key not
+/// yet cached finds one.
+pub const BACKGROUND_READS: usize = 1;
+
 /// Key → tenant, for keys that pass their check in memory
 /// ([`KeySecrets::check`]): a forged key is refused before the cache and
 /// the registry, so the cache holds verified keys only and an anonymous
@@ -50,11 +55,6 @@ pub enum Resolution {
 /// clinics' next requests were refused at capacity. A key that finds
 /// them all busy, or whose read failed, is read by one of its later
 /// requests, within what is left of its lifetime.
-/// The most keys read again in the background at once: fewer than the
-/// key-lookup lane's connections by default, so that a clinic's key not
-/// yet cached finds one.
-pub const BACKGROUND_READS: usize = 1;
-
 #[derive(Clone)]
 pub struct KeyResolver {
     cache: Cache<[u8; 32], Arc<Entry>>,
@@ -200,7 +200,9 @@ impl KeyResolver {
                 read(pools, &key.hash).await.map(Entry::new)
             })
             .await?;
-        if entry.read_at.elapsed() >= self.refresh_after {
+        if entry.read_at.elapsed() >= self.refresh_after
+            && !entry.refreshing.load(Ordering::Relaxed)
+        {
             if let Ok(permit) = self.refreshes.clone().try_acquire_owned() {
                 if !entry.refreshing.swap(true, Ordering::Relaxed) {
                     self.refresh(pools.clone(), key.hash, entry.clone(), permit);

@@ -244,6 +244,22 @@ async fn no_more_than_max_active_connections_are_in_use_however_many_are_idle() 
     assert_eq!(served.status(), StatusCode::OK);
 }
 
+/// A new tenant of `app` as the pools know it: its id and its schema.
+async fn new_tenant(app: &TestApp, prefix: &str) -> (uuid::Uuid, String) {
+    let (slug, _) = app.tenant_with_key(prefix).await;
+    (app.tenant_id(&slug).await, format!("t_{slug}"))
+}
+
+/// One of `tenant`'s clinic connections from the first worker's shard,
+/// taken as a request would take it.
+async fn connection(app: &TestApp, tenant: uuid::Uuid, schema: &str) -> recept::pools::TenantConn {
+    app.app_state
+        .pools
+        .tenant(Shard::FIRST, tenant, "main", schema)
+        .await
+        .unwrap()
+}
+
 /// The statements prepared on `conn`'s connection, as PostgreSQL lists them.
 async fn prepared(conn: &recept::pools::TenantConn) -> Vec<String> {
     conn.read(
@@ -264,27 +280,18 @@ async fn a_tenant_reads_at_home_with_statements_of_its_own_and_elsewhere_with_sh
         s.clinic.pool_size = 4;
     })
     .await;
-    let (slug, _) = app.tenant_with_key("ownplans").await;
-    let tenant = app.tenant_id(&slug).await;
-    let schema = format!("t_{slug}");
-    let pools = app.app_state.pools.clone();
+    let (tenant, schema) = new_tenant(&app, "ownplans").await;
 
     // Idle pool: the tenant's home. Its read is prepared as the tenant's
     // own statement, the schema named in the text.
-    let home = pools
-        .tenant(Shard::FIRST, tenant, "main", &schema)
-        .await
-        .unwrap();
+    let home = connection(&app, tenant, &schema).await;
     let own = format!("/* \"{schema}\" */ SELECT statement FROM pg_prepared_statements");
     let listed = prepared(&home).await;
     assert!(listed.iter().any(|s| s.starts_with(&own)), "{listed:?}");
 
     // The home held: the tenant's next connection is another, where the
     // same read is the statement every tenant shares.
-    let away = pools
-        .tenant(Shard::FIRST, tenant, "main", &schema)
-        .await
-        .unwrap();
+    let away = connection(&app, tenant, &schema).await;
     let listed = prepared(&away).await;
     assert!(
         listed
@@ -305,14 +312,8 @@ async fn a_connection_keeps_at_most_its_share_of_prepared_statements() {
         s.clinic.connection_max_statements = 16;
     })
     .await;
-    let (slug, _) = app.tenant_with_key("statements").await;
-    let tenant = app.tenant_id(&slug).await;
-    let schema = format!("t_{slug}");
-    let pools = app.app_state.pools.clone();
-    let conn = pools
-        .tenant(Shard::FIRST, tenant, "main", &schema)
-        .await
-        .unwrap();
+    let (tenant, schema) = new_tenant(&app, "statements").await;
+    let conn = connection(&app, tenant, &schema).await;
     for i in 0..40 {
         let rows = conn.read(&format!("SELECT {i}::int"), &[]).await.unwrap();
         assert_eq!(rows[0].get::<_, i32>(0), i);

@@ -271,6 +271,16 @@ async fn a_key_revoked_on_another_host_stops_working_within_the_cache_lifetime()
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// A transaction holding the key registry locked until it ends: a read of
+/// a key waits for it (and gives up at the statement timeout).
+async fn registry_locked(app: &crate::helpers::TestApp) -> tokio_postgres::Client {
+    let db = app.db().await;
+    db.batch_execute("BEGIN; LOCK TABLE recept.api_keys IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    db
+}
+
 #[tokio::test]
 async fn a_key_in_use_is_read_again_in_the_background_never_on_the_request_path() {
     let app = spawn_app_with(|s| {
@@ -281,26 +291,19 @@ async fn a_key_in_use_is_read_again_in_the_background_never_on_the_request_path(
     let (_, key) = app.tenant_with_key("refreshed").await;
     let start = tokio::time::Instant::now();
     own_tenant(&app, &key).await;
-    let registry_locked = || async {
-        let db = app.db().await;
-        db.batch_execute("BEGIN; LOCK TABLE recept.api_keys IN ACCESS EXCLUSIVE MODE")
-            .await
-            .unwrap();
-        db
-    };
 
     // Past half the entry's lifetime, with the registry unreadable: the
     // request is answered from the entry and the key is read again behind
     // it (a read on the request path would wait for the lock and time out).
     tokio::time::sleep_until(start + Duration::from_millis(2_300)).await;
-    let lock = registry_locked().await;
+    let lock = registry_locked(&app).await;
     own_tenant(&app, &key).await;
     lock.batch_execute("ROLLBACK").await.unwrap();
 
     // Past the first entry's lifetime, the registry locked again: the
     // entry read in the background answers.
     tokio::time::sleep_until(start + Duration::from_millis(4_500)).await;
-    let lock = registry_locked().await;
+    let lock = registry_locked(&app).await;
     own_tenant(&app, &key).await;
     lock.batch_execute("ROLLBACK").await.unwrap();
 
@@ -308,7 +311,7 @@ async fn a_key_in_use_is_read_again_in_the_background_never_on_the_request_path(
     // reads the registry itself, and a registry that cannot answer is a
     // 503 or 504, never a stale answer.
     tokio::time::sleep_until(start + Duration::from_millis(11_000)).await;
-    let lock = registry_locked().await;
+    let lock = registry_locked(&app).await;
     let status = app
         .clinic_request(Method::GET, "/v1/tenant", &key)
         .send()
@@ -332,18 +335,11 @@ async fn a_background_read_that_failed_is_tried_again_by_a_later_request() {
     let (_, key) = app.tenant_with_key("retried").await;
     let start = tokio::time::Instant::now();
     own_tenant(&app, &key).await;
-    let registry_locked = || async {
-        let db = app.db().await;
-        db.batch_execute("BEGIN; LOCK TABLE recept.api_keys IN ACCESS EXCLUSIVE MODE")
-            .await
-            .unwrap();
-        db
-    };
 
     // Past half the lifetime, the registry locked for longer than a
     // statement may wait: the background read fails.
     tokio::time::sleep_until(start + Duration::from_millis(2_200)).await;
-    let lock = registry_locked().await;
+    let lock = registry_locked(&app).await;
     own_tenant(&app, &key).await;
     tokio::time::sleep_until(start + Duration::from_millis(3_500)).await;
     lock.batch_execute("ROLLBACK").await.unwrap();
@@ -354,7 +350,7 @@ async fn a_background_read_that_failed_is_tried_again_by_a_later_request() {
     // more, the entry read at 3.5 s answers (without the second read the
     // request would have to read the locked registry itself).
     tokio::time::sleep_until(start + Duration::from_millis(4_600)).await;
-    let lock = registry_locked().await;
+    let lock = registry_locked(&app).await;
     own_tenant(&app, &key).await;
     lock.batch_execute("ROLLBACK").await.unwrap();
 }
