@@ -136,6 +136,45 @@ pub const SELECT_ENCOUNTER: &str = "SELECT e.id, e.patient_id, e.date, e.departm
        FROM encounter_lines l WHERE l.encounter_id = e.id), '[]'::json) AS lines \
      FROM encounters e";
 
+/// The statements of entering a visit (`clinic::visits::record_visit`),
+/// public so that the many-tenants benchmark gives pgbench the very same
+/// SQL.
+///
+/// The patient, locked, and the insurance valid on `$2` ([`patient_on`]).
+pub const PATIENT_ON: &str =
+    "SELECT p.birth_date, i.id, i.insurer_number, i.kind, i.income_category, i.copay_rate \
+     FROM patients p \
+     LEFT JOIN LATERAL (SELECT id, insurer_number, kind, income_category, copay_rate \
+       FROM insurances \
+       WHERE patient_id = p.id AND valid_from <= $2 AND (valid_to IS NULL OR valid_to >= $2) \
+       ORDER BY valid_from DESC LIMIT 1) i ON true \
+     WHERE p.id = $1 FOR NO KEY UPDATE OF p";
+/// The copy's release, locked against rollouts
+/// ([`master_release_for_pricing`]).
+pub const RELEASE_FOR_PRICING: &str = "SELECT release FROM master_meta FOR SHARE";
+/// The month so far ([`month_so_far`]).
+pub const MONTH_SO_FAR: &str =
+    "SELECT coalesce(sum(total_points) FILTER (WHERE date <= $5), 0)::int8, \
+       coalesce(sum(charge_yen) FILTER (WHERE date <= $5), 0)::int8, \
+       count(*) FILTER (WHERE date > $5) > 0 \
+     FROM encounters WHERE patient_id = $1 AND insurer_number = $2 \
+       AND date >= $3 AND date < $4 AND status = 'active'";
+/// The three inserts of [`insert`], sent in one round trip.
+pub const INSERT_ENCOUNTER: &str =
+    "INSERT INTO encounters (id, patient_id, date, department, doctor, notes, insurance_id, \
+     insurer_number, copay_rate, total_points, charge_yen, master_release, copay_rule, \
+     charge_before_ceiling_yen, ceiling_yen) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+pub const INSERT_LINES: &str =
+    "INSERT INTO encounter_lines (encounter_id, line_no, code, kind, name, quantity, points, \
+     unit_no, unit_kind, unit_days) \
+     SELECT $1, n, c, k, nm, q, p, un, uk, ud FROM unnest($2::int2[], $3::text[], $4::text[], \
+     $5::text[], $6::int4[], $7::int4[], $8::int2[], $9::text[], $10::int2[]) \
+     AS u(n, c, k, nm, q, p, un, uk, ud)";
+pub const INSERT_DIAGNOSES: &str =
+    "INSERT INTO encounter_diagnoses (encounter_id, position, code, name) \
+     SELECT $1, n, c, nm FROM unnest($2::int2[], $3::text[], $4::text[]) AS u(n, c, nm)";
+
 pub fn encounter_from_row(row: &Row) -> Result<Encounter, DbError> {
     let unreadable = |e: serde_json::Error| DbError::Corrupt(format!("unreadable encounter: {e}"));
     Ok(Encounter {
@@ -221,17 +260,7 @@ pub async fn patient_on(
     patient: Uuid,
     date: NaiveDate,
 ) -> Result<Option<PatientOnDate>, DbError> {
-    let statement = tx
-        .prepare_cached(
-            "SELECT p.birth_date, i.id, i.insurer_number, i.kind, i.income_category, i.copay_rate \
-             FROM patients p \
-             LEFT JOIN LATERAL (SELECT id, insurer_number, kind, income_category, copay_rate \
-               FROM insurances \
-               WHERE patient_id = p.id AND valid_from <= $2 AND (valid_to IS NULL OR valid_to >= $2) \
-               ORDER BY valid_from DESC LIMIT 1) i ON true \
-             WHERE p.id = $1 FOR NO KEY UPDATE OF p",
-        )
-        .await?;
+    let statement = tx.prepare_cached(PATIENT_ON).await?;
     let Some(row) = tx.query_opt(&statement, &[&patient, &date]).await? else {
         return Ok(None);
     };
@@ -265,38 +294,16 @@ fn parse_stored<T>(
 /// The release the tenant's master copy holds, locked against rollouts
 /// until the transaction ends.
 pub async fn master_release_for_pricing(tx: &Tx) -> Result<Option<String>, DbError> {
-    let statement = tx
-        .prepare_cached("SELECT release FROM master_meta FOR SHARE")
-        .await?;
+    let statement = tx.prepare_cached(RELEASE_FOR_PRICING).await?;
     Ok(tx.query_one(&statement, &[]).await?.get(0))
 }
 
 /// Stores a priced encounter with its lines and diagnoses.
 pub async fn insert(tx: &Tx, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
     let id = Uuid::now_v7();
-    let insert_encounter = tx
-        .prepare_cached(
-            "INSERT INTO encounters (id, patient_id, date, department, doctor, notes, insurance_id, \
-             insurer_number, copay_rate, total_points, charge_yen, master_release, copay_rule, \
-             charge_before_ceiling_yen, ceiling_yen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .await?;
-    let insert_lines = tx
-        .prepare_cached(
-            "INSERT INTO encounter_lines (encounter_id, line_no, code, kind, name, quantity, points, \
-             unit_no, unit_kind, unit_days) \
-             SELECT $1, n, c, k, nm, q, p, un, uk, ud FROM unnest($2::int2[], $3::text[], $4::text[], \
-             $5::text[], $6::int4[], $7::int4[], $8::int2[], $9::text[], $10::int2[]) \
-             AS u(n, c, k, nm, q, p, un, uk, ud)",
-        )
-        .await?;
-    let insert_diagnoses = tx
-        .prepare_cached(
-            "INSERT INTO encounter_diagnoses (encounter_id, position, code, name) \
-             SELECT $1, n, c, nm FROM unnest($2::int2[], $3::text[], $4::text[]) AS u(n, c, nm)",
-        )
-        .await?;
+    let insert_encounter = tx.prepare_cached(INSERT_ENCOUNTER).await?;
+    let insert_lines = tx.prepare_cached(INSERT_LINES).await?;
+    let insert_diagnoses = tx.prepare_cached(INSERT_DIAGNOSES).await?;
     let insurance_id = e.insurance.map(|i| i.id);
     let insurer = e.insurance.map(|i| i.insurer_number.as_str());
     let total = i32::try_from(e.total_points).map_err(|_| too_large())?;
@@ -450,15 +457,7 @@ pub async fn month_so_far(
     to: NaiveDate,
     date: NaiveDate,
 ) -> Result<MonthSoFar, DbError> {
-    let statement = tx
-        .prepare_cached(
-            "SELECT coalesce(sum(total_points) FILTER (WHERE date <= $5), 0)::int8, \
-               coalesce(sum(charge_yen) FILTER (WHERE date <= $5), 0)::int8, \
-               count(*) FILTER (WHERE date > $5) > 0 \
-             FROM encounters WHERE patient_id = $1 AND insurer_number = $2 \
-               AND date >= $3 AND date < $4 AND status = 'active'",
-        )
-        .await?;
+    let statement = tx.prepare_cached(MONTH_SO_FAR).await?;
     let row = tx
         .query_one(&statement, &[&patient, &insurer_number, &from, &to, &date])
         .await?;
