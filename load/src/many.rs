@@ -242,23 +242,12 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     );
     crate::report::latencies("recept GET /v1/patients/{id}", &latencies);
     let backends = backend_memory(&stack.database_url).await?;
-    out!(
-        "pgbench, the same SQL pipelined: {:.0} tps on average warm ({:.0} in its first {} s, cold)",
-        pgbench_tps.warm,
-        pgbench_tps.cold,
-        o.seconds
-    );
-    out!(
-        "recept / pgbench: {:.2} (against pgbench cold: {:.2})",
-        recept_rps / pgbench_tps.warm.max(1.0),
-        recept_rps / pgbench_tps.cold.max(1.0)
-    );
-    crate::report::figure("GET recept req/s", recept_rps);
-    crate::report::figure("GET pgbench tps", pgbench_tps.warm);
-    crate::report::figure("GET pgbench tps, cold", pgbench_tps.cold);
-    crate::report::figure(
-        "GET recept / pgbench",
-        recept_rps / pgbench_tps.warm.max(1.0),
+    compare(
+        "GET",
+        "the same SQL pipelined",
+        recept_rps,
+        pgbench_tps,
+        o.seconds,
     );
 
     // The same for entering a five-line encounter.
@@ -295,21 +284,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         post_latencies.summary()
     );
     crate::report::latencies("recept POST /v1/encounters", &post_latencies);
-    out!(
-        "pgbench, the same SQL (five round trips, as recept): {:.0} tps on average warm ({:.0} in its first {} s, cold)",
-        post_tps.warm,
-        post_tps.cold,
-        o.seconds
+    compare(
+        "POST",
+        "the same SQL (five round trips, as recept)",
+        post_rps,
+        post_tps,
+        o.seconds,
     );
-    out!(
-        "recept / pgbench: {:.2} (against pgbench cold: {:.2})",
-        post_rps / post_tps.warm.max(1.0),
-        post_rps / post_tps.cold.max(1.0)
-    );
-    crate::report::figure("POST recept req/s", post_rps);
-    crate::report::figure("POST pgbench tps", post_tps.warm);
-    crate::report::figure("POST pgbench tps, cold", post_tps.cold);
-    crate::report::figure("POST recept / pgbench", post_rps / post_tps.warm.max(1.0));
     out!("{backends}");
     for pool in stack.pools.status() {
         if let (Some(a), Some(schemas)) = (pool.affinity, pool.schemas_per_connection) {
@@ -381,6 +362,28 @@ async fn alternate(
         },
         latencies,
     ))
+}
+
+/// Prints and reports `what`'s rates: recept's, pgbench's (`how` it ran)
+/// warm and cold over its windows of `seconds`, and their ratios.
+fn compare(what: &str, how: &str, recept: f64, pgbench: PgbenchRate, seconds: u64) {
+    out!(
+        "pgbench, {how}: {:.0} tps on average warm ({:.0} in its first {seconds} s, cold)",
+        pgbench.warm,
+        pgbench.cold,
+    );
+    out!(
+        "recept / pgbench: {:.2} (against pgbench cold: {:.2})",
+        recept / pgbench.warm.max(1.0),
+        recept / pgbench.cold.max(1.0)
+    );
+    crate::report::figure(&format!("{what} recept req/s"), recept);
+    crate::report::figure(&format!("{what} pgbench tps"), pgbench.warm);
+    crate::report::figure(&format!("{what} pgbench tps, cold"), pgbench.cold);
+    crate::report::figure(
+        &format!("{what} recept / pgbench"),
+        recept / pgbench.warm.max(1.0),
+    );
 }
 
 /// pgbench's rate over a run's last `--seconds` (warm) and its first
@@ -698,7 +701,11 @@ mod tests {
                 }
             }
             // (200 draws of 100 meet about 87 of them.)
-            assert!(seen.len() >= 80, "tenant 0 met {} of its patients", seen.len());
+            assert!(
+                seen.len() >= 80,
+                "tenant 0 met {} of its patients",
+                seen.len()
+            );
         }
     }
 
