@@ -448,8 +448,10 @@ fn read_script(draw: &str, patients: u64) -> String {
 /// diagnosis, prices already cached, in its five round trips
 /// (`clinic::visits::record_visit`): BEGIN, the schema, the release lock
 /// and the patient, locked, with the insurance; the month so far; the
-/// three inserts; reading the encounter back; COMMIT. The figures inserted
-/// are those recept computes for this visit.
+/// three inserts; reading the encounter back; COMMIT. The script cannot
+/// carry what it reads into what it writes, so the points, charges and
+/// the insurance id it inserts are fixed values of the same shape (the
+/// insurance id is the patient's, which the set-up makes predictable).
 fn write_script(draw: &str, patients: u64) -> String {
     use recept::db::encounters as e;
     let id =
