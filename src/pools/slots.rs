@@ -46,12 +46,6 @@ impl SlotState {
         self.lock().clear();
     }
 
-    /// Whether the connection has served `max` distinct schemas (so it is
-    /// to be retired; never when `max` is 0).
-    pub(super) fn full(&self, max: usize) -> bool {
-        max > 0 && self.lock().len() >= max
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
         self.schemas.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -60,8 +54,19 @@ impl SlotState {
         self.lock().contains(&schema)
     }
 
-    fn served(&self, schema: u64) {
-        self.lock().insert(schema);
+    /// Records that the connection serves `schema`, under one lock;
+    /// `false` when it has served `max` others and not this one (it must
+    /// be retired first; nothing is recorded).
+    fn serve(&self, schema: u64, max: usize) -> bool {
+        let mut schemas = self.lock();
+        if schemas.contains(&schema) {
+            return true;
+        }
+        if max > 0 && schemas.len() >= max {
+            return false;
+        }
+        schemas.insert(schema);
+        true
     }
 
     pub(super) fn count(&self) -> usize {
@@ -128,15 +133,25 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `tenant`'s score for slot `i` (rendezvous hashing).
+fn score(tenant: u64, i: usize) -> u64 {
+    mix(tenant ^ mix(i as u64 + 1))
+}
+
 /// Slot indices in `tenant`'s order of preference (rendezvous hashing):
 /// the same for the same tenant and number of slots, spread evenly over
 /// tenants, and removing a slot moves only the tenants whose home it was.
 pub(super) fn preference(tenant: u64, slots: usize) -> Vec<usize> {
-    let mut order: Vec<(u64, usize)> = (0..slots)
-        .map(|i| (mix(tenant ^ mix(i as u64 + 1)), i))
-        .collect();
+    let mut order: Vec<(u64, usize)> = (0..slots).map(|i| (score(tenant, i), i)).collect();
     order.sort_unstable_by(|a, b| b.cmp(a));
     order.into_iter().map(|(_, i)| i).collect()
+}
+
+/// `tenant`'s first preference, `preference(tenant, slots)[0]`, without
+/// ranking the others: most requests find their home idle and need no
+/// more.
+pub(super) fn home(tenant: u64, slots: usize) -> usize {
+    (0..slots).max_by_key(|&i| score(tenant, i)).unwrap_or(0)
 }
 
 impl Slots {
@@ -174,14 +189,13 @@ impl Slots {
         let Some(schema) = schema else {
             return Ok(object);
         };
-        let object = if slot.state.full(self.max_schemas) && !slot.state.has_served(schema) {
-            self.counts.retired.fetch_add(1, Ordering::Relaxed);
-            drop(Object::take(object));
-            slot.pool.timeout_get(timeouts).await?
-        } else {
-            object
-        };
-        slot.state.served(schema);
+        if slot.state.serve(schema, self.max_schemas) {
+            return Ok(object);
+        }
+        self.counts.retired.fetch_add(1, Ordering::Relaxed);
+        drop(Object::take(object));
+        let object = slot.pool.timeout_get(timeouts).await?;
+        slot.state.serve(schema, self.max_schemas);
         Ok(object)
     }
 
@@ -222,63 +236,78 @@ impl Slots {
             };
             acquired.map_err(|_| PoolError::Closed)?
         };
+        let schema = schema.map(key_of);
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..*timeouts
+        };
+        // The home first, found without ranking the rest.
+        let first = tenant.map_or(0, |t| home(t, self.slots.len()));
+        if let Some(object) = self.try_slot(first, schema, &now, timeouts).await? {
+            if tenant.is_some() {
+                self.affinity.home.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(self.taken(first, object, permit, tenant.is_some()));
+        }
+        // Busy: the others in preference order, those that served the
+        // schema before those new to it (each slot asked once).
         let mut order = match tenant {
             Some(tenant) => preference(tenant, self.slots.len()),
             None => (0..self.slots.len()).collect(),
         };
-        let schema = schema.map(key_of);
-        // Home first; then, in preference order, those that served the
-        // schema before those new to it (each slot asked once).
         let warm: Vec<bool> = self
             .slots
             .iter()
             .map(|slot| schema.is_some_and(|s| slot.state.has_served(s)))
             .collect();
         order[1..].sort_by_key(|&i| !warm[i]);
-        let now = Timeouts {
-            wait: Some(Duration::ZERO),
-            ..*timeouts
-        };
-        for (rank, &i) in order.iter().enumerate() {
-            let slot = &self.slots[i];
-            match slot.pool.timeout_get(&now).await {
-                Ok(object) => {
-                    if tenant.is_some() {
-                        let counter = if rank == 0 {
-                            &self.affinity.home
-                        } else if warm[i] {
-                            &self.affinity.warm
-                        } else {
-                            &self.affinity.cold
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let object = self.ready(slot, object, schema, timeouts).await?;
-                    return Ok(Taken {
-                        object,
-                        pool: slot.pool.clone(),
-                        permit: Some(permit),
-                        home: tenant.is_some() && rank == 0,
-                    });
+        for &i in &order[1..] {
+            if let Some(object) = self.try_slot(i, schema, &now, timeouts).await? {
+                if tenant.is_some() {
+                    let counter = if warm[i] {
+                        &self.affinity.warm
+                    } else {
+                        &self.affinity.cold
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
-                // Busy: the next one.
-                Err(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => continue,
-                // Could not open one: the database's answer, at once.
-                Err(e) => return Err(e),
+                return Ok(self.taken(i, object, permit, false));
             }
         }
         // A permit but no idle slot: a connection given back moments ago
         // (its permit went first) is on its way; wait for the home one for
         // what is left of the deadline.
-        let slot = &self.slots[order[0]];
+        let slot = &self.slots[first];
         let object = slot.pool.timeout_get(timeouts).await?;
         let object = self.ready(slot, object, schema, timeouts).await?;
-        Ok(Taken {
+        Ok(self.taken(first, object, permit, tenant.is_some()))
+    }
+
+    /// Slot `i`'s connection ready for `schema` if it is idle (`None` if
+    /// busy); an error if it could not be opened: the database's answer,
+    /// at once.
+    async fn try_slot(
+        &self,
+        i: usize,
+        schema: Option<u64>,
+        now: &Timeouts,
+        timeouts: &Timeouts,
+    ) -> Result<Option<Object>, PoolError> {
+        let slot = &self.slots[i];
+        match slot.pool.timeout_get(now).await {
+            Ok(object) => Ok(Some(self.ready(slot, object, schema, timeouts).await?)),
+            Err(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn taken(&self, i: usize, object: Object, permit: OwnedSemaphorePermit, home: bool) -> Taken {
+        Taken {
             object,
-            pool: slot.pool.clone(),
+            pool: self.slots[i].pool.clone(),
             permit: Some(permit),
-            home: tenant.is_some(),
-        })
+            home,
+        }
     }
 
     /// How many requests may hold one of its connections at once.
@@ -323,6 +352,7 @@ mod tests {
         for &t in &tenants {
             let order = preference(t, 8);
             assert_eq!(order, preference(t, 8));
+            assert_eq!(order[0], super::home(t, 8));
             let mut sorted = order.clone();
             sorted.sort();
             assert_eq!(sorted, (0..8).collect::<Vec<_>>());
