@@ -434,8 +434,10 @@ fn draw_vars(draw: &str, patients: u64) -> String {
 /// recept's own SQL for `GET /v1/patients/{id}`: BEGIN, the tenant's
 /// schema, the patient query, COMMIT, in one pipeline.
 fn read_script(draw: &str, patients: u64) -> String {
+    // As recept runs it away from a tenant's home: under the tenant's
+    // `search_path`, the marks of its schema removed.
     let query = bind(
-        recept::db::patients::SELECT_PATIENT,
+        &recept::pools::unqualified(recept::db::patients::SELECT_PATIENT),
         &[&patient_expr("0000")],
     );
     format!(

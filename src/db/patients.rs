@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::billing::copay::{IncomeCategory, InsuranceKind};
-use crate::pools::{DbError, TenantConn, Tx};
+use crate::pools::{unqualified, DbError, TenantConn, Tx};
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Insurance {
@@ -91,15 +91,16 @@ pub struct NewInsurance {
     pub valid_to: Option<NaiveDate>,
 }
 
-/// One patient with its insurances, by id (`$1`); the benchmarks reuse it.
+/// One patient with its insurances, by id (`$1`); its tables carry the
+/// marks of [`crate::pools::TENANT`]. The benchmarks reuse it.
 pub const SELECT_PATIENT: &str = "SELECT p.id, p.name, p.name_kana, p.birth_date, p.sex, p.phone, \
      p.address, p.notes, p.version, p.created_at, p.updated_at, \
      coalesce((SELECT json_agg(json_build_object('id', i.id, 'insurer_number', i.insurer_number, \
         'symbol', i.symbol, 'number', i.number, 'kind', i.kind, 'relation', i.relation, \
         'income_category', i.income_category, 'copay_rate', i.copay_rate, \
         'valid_from', i.valid_from, 'valid_to', i.valid_to) ORDER BY i.valid_from) \
-      FROM insurances i WHERE i.patient_id = p.id), '[]'::json) AS insurances \
-     FROM patients p WHERE p.id = $1";
+      FROM \"{tenant}\".insurances i WHERE i.patient_id = p.id), '[]'::json) AS insurances \
+     FROM \"{tenant}\".patients p WHERE p.id = $1";
 
 fn patient_from_row(row: &Row) -> Result<Patient, DbError> {
     let insurances: serde_json::Value = row.get("insurances");
@@ -132,7 +133,7 @@ pub async fn get(conn: &TenantConn, id: Uuid) -> Result<Option<Patient>, DbError
 
 /// One patient, inside a write.
 pub async fn get_in(tx: &Tx, id: Uuid) -> Result<Option<Patient>, DbError> {
-    let statement = tx.prepare_cached(SELECT_PATIENT).await?;
+    let statement = tx.prepare_cached(&unqualified(SELECT_PATIENT)).await?;
     tx.query_opt(&statement, &[&id])
         .await?
         .as_ref()

@@ -158,12 +158,20 @@ fn object_pool(
     // for the next one because recept never runs a session-level SET.
     // Options the cluster's URL carries (`?options=-c…`) come first, so
     // that recept's own win where both name a setting.
-    let ours = format!(
+    let mut ours = format!(
         "-c statement_timeout={statement_timeout_ms} \
          -c idle_in_transaction_session_timeout={} \
          -c lock_timeout={lock_timeout_ms}",
         statement_timeout_ms.max(1_000) * 2
     );
+    // A clinic connection names no schema of its own outside a tenant's
+    // transaction: a read that names the tenant's schema itself
+    // (`TenantConn::read`) and a table it forgot to mark fails, rather
+    // than finding a table of that name in the control schema, which the
+    // default `"$user"` would.
+    if role == Role::Clinic {
+        ours.push_str(" -c search_path=pg_catalog");
+    }
     let options = match pg.get_options() {
         Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
         _ => ours,

@@ -100,10 +100,19 @@ pub(super) struct Taken {
     pub(super) pool: Pool,
     /// `None` for a pool that is not a shard's slots.
     pub(super) permit: Option<OwnedSemaphorePermit>,
-    /// Whether it is the tenant's home connection (where the tenant's own
-    /// statements are prepared).
+    /// Whether the tenant's own statements are prepared on it: on its home
+    /// connection, and on any that has served no more than
+    /// [`FEW_SCHEMAS`] schemas.
     pub(super) home: bool,
 }
+
+/// A connection that has served this many schemas or fewer takes each
+/// tenant's own statements, not only its home tenants': a host with few
+/// tenants has a tenant's requests on many of its connections at once
+/// (its home is busy with the others), and preparing its statements on
+/// each costs no more than this many tenants' worth of plans a
+/// connection.
+pub(super) const FEW_SCHEMAS: usize = 8;
 
 /// A clinic shard's slots.
 pub(super) struct Slots {
@@ -271,7 +280,8 @@ impl Slots {
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
-                return Ok(self.taken(i, object, permit, false));
+                let own = tenant.is_some() && self.slots[i].state.count() <= FEW_SCHEMAS;
+                return Ok(self.taken(i, object, permit, own));
             }
         }
         // A permit but no idle slot: a connection given back moments ago

@@ -38,6 +38,32 @@ const SET_PATH_WRITE: &str = "SELECT set_config('search_path', $1, true), \
 /// outcome is unknown.
 const FATE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Checks that the session still has the settings its pool opened it
+/// with, on its own: the first statement of a read that needs no
+/// `search_path` (`TenantConn::read`).
+const CHECK_SETTINGS: &str = "SELECT NULL, \
+     current_setting('statement_timeout')::interval = $1::text::interval \
+     AND current_setting('application_name') = $2";
+
+/// Marks a table of the tenant's schema in a read's text:
+/// `FROM "{tenant}".patients p`. On the tenant's home connection the mark
+/// becomes the schema's name, so the statement needs no `search_path` and
+/// runs alone (`TenantConn::read`); anywhere else it is removed and the
+/// statement runs under the tenant's `search_path`, as every other does.
+/// A mark left in a text PostgreSQL sees names a schema that does not
+/// exist, and the statement fails.
+pub const TENANT: &str = "\"{tenant}\".";
+
+/// `sql` with its marks of the tenant's schema removed, for use under the
+/// tenant's `search_path` (inside a write, or by a client that sets it).
+pub fn unqualified(sql: &str) -> std::borrow::Cow<'_, str> {
+    if sql.contains(TENANT) {
+        sql.replace(TENANT, "").into()
+    } else {
+        sql.into()
+    }
+}
+
 const XACT_STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
 const COMMIT: &str = "COMMIT";
 const ROLLBACK: &str = "ROLLBACK";
@@ -62,7 +88,8 @@ pub struct TenantConn {
     pool: Pool,
     /// The tenant's schema, quoted for `search_path`.
     search_path: Arc<str>,
-    /// Whether a transaction may be open on `client`.
+    /// Whether a transaction may be open on `client`, or a statement in
+    /// flight.
     open: Cell<bool>,
     /// The session settings the pool opens connections with.
     expected: Arc<ExpectedSettings>,
@@ -160,12 +187,13 @@ impl TenantConn {
     }
 
     /// `sql` prepared on this connection. On the tenant's home connection
-    /// the statement is the tenant's own (its text carries the schema in a
-    /// comment): PostgreSQL analyses and plans a prepared statement again
-    /// whenever it runs under another `search_path` than last time, so a
-    /// statement shared by every tenant is planned anew on almost every
-    /// use, while a tenant's own keeps its plan (load/RESULTS.md,
-    /// "Tenant-affine connections"). A connection holding more than
+    /// the statement is the tenant's own: its text names the schema, in
+    /// place of the marks of [`TENANT`] or else in a comment. PostgreSQL
+    /// analyses and plans a prepared statement again whenever it runs
+    /// under another `search_path` than last time, so a statement shared
+    /// by every tenant is planned anew on almost every use, while a
+    /// tenant's own keeps its plan (load/RESULTS.md, "Tenant-affine
+    /// connections"). A connection holding more than
     /// `clinic.connection_max_statements` forgets them all (each is closed
     /// on the server as its last handle goes) and prepares again.
     async fn statement(
@@ -175,12 +203,16 @@ impl TenantConn {
     ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
         // (A schema name that could end the comment never gets one; recept's
         // schema names cannot, being `t_` and a slug.)
-        let statement = if self.home && !self.search_path.contains("*/") {
+        let statement = if self.home && sql.contains(TENANT) {
+            client
+                .prepare_cached(&sql.replace(TENANT, &format!("{}.", self.search_path)))
+                .await?
+        } else if self.home && !self.search_path.contains("*/") {
             client
                 .prepare_cached(&format!("/* {} */ {sql}", self.search_path))
                 .await?
         } else {
-            client.prepare_cached(sql).await?
+            client.prepare_cached(&unqualified(sql)).await?
         };
         if client.statement_cache.size() > self.expected.max_statements {
             client.statement_cache.clear();
@@ -194,6 +226,8 @@ impl TenantConn {
         self.tainted.get()
     }
 
+    /// `row`'s second column: whether the session's settings are those of
+    /// its pool (`SET_PATH`, `SET_PATH_WRITE`, `CHECK_SETTINGS`).
     fn check_settings(&self, row: &Row) -> Result<(), DbError> {
         if row.get::<_, Option<bool>>(1) == Some(true) {
             return Ok(());
@@ -211,10 +245,16 @@ impl TenantConn {
         })
     }
 
-    /// Runs one read statement in its own transaction: `BEGIN`,
-    /// `set_config`, the statement and `COMMIT` go out as one flight once the
-    /// statement is prepared on this connection (the first use on a
-    /// connection prepares it inside the transaction first).
+    /// Runs one read statement. On the tenant's home connection, a
+    /// statement whose tables carry the marks of [`TENANT`] names the
+    /// schema itself: it goes out alone, after the check of the session's
+    /// settings, in one flight and two answers (one statement that did
+    /// both was no faster and its plan took more memory: load/RESULTS.md).
+    /// Any other runs in its own
+    /// transaction: `BEGIN`, `set_config`, the statement and `COMMIT` go
+    /// out as one flight once the statement is prepared on this connection
+    /// (the first use on a connection prepares it inside the transaction
+    /// first), and PostgreSQL answers each apart.
     pub async fn read(
         &self,
         sql: &str,
@@ -226,7 +266,38 @@ impl TenantConn {
             db.statement = sql,
             db.schema = &*self.search_path,
         );
-        self.read_inner(sql, params).instrument(span).await
+        if self.home && sql.contains(TENANT) {
+            self.read_alone(sql, params).instrument(span).await
+        } else {
+            self.read_inner(sql, params).instrument(span).await
+        }
+    }
+
+    /// A read whose text names the tenant's schema, on its home
+    /// connection: no transaction, no `search_path`; the check of the
+    /// session's settings goes first in the same flight.
+    async fn read_alone(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
+        let client = self.client();
+        let check = client.prepare_cached(CHECK_SETTINGS).await?;
+        let statement = self.statement(&client, sql).await?;
+        let timeout: &str = &self.expected.statement_timeout;
+        let application: &str = self.expected.application_name;
+        let check_params: [&(dyn ToSql + Sync); 2] = [&timeout, &application];
+        // A statement in flight: dropped now, the connection is discarded.
+        self.open.set(true);
+        let mut check_f = pin!(maybe_done(client.query_one(&check, &check_params)));
+        let mut query_f = pin!(maybe_done(client.query(&statement, params)));
+        let _ = poll!(check_f.as_mut());
+        let _ = poll!(query_f.as_mut());
+        check_f.as_mut().await;
+        query_f.as_mut().await;
+        self.open.set(false);
+        self.check_settings(&check_f.take_output().expect("awaited")?)?;
+        Ok(query_f.take_output().expect("awaited")?)
     }
 
     async fn read_inner(

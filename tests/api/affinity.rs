@@ -3,8 +3,9 @@
 //! at once when it is busy (no wait for the home), and a connection that
 //! has served `clinic.connection_max_schemas` schemas is retired. At most
 //! `clinic.max_active` connections are in use at once, the rest waiting
-//! idle; a tenant's reads at home use statements of its own, and a
-//! connection keeps at most `clinic.connection_max_statements`.
+//! idle; a tenant's reads at home use statements of its own (those naming
+//! its tables run alone, outside any transaction), and a connection keeps
+//! at most `clinic.connection_max_statements`.
 
 use std::time::Duration;
 
@@ -250,6 +251,18 @@ async fn new_tenant(app: &TestApp, prefix: &str) -> (uuid::Uuid, String) {
     (app.tenant_id(&slug).await, format!("t_{slug}"))
 }
 
+/// An app with one worker and two clinic connections (a tenant's home and
+/// one other), and a new tenant of it: its id and its schema.
+async fn two_connections(prefix: &str) -> (TestApp, uuid::Uuid, String) {
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = 2;
+    })
+    .await;
+    let (tenant, schema) = new_tenant(&app, prefix).await;
+    (app, tenant, schema)
+}
+
 /// One of `tenant`'s clinic connections from the first worker's shard,
 /// taken as a request would take it.
 async fn connection(app: &TestApp, tenant: uuid::Uuid, schema: &str) -> recept::pools::TenantConn {
@@ -258,6 +271,17 @@ async fn connection(app: &TestApp, tenant: uuid::Uuid, schema: &str) -> recept::
         .tenant(Shard::FIRST, tenant, "main", schema)
         .await
         .unwrap()
+}
+
+/// Has the shard's idle connections serve `n` made-up tenants' schemas,
+/// one after the other (with all but one held by the caller, that one),
+/// so that it counts as serving many tenants (more than
+/// `pools::slots::FEW_SCHEMAS`).
+async fn serve_others(app: &TestApp, n: usize) {
+    for i in 0..n {
+        let conn = connection(app, uuid::Uuid::new_v4(), &format!("t_someone_{i}")).await;
+        conn.read("SELECT 1", &[]).await.unwrap();
+    }
 }
 
 /// The statements prepared on `conn`'s connection, as PostgreSQL lists them.
@@ -275,21 +299,18 @@ async fn prepared(conn: &recept::pools::TenantConn) -> Vec<String> {
 
 #[tokio::test]
 async fn a_tenant_reads_at_home_with_statements_of_its_own_and_elsewhere_with_shared_ones() {
-    let app = spawn_app_with(|s| {
-        s.server.workers = 1;
-        s.clinic.pool_size = 4;
-    })
-    .await;
-    let (tenant, schema) = new_tenant(&app, "ownplans").await;
+    let (app, tenant, schema) = two_connections("ownplans").await;
 
     // Idle pool: the tenant's home. Its read is prepared as the tenant's
     // own statement, the schema named in the text.
     let home = connection(&app, tenant, &schema).await;
+    // The other connection serves many tenants.
+    serve_others(&app, 9).await;
     let own = format!("/* \"{schema}\" */ SELECT statement FROM pg_prepared_statements");
     let listed = prepared(&home).await;
     assert!(listed.iter().any(|s| s.starts_with(&own)), "{listed:?}");
 
-    // The home held: the tenant's next connection is another, where the
+    // The home held: the tenant's next connection is the other, where the
     // same read is the statement every tenant shares.
     let away = connection(&app, tenant, &schema).await;
     let listed = prepared(&away).await;
@@ -299,9 +320,121 @@ async fn a_tenant_reads_at_home_with_statements_of_its_own_and_elsewhere_with_sh
             .any(|s| s.starts_with("SELECT statement FROM pg_prepared_statements")),
         "{listed:?}"
     );
-    assert!(!listed.iter().any(|s| s.contains("/*")), "{listed:?}");
+    assert!(
+        !listed
+            .iter()
+            .any(|s| s.contains(&format!("/* \"{schema}\" */"))),
+        "{listed:?}"
+    );
     drop(away);
     drop(home);
+}
+
+/// What a read of the tenant's own table learns of how it ran: the rows
+/// it counted and the `search_path` it ran under (the tenant's inside the
+/// read's transaction, the session's own outside one).
+async fn how_it_ran(conn: &recept::pools::TenantConn) -> (i64, String) {
+    let rows = conn
+        .read(
+            "SELECT (SELECT count(*) FROM \"{tenant}\".patients), \
+             current_setting('search_path')",
+            &[],
+        )
+        .await
+        .unwrap();
+    (rows[0].get(0), rows[0].get(1))
+}
+
+#[tokio::test]
+async fn a_read_naming_the_tenants_tables_runs_alone_at_home_and_in_a_transaction_elsewhere() {
+    let (app, tenant, schema) = two_connections("alone").await;
+    let (other, other_schema) = new_tenant(&app, "alone_other").await;
+    // One patient in the tenant's schema, none in the other's.
+    let conn = app.app_state.pools.schema("main", &schema).await.unwrap();
+    conn.write(async |tx| -> Result<(), recept::pools::DbError> {
+        tx.batch_execute(
+            "INSERT INTO patients (id, name, name_kana, birth_date, sex) \
+             VALUES (gen_random_uuid(), '一 太郎', 'イチ タロウ', '1980-01-01', 'male')",
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    drop(conn);
+
+    // At home: the schema named in the text, and no search_path but the
+    // session's own: no transaction selected the schema.
+    let home = connection(&app, tenant, &schema).await;
+    assert_eq!(how_it_ran(&home).await, (1, "pg_catalog".into()));
+    let listed = prepared(&home).await;
+    assert!(
+        listed.iter().any(|s| s.contains(&format!(
+            "SELECT (SELECT count(*) FROM \"{schema}\".patients), "
+        ))),
+        "{listed:?}"
+    );
+
+    // Away (the home held, the other connection serving many tenants):
+    // the shared text, under the tenant's path in the read's transaction.
+    serve_others(&app, 9).await;
+    let away = connection(&app, tenant, &schema).await;
+    assert_eq!(how_it_ran(&away).await, (1, format!("\"{schema}\"")));
+    let listed = prepared(&away).await;
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.starts_with("SELECT (SELECT count(*) FROM patients)")),
+        "{listed:?}"
+    );
+    drop(away);
+    drop(home);
+
+    // Another tenant's read, at its own home, counts its own table.
+    let theirs = connection(&app, other, &other_schema).await;
+    assert_eq!(how_it_ran(&theirs).await.0, 0);
+}
+
+#[tokio::test]
+async fn a_connection_serving_few_tenants_gives_each_its_own_statements() {
+    let (app, tenant, schema) = two_connections("few").await;
+    // The home held, the tenant's read goes to the other connection, which
+    // has served no other tenant: there too it runs alone.
+    let _home = connection(&app, tenant, &schema).await;
+    let away = connection(&app, tenant, &schema).await;
+    assert_eq!(how_it_ran(&away).await, (0, "pg_catalog".into()));
+    drop(away);
+    // Once that connection has served more than a few tenants, no more.
+    serve_others(&app, 9).await;
+    let away = connection(&app, tenant, &schema).await;
+    assert_eq!(how_it_ran(&away).await, (0, format!("\"{schema}\"")));
+}
+
+#[tokio::test]
+async fn a_read_running_alone_still_catches_changed_session_settings() {
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = 1;
+    })
+    .await;
+    let (tenant, schema) = new_tenant(&app, "alonecheck").await;
+    let conn = connection(&app, tenant, &schema).await;
+    assert_eq!(how_it_ran(&conn).await, (0, "pg_catalog".into()));
+    conn.write(async |tx| -> Result<(), recept::pools::DbError> {
+        tx.batch_execute("SET application_name = 'leaked'").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert!(conn
+        .read("SELECT count(*) FROM \"{tenant}\".patients", &[])
+        .await
+        .is_err());
+    assert!(conn.tainted());
+    drop(conn);
+    // Its replacement has the pool's settings.
+    let fresh = connection(&app, tenant, &schema).await;
+    assert_eq!(how_it_ran(&fresh).await, (0, "pg_catalog".into()));
 }
 
 #[tokio::test]
