@@ -420,7 +420,7 @@ impl Pools {
                 object,
                 pool: pool.clone(),
                 permit: None,
-                home: false,
+                own_statements: false,
             }),
             Conns::Slots(slots) => slots.get(None, schema, &self.admission.wait).await,
         };
@@ -481,7 +481,7 @@ impl Pools {
                     object: pool.timeout_get(timeouts).await?,
                     pool: pool.clone(),
                     permit: None,
-                    home: false,
+                    own_statements: false,
                 }),
             }
         };

@@ -103,7 +103,7 @@ pub(super) struct Taken {
     /// Whether the tenant's own statements are prepared on it: on its home
     /// connection, and on any that has served no more than
     /// [`FEW_SCHEMAS`] schemas.
-    pub(super) home: bool,
+    pub(super) own_statements: bool,
 }
 
 /// A connection that has served this many schemas or fewer takes each
@@ -311,12 +311,18 @@ impl Slots {
         }
     }
 
-    fn taken(&self, i: usize, object: Object, permit: OwnedSemaphorePermit, home: bool) -> Taken {
+    fn taken(
+        &self,
+        i: usize,
+        object: Object,
+        permit: OwnedSemaphorePermit,
+        own_statements: bool,
+    ) -> Taken {
         Taken {
             object,
             pool: self.slots[i].pool.clone(),
             permit: Some(permit),
-            home,
+            own_statements,
         }
     }
 

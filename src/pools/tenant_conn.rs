@@ -53,6 +53,8 @@ const CHECK_SETTINGS: &str = "SELECT NULL, \
 /// A mark left in a text PostgreSQL sees names a schema that does not
 /// exist, and the statement fails.
 pub const TENANT: &str = "\"{tenant}\".";
+/// The schema's name in [`TENANT`], which the quoted name replaces.
+const MARKED_SCHEMA: &str = "\"{tenant}\"";
 
 /// `sql` with its marks of the tenant's schema removed, for use under the
 /// tenant's `search_path` (inside a write, or by a client that sets it).
@@ -74,10 +76,13 @@ const ROLLBACK: &str = "ROLLBACK";
 /// `set_config('search_path', schema, true)`, which PostgreSQL forgets when
 /// the transaction ends. `BEGIN` and `set_config` travel in the same flight
 /// as the first statement, so selecting the tenant costs no round trip.
+/// The one exception needs no `search_path`: a read whose text names the
+/// tenant's schema itself, where it has statements of its own (`read`).
 ///
-/// If the value is dropped while a transaction is open (the client went
-/// away mid-request), the connection is cancelled and closed, never handed
-/// back to the pool: no open transaction can reach another request.
+/// If the value is dropped while a transaction is open or a statement in
+/// flight (the client went away mid-request), the connection is cancelled
+/// and closed, never handed back to the pool: no open transaction can
+/// reach another request.
 pub struct TenantConn {
     /// `None` only after the connection was discarded (in `drop`, or after
     /// it broke during a `COMMIT`). A `RefCell` so that a broken connection
@@ -101,9 +106,10 @@ pub struct TenantConn {
     /// The request's place in its tenant's share (clinic requests only);
     /// released when the connection is.
     _share: Option<super::TenantShare>,
-    /// Whether this is the tenant's home connection, where its reads use
-    /// statements of its own (`statement`).
-    home: bool,
+    /// Whether its reads use statements of the tenant's own here
+    /// (`statement`): on the tenant's home connection, or one that has
+    /// served few schemas.
+    own_statements: bool,
     /// Its place among the shard's connections (tenant-affine routing),
     /// given up after `client` has gone back: a field dropped after it.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -181,7 +187,7 @@ impl TenantConn {
             tainted: Cell::new(false),
             counts,
             _share: share,
-            home: taken.home,
+            own_statements: taken.own_statements,
             _permit: taken.permit,
         }
     }
@@ -203,11 +209,11 @@ impl TenantConn {
     ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
         // (A schema name that could end the comment never gets one; recept's
         // schema names cannot, being `t_` and a slug.)
-        let statement = if self.home && sql.contains(TENANT) {
+        let statement = if self.own_statements && sql.contains(TENANT) {
             client
-                .prepare_cached(&sql.replace(TENANT, &format!("{}.", self.search_path)))
+                .prepare_cached(&sql.replace(MARKED_SCHEMA, &self.search_path))
                 .await?
-        } else if self.home && !self.search_path.contains("*/") {
+        } else if self.own_statements && !self.search_path.contains("*/") {
             client
                 .prepare_cached(&format!("/* {} */ {sql}", self.search_path))
                 .await?
@@ -266,7 +272,7 @@ impl TenantConn {
             db.statement = sql,
             db.schema = &*self.search_path,
         );
-        if self.home && sql.contains(TENANT) {
+        if self.own_statements && sql.contains(TENANT) {
             self.read_alone(sql, params).instrument(span).await
         } else {
             self.read_inner(sql, params).instrument(span).await
@@ -533,7 +539,9 @@ impl Drop for TenantConn {
             self.counts.discarded();
             let wrapper = Object::take(client);
             let cancel = wrapper.cancel_token();
-            tracing::warn!("request ended inside a transaction; connection discarded");
+            tracing::warn!(
+                "request ended inside a transaction or a statement; connection discarded"
+            );
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
                     let _ = cancel.cancel_query(NoTls).await;
