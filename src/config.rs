@@ -136,7 +136,7 @@ pub enum Placement {
 pub struct ClinicSettings {
     /// Connections per cluster for clinic requests on this host, split
     /// between the clinic workers (at least one each). More than
-    /// `max_active`, so that a tenant's request usually finds its home
+    /// `max_active`, so that a tenant's request usually finds one of its homes
     /// connection idle (tenant-affine routing): each connection then
     /// serves a small, steady set of tenants, with their plans prepared.
     pub pool_size: usize,
@@ -182,7 +182,7 @@ pub struct ClinicSettings {
     /// saves (load/RESULTS.md, "Tenant-affine connections").
     pub connection_max_schemas: usize,
     /// The most prepared statements one clinic connection keeps. A tenant
-    /// served on its home connection has statements of its own there,
+    /// served on one of its home connections has statements of its own there,
     /// planned for its schema (PostgreSQL plans a shared statement again
     /// whenever the schema changes); a connection that reaches this many
     /// forgets them all and prepares again, which bounds what its backend

@@ -413,7 +413,7 @@ impl Snapshot {
         family(
             encoder,
             "clinic_affinity",
-            "Clinic requests by the connection that served them: their tenant's home, another that had served their schema (warm), or one new to it (cold)",
+            "Clinic requests by the connection that served them: one of their tenant's two homes, another that had served their schema (warm), or one new to it (cold)",
             true,
             &affinity,
         )?;

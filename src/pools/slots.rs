@@ -2,12 +2,13 @@
 //! a tenant's request can take a particular one: tenant-affine routing.
 //!
 //! A tenant's order of preference over the shard's connections is fixed by
-//! rendezvous hashing of the tenant and each slot; its first is its home. A
-//! request first takes a permit (the shard's part of `clinic.max_active`,
-//! a fair queue with the shard's wait deadline), so it waits exactly as
-//! long as with one pool of that size; with the permit it takes its home
-//! if idle, else an idle connection that has already served its schema,
-//! else the first idle one in its order. Affinity never adds a wait; it
+//! rendezvous hashing of the tenant and each slot; its first [`HOMES`] are
+//! its homes. A request first takes a permit (the shard's part of
+//! `clinic.max_active`, a fair queue with the shard's wait deadline), so it
+//! waits exactly as long as with one pool of that size; with the permit it
+//! takes its first home if idle, else its second, else an idle connection
+//! that has already served its schema, else the first idle one in its
+//! order. Affinity never adds a wait; it
 //! only chooses among idle connections, so each backend's catalog and plan
 //! caches stay small and warm (PostgreSQL keeps both per backend, for
 //! every schema it touched).
@@ -101,7 +102,7 @@ pub(super) struct Taken {
     /// `None` for a pool that is not a shard's slots.
     pub(super) permit: Option<OwnedSemaphorePermit>,
     /// Whether the tenant's own statements are prepared on it: on its home
-    /// connection, and on any that has served no more than
+    /// connections, and on any that has served no more than
     /// [`FEW_SCHEMAS`] schemas.
     pub(super) own_statements: bool,
 }
@@ -156,11 +157,30 @@ pub(super) fn preference(tenant: u64, slots: usize) -> Vec<usize> {
     order.into_iter().map(|(_, i)| i).collect()
 }
 
-/// `tenant`'s first preference, `preference(tenant, slots)[0]`, without
-/// ranking the others: most requests find their home idle and need no
-/// more.
-pub(super) fn home(tenant: u64, slots: usize) -> usize {
-    (0..slots).max_by_key(|&i| score(tenant, i)).unwrap_or(0)
+/// How many connections of a shard are a tenant's homes: its first
+/// preferences, where its reads have statements of its own and run alone.
+/// With one home, a saturated shard (as many requests running as permits,
+/// a quarter of its connections) finds it busy for about one request in
+/// six, and each of those runs in a transaction with a statement planned
+/// again; with two, both are busy for about one in thirty (load/RESULTS.md,
+/// "Two homes"), while each connection holds the statements of twice as
+/// many tenants.
+pub(super) const HOMES: usize = 2;
+
+/// `tenant`'s homes, the first [`HOMES`] of `preference(tenant, slots)`
+/// (fewer when the shard has fewer slots), found in one pass without
+/// ranking the others: most requests find a home idle and need no more.
+pub(super) fn homes(tenant: u64, slots: usize) -> Vec<usize> {
+    let mut best: Vec<(u64, usize)> = Vec::with_capacity(HOMES + 1);
+    for i in 0..slots {
+        let s = score(tenant, i);
+        if best.len() < HOMES || s > best[HOMES - 1].0 {
+            let at = best.partition_point(|&(b, _)| b > s);
+            best.insert(at, (s, i));
+            best.truncate(HOMES);
+        }
+    }
+    best.into_iter().map(|(_, i)| i).collect()
 }
 
 impl Slots {
@@ -250,13 +270,18 @@ impl Slots {
             wait: Some(Duration::ZERO),
             ..*timeouts
         };
-        // The home first, found without ranking the rest.
-        let first = tenant.map_or(0, |t| home(t, self.slots.len()));
-        if let Some(object) = self.try_slot(first, schema, &now, timeouts).await? {
-            if tenant.is_some() {
-                self.affinity.home.fetch_add(1, Ordering::Relaxed);
+        // The homes first, found without ranking the rest.
+        let homes = match tenant {
+            Some(tenant) => homes(tenant, self.slots.len()),
+            None => vec![0],
+        };
+        for &i in &homes {
+            if let Some(object) = self.try_slot(i, schema, &now, timeouts).await? {
+                if tenant.is_some() {
+                    self.affinity.home.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(self.taken(i, object, permit, tenant.is_some()));
             }
-            return Ok(self.taken(first, object, permit, tenant.is_some()));
         }
         // Busy: the others in preference order, those that served the
         // schema before those new to it (each slot asked once).
@@ -269,8 +294,9 @@ impl Slots {
             .iter()
             .map(|slot| schema.is_some_and(|s| slot.state.has_served(s)))
             .collect();
-        order[1..].sort_by_key(|&i| !warm[i]);
-        for &i in &order[1..] {
+        let others = &mut order[homes.len()..];
+        others.sort_by_key(|&i| !warm[i]);
+        for &i in others.iter() {
             if let Some(object) = self.try_slot(i, schema, &now, timeouts).await? {
                 if tenant.is_some() {
                     let counter = if warm[i] {
@@ -285,12 +311,12 @@ impl Slots {
             }
         }
         // A permit but no idle slot: a connection given back moments ago
-        // (its permit went first) is on its way; wait for the home one for
-        // what is left of the deadline.
-        let slot = &self.slots[first];
+        // (its permit went first) is on its way; wait for the first home
+        // for what is left of the deadline.
+        let slot = &self.slots[homes[0]];
         let object = slot.pool.timeout_get(timeouts).await?;
         let object = self.ready(slot, object, schema, timeouts).await?;
-        Ok(self.taken(first, object, permit, tenant.is_some()))
+        Ok(self.taken(homes[0], object, permit, tenant.is_some()))
     }
 
     /// Slot `i`'s connection ready for `schema` if it is idle (`None` if
@@ -362,13 +388,19 @@ mod tests {
     use super::preference;
 
     #[test]
+    fn a_shard_smaller_than_the_homes_makes_every_slot_a_home() {
+        assert_eq!(super::homes(super::key_of(7), 1), [0]);
+        assert!(super::homes(super::key_of(7), 0).is_empty());
+    }
+
+    #[test]
     fn preferences_are_stable_spread_and_move_little_when_a_slot_goes() {
         let tenants: Vec<u64> = (0..8_000u64).map(super::key_of).collect();
         let mut homes = [0usize; 8];
         for &t in &tenants {
             let order = preference(t, 8);
             assert_eq!(order, preference(t, 8));
-            assert_eq!(order[0], super::home(t, 8));
+            assert_eq!(super::homes(t, 8), order[..super::HOMES]);
             let mut sorted = order.clone();
             sorted.sort();
             assert_eq!(sorted, (0..8).collect::<Vec<_>>());

@@ -57,11 +57,11 @@ pub struct PoolStatus {
 /// Where a clinic pool's requests were served, since start.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct AffinityStatus {
-    /// On their tenant's home connection.
+    /// On one of their tenant's home connections.
     pub home: u64,
-    /// Their home busy, on another that had served their schema.
+    /// Their homes busy, on another that had served their schema.
     pub warm: u64,
-    /// Their home busy, on one new to their schema.
+    /// Their homes busy, on one new to their schema.
     pub cold: u64,
 }
 

@@ -46,7 +46,7 @@ const CHECK_SETTINGS: &str = "SELECT NULL, \
      AND current_setting('application_name') = $2";
 
 /// Marks a table of the tenant's schema in a read's text:
-/// `FROM "{tenant}".patients p`. On the tenant's home connection the mark
+/// `FROM "{tenant}".patients p`. On the tenant's home connections the mark
 /// becomes the schema's name, so the statement needs no `search_path` and
 /// runs alone (`TenantConn::read`); anywhere else it is removed and the
 /// statement runs under the tenant's `search_path`, as every other does.
@@ -107,7 +107,7 @@ pub struct TenantConn {
     /// released when the connection is.
     _share: Option<super::TenantShare>,
     /// Whether its reads use statements of the tenant's own here
-    /// (`statement`): on the tenant's home connection, or one that has
+    /// (`statement`): on one of the tenant's home connections, or one that has
     /// served few schemas.
     own_statements: bool,
     /// Its place among the shard's connections (tenant-affine routing),
@@ -192,7 +192,7 @@ impl TenantConn {
         }
     }
 
-    /// `sql` prepared on this connection. On the tenant's home connection
+    /// `sql` prepared on this connection. On the tenant's home connections
     /// the statement is the tenant's own: its text names the schema, in
     /// place of the marks of [`TENANT`] or else in a comment. PostgreSQL
     /// analyses and plans a prepared statement again whenever it runs
@@ -251,7 +251,7 @@ impl TenantConn {
         })
     }
 
-    /// Runs one read statement. On the tenant's home connection, a
+    /// Runs one read statement. On one of the tenant's home connections, a
     /// statement whose tables carry the marks of [`TENANT`] names the
     /// schema itself: it goes out alone, after the check of the session's
     /// settings, in one flight and two answers (one statement that did
@@ -279,8 +279,8 @@ impl TenantConn {
         }
     }
 
-    /// A read whose text names the tenant's schema, on its home
-    /// connection: no transaction, no `search_path`; the check of the
+    /// A read whose text names the tenant's schema, on one of its home
+    /// connections: no transaction, no `search_path`; the check of the
     /// session's settings goes first in the same flight.
     async fn read_alone(
         &self,

@@ -1,6 +1,6 @@
 //! Tenant-affine routing in a clinic worker's share of the pool: a
-//! tenant's requests take its home connection when it is idle and another
-//! at once when it is busy (no wait for the home), and a connection that
+//! tenant's requests take one of its two home connections when one is idle
+//! and another at once when both are busy (no wait for a home), and a connection that
 //! has served `clinic.connection_max_schemas` schemas is retired. At most
 //! `clinic.max_active` connections are in use at once, the rest waiting
 //! idle; a tenant's reads at home use statements of its own (those naming
@@ -37,28 +37,41 @@ fn served(pool: &Value) -> (u64, u64, u64) {
     )
 }
 
-/// A request of the tenant `slug` (with `key`) that holds its clinic
+/// `n` requests of the tenant `slug` (with `key`), each holding its clinic
 /// connection while it waits on a lock of its `encounters` table, once the
-/// pool shows it in use; with the lock's holder, whose `COMMIT` lets it go.
+/// pool shows them in use; with the lock's holder, whose `COMMIT` lets them
+/// go.
 async fn blocked_on_a_lock(
     app: &TestApp,
     slug: &str,
     key: &str,
-) -> (tokio_postgres::Client, tokio::task::JoinHandle<StatusCode>) {
+    n: usize,
+) -> (
+    tokio_postgres::Client,
+    Vec<tokio::task::JoinHandle<StatusCode>>,
+) {
     let holder = app.lock_table(slug, "encounters").await;
-    let blocked = {
+    let mut blocked = Vec::new();
+    for held in 1..=n {
         let request = app.clinic_request(Method::GET, "/v1/encounters", key);
-        tokio::spawn(async move { request.send().await.unwrap().status() })
-    };
+        blocked.push(tokio::spawn(async move {
+            request.send().await.unwrap().status()
+        }));
+        wait_in_use(app, held).await;
+    }
+    (holder, blocked)
+}
+
+/// Waits until the clinic pool shows `n` connections in use.
+async fn wait_in_use(app: &TestApp, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while clinic_pool(app).await["in_use"] != 1 {
+    while clinic_pool(app).await["in_use"] != n {
         assert!(
             std::time::Instant::now() < deadline,
-            "the request never took its connection"
+            "the requests never took their connections"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (holder, blocked)
 }
 
 /// The backends serving recept's clinic connections.
@@ -77,7 +90,7 @@ async fn clinic_backends(app: &TestApp) -> Vec<i32> {
 }
 
 #[tokio::test]
-async fn a_tenant_uses_its_home_connection_when_idle_and_another_at_once_when_not() {
+async fn a_tenant_uses_its_homes_when_idle_and_another_at_once_when_not() {
     // One worker, so every request meets the same four connections.
     let app = spawn_app_with(|s| {
         s.server.workers = 1;
@@ -98,23 +111,38 @@ async fn a_tenant_uses_its_home_connection_when_idle_and_another_at_once_when_no
         "one request at a time: always at home"
     );
 
-    // The home held by a request that waits on a lock; the tenant's next
-    // request is served on another connection while that one still waits.
-    let (holder, blocked) = blocked_on_a_lock(&app, &slug, &key).await;
+    // The first home held by a request that waits on a lock: the second
+    // serves the next, a home too.
+    let (holder, blocked) = blocked_on_a_lock(&app, &slug, &key, 1).await;
+    let before = served(&clinic_pool(&app).await);
+    app.clinic_json(&key, &format!("/v1/patients/{patient}"))
+        .await;
+    let after = served(&clinic_pool(&app).await);
+    assert_eq!(after.0, before.0 + 1, "the second home");
+    holder.batch_execute("COMMIT").await.unwrap();
+    for request in blocked {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
+
+    // Both homes held by requests that wait on a lock; the tenant's next
+    // request is served on another connection while those still wait.
+    let (holder, blocked) = blocked_on_a_lock(&app, &slug, &key, 2).await;
     let before = served(&clinic_pool(&app).await);
     let shown = app
         .clinic_json(&key, &format!("/v1/patients/{patient}"))
         .await;
     assert_eq!(shown["id"], patient.as_str());
     assert!(
-        !blocked.is_finished(),
-        "the first request still waits on its lock"
+        blocked.iter().all(|b| !b.is_finished()),
+        "the first requests still wait on their lock"
     );
     let after = served(&clinic_pool(&app).await);
-    assert_eq!(after.0, before.0, "not at home: the home is busy");
+    assert_eq!(after.0, before.0, "not at home: both homes are busy");
     assert_eq!(after.1 + after.2, before.1 + before.2 + 1);
     holder.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(blocked.await.unwrap(), StatusCode::OK);
+    for request in blocked {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
 }
 
 #[tokio::test]
@@ -193,10 +221,10 @@ async fn tenants_taking_turns_each_keep_to_their_own_home() {
     let pool = clinic_pool(&app).await;
     let open = pool["size"].as_u64().unwrap();
     let mean = pool["schemas_per_connection"]["mean"].as_f64().unwrap();
-    // Twelve tenants over four homes: all four are in use (the chance that
-    // twelve tenants share fewer homes is below one in ten thousand)...
+    // Twelve tenants over four connections: more than one is in use...
     assert!(open > 1, "{pool}");
-    // ...and each tenant's schema was served by exactly one connection.
+    // ...and each tenant's schema was served by exactly one connection,
+    // its first home.
     assert_eq!((mean * open as f64).round() as u64, 12, "{pool}");
     assert_eq!(
         served(&pool).2,
@@ -226,7 +254,8 @@ async fn no_more_than_max_active_connections_are_in_use_however_many_are_idle() 
     // The one request allowed at once waits on a lock, holding its
     // connection; three others are idle, yet another tenant's request
     // waits its turn and is refused at the deadline.
-    let (holder, blocked) = blocked_on_a_lock(&app, &slug, &key).await;
+    let (holder, mut blocked) = blocked_on_a_lock(&app, &slug, &key, 1).await;
+    let blocked = blocked.pop().unwrap();
     let refused = app
         .clinic_request(Method::GET, "/v1/encounters", &other)
         .send()
@@ -251,12 +280,12 @@ async fn new_tenant(app: &TestApp, prefix: &str) -> (uuid::Uuid, String) {
     (app.tenant_id(&slug).await, format!("t_{slug}"))
 }
 
-/// An app with one worker and two clinic connections (a tenant's home and
-/// one other), and a new tenant of it: its id and its schema.
-async fn two_connections(prefix: &str) -> (TestApp, uuid::Uuid, String) {
+/// An app with one worker and three clinic connections (a tenant's two
+/// homes and one other), and a new tenant of it: its id and its schema.
+async fn three_connections(prefix: &str) -> (TestApp, uuid::Uuid, String) {
     let app = spawn_app_with(|s| {
         s.server.workers = 1;
-        s.clinic.pool_size = 2;
+        s.clinic.pool_size = 3;
     })
     .await;
     let (tenant, schema) = new_tenant(&app, prefix).await;
@@ -299,19 +328,23 @@ async fn prepared(conn: &recept::pools::TenantConn) -> Vec<String> {
 
 #[tokio::test]
 async fn a_tenant_reads_at_home_with_statements_of_its_own_and_elsewhere_with_shared_ones() {
-    let (app, tenant, schema) = two_connections("ownplans").await;
+    let (app, tenant, schema) = three_connections("ownplans").await;
 
-    // Idle pool: the tenant's home. Its read is prepared as the tenant's
-    // own statement, the schema named in the text.
+    // Idle pool: the tenant's first home, then with that one held its
+    // second. On both its read is prepared as the tenant's own statement,
+    // the schema named in the text.
     let home = connection(&app, tenant, &schema).await;
+    let second = connection(&app, tenant, &schema).await;
     // The other connection serves many tenants.
     serve_others(&app, 9).await;
     let own = format!("/* \"{schema}\" */ SELECT statement FROM pg_prepared_statements");
-    let listed = prepared(&home).await;
-    assert!(listed.iter().any(|s| s.starts_with(&own)), "{listed:?}");
+    for at_home in [&home, &second] {
+        let listed = prepared(at_home).await;
+        assert!(listed.iter().any(|s| s.starts_with(&own)), "{listed:?}");
+    }
 
-    // The home held: the tenant's next connection is the other, where the
-    // same read is the statement every tenant shares.
+    // Both homes held: the tenant's next connection is the other, where
+    // the same read is the statement every tenant shares.
     let away = connection(&app, tenant, &schema).await;
     let listed = prepared(&away).await;
     assert!(
@@ -327,6 +360,7 @@ async fn a_tenant_reads_at_home_with_statements_of_its_own_and_elsewhere_with_sh
         "{listed:?}"
     );
     drop(away);
+    drop(second);
     drop(home);
 }
 
@@ -347,7 +381,7 @@ async fn how_it_ran(conn: &recept::pools::TenantConn) -> (i64, String) {
 
 #[tokio::test]
 async fn a_read_naming_the_tenants_tables_runs_alone_at_home_and_in_a_transaction_elsewhere() {
-    let (app, tenant, schema) = two_connections("alone").await;
+    let (app, tenant, schema) = three_connections("alone").await;
     let (other, other_schema) = new_tenant(&app, "alone_other").await;
     // One patient in the tenant's schema, none in the other's.
     let conn = app.app_state.pools.schema("main", &schema).await.unwrap();
@@ -375,8 +409,10 @@ async fn a_read_naming_the_tenants_tables_runs_alone_at_home_and_in_a_transactio
         "{listed:?}"
     );
 
-    // Away (the home held, the other connection serving many tenants):
+    // Away (both homes held, the other connection serving many tenants):
     // the shared text, under the tenant's path in the read's transaction.
+    let second = connection(&app, tenant, &schema).await;
+    assert_eq!(how_it_ran(&second).await, (1, "pg_catalog".into()));
     serve_others(&app, 9).await;
     let away = connection(&app, tenant, &schema).await;
     assert_eq!(how_it_ran(&away).await, (1, format!("\"{schema}\"")));
@@ -388,6 +424,7 @@ async fn a_read_naming_the_tenants_tables_runs_alone_at_home_and_in_a_transactio
         "{listed:?}"
     );
     drop(away);
+    drop(second);
     drop(home);
 
     // Another tenant's read, at its own home, counts its own table.
@@ -397,10 +434,11 @@ async fn a_read_naming_the_tenants_tables_runs_alone_at_home_and_in_a_transactio
 
 #[tokio::test]
 async fn a_connection_serving_few_tenants_gives_each_its_own_statements() {
-    let (app, tenant, schema) = two_connections("few").await;
-    // The home held, the tenant's read goes to the other connection, which
-    // has served no other tenant: there too it runs alone.
+    let (app, tenant, schema) = three_connections("few").await;
+    // Both homes held, the tenant's read goes to the other connection,
+    // which has served no other tenant: there too it runs alone.
     let _home = connection(&app, tenant, &schema).await;
+    let _second = connection(&app, tenant, &schema).await;
     let away = connection(&app, tenant, &schema).await;
     assert_eq!(how_it_ran(&away).await, (0, "pg_catalog".into()));
     drop(away);
