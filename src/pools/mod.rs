@@ -401,7 +401,14 @@ impl Pools {
         // waits for its home (`Slots::get`) until this short use is over.
         self.get_counted(self.counted(cluster, role)?, None)
             .await
-            .map(|taken| taken.object)
+            .map(|taken| {
+                // Whatever runs on it, its next read alone checks the
+                // session's settings first.
+                if let Some(state) = &taken.state {
+                    state.set_settings_checked(false);
+                }
+                taken.object
+            })
     }
 
     /// A connection of `counted`, for `schema` when it is a clinic shard's;
@@ -420,6 +427,7 @@ impl Pools {
                 object,
                 pool: pool.clone(),
                 permit: None,
+                state: None,
                 own_statements: false,
             }),
             Conns::Slots(slots) => slots.get(None, schema, &self.admission.wait).await,
@@ -481,6 +489,7 @@ impl Pools {
                     object: pool.timeout_get(timeouts).await?,
                     pool: pool.clone(),
                     permit: None,
+                    state: None,
                     own_statements: false,
                 }),
             }

@@ -27,7 +27,7 @@
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,12 +39,27 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub(super) struct SlotState {
     /// Hashes of the distinct schemas served.
     schemas: Mutex<HashSet<u64>>,
+    /// Whether the session's settings were found as its pool opened them,
+    /// and only reads that cannot change them ran since
+    /// (`TenantConn::read`).
+    settings_checked: AtomicBool,
 }
 
 impl SlotState {
     /// Forgets what the previous connection served (a new one opened).
     pub(super) fn reset(&self) {
         self.lock().clear();
+        self.settings_checked.store(false, Ordering::Relaxed);
+    }
+
+    pub(super) fn settings_checked(&self) -> bool {
+        self.settings_checked.load(Ordering::Relaxed)
+    }
+
+    /// Records that the settings were just checked (`true`), or that
+    /// something that might change them is about to run (`false`).
+    pub(super) fn set_settings_checked(&self, checked: bool) {
+        self.settings_checked.store(checked, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
@@ -101,6 +116,8 @@ pub(super) struct Taken {
     pub(super) pool: Pool,
     /// `None` for a pool that is not a shard's slots.
     pub(super) permit: Option<OwnedSemaphorePermit>,
+    /// What its slot knows of the connection (`None`: not a shard's).
+    pub(super) state: Option<Arc<SlotState>>,
     /// Whether the tenant's own statements are prepared on it: on its home
     /// connections, and on any that has served no more than
     /// [`FEW_SCHEMAS`] schemas.
@@ -348,6 +365,7 @@ impl Slots {
             object,
             pool: self.slots[i].pool.clone(),
             permit: Some(permit),
+            state: Some(self.slots[i].state.clone()),
             own_statements,
         }
     }

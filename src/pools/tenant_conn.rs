@@ -1,8 +1,9 @@
 //! [`TenantConn`]: a pooled clinic connection bound to one tenant's schema
 //! for the length of one request.
 //!
-//! Just past 400 lines: reads, writes, the lost-COMMIT inquiry and the
-//! drop guard share the one transaction they protect.
+//! Over 600 lines: reads (in a transaction, or alone with or without the
+//! check of the session), writes, the lost-COMMIT inquiry and the drop
+//! guard share the one connection they protect.
 
 use std::cell::{Cell, Ref, RefCell};
 use std::pin::pin;
@@ -40,7 +41,8 @@ const FATE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Checks that the session still has the settings its pool opened it
 /// with, on its own: the first statement of a read that needs no
-/// `search_path` (`TenantConn::read`).
+/// `search_path` (`TenantConn::read`), unless the connection is known
+/// unchanged since the last check.
 const CHECK_SETTINGS: &str = "SELECT NULL, \
      current_setting('statement_timeout')::interval = $1::text::interval \
      AND current_setting('application_name') = $2";
@@ -52,6 +54,12 @@ const CHECK_SETTINGS: &str = "SELECT NULL, \
 /// statement runs under the tenant's `search_path`, as every other does.
 /// A mark left in a text PostgreSQL sees names a schema that does not
 /// exist, and the statement fails.
+///
+/// A marked read is one `SELECT` that changes nothing of the session:
+/// after one, a connection whose settings were checked needs no new check
+/// (one whose text calls `set_config` is checked after all, and leaves
+/// the connection unchecked; recept's schemas define no function that
+/// changes a setting).
 pub const TENANT: &str = "\"{tenant}\".";
 /// The schema's name in [`TENANT`], which the quoted name replaces.
 const MARKED_SCHEMA: &str = "\"{tenant}\"";
@@ -64,6 +72,25 @@ pub fn unqualified(sql: &str) -> std::borrow::Cow<'_, str> {
     } else {
         sql.into()
     }
+}
+
+/// Whether `sql` calls `set_config` (in any case), which may change the
+/// session: a marked read that does is checked after all
+/// ([`TENANT`]).
+fn calls_set_config(sql: &str) -> bool {
+    const NAME: &[u8] = b"set_config";
+    let bytes = sql.as_bytes();
+    // Looked for at each underscore, rarer than any letter.
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'_')
+        .any(|(i, _)| {
+            i >= 3
+                && bytes
+                    .get(i - 3..i - 3 + NAME.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(NAME))
+        })
 }
 
 const XACT_STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
@@ -110,6 +137,10 @@ pub struct TenantConn {
     /// (`statement`): on one of the tenant's home connections, or one that has
     /// served few schemas.
     own_statements: bool,
+    /// What its slot knows of the connection: whether its settings are
+    /// known unchanged since their last check (`None`: not a shard's
+    /// connection, checked on every use).
+    slot: Option<Arc<super::slots::SlotState>>,
     /// Its place among the shard's connections (tenant-affine routing),
     /// given up after `client` has gone back: a field dropped after it.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -188,6 +219,7 @@ impl TenantConn {
             counts,
             _share: share,
             own_statements: taken.own_statements,
+            slot: taken.state,
             _permit: taken.permit,
         }
     }
@@ -275,18 +307,61 @@ impl TenantConn {
         if self.own_statements && sql.contains(TENANT) {
             self.read_alone(sql, params).instrument(span).await
         } else {
+            self.unchecked();
             self.read_inner(sql, params).instrument(span).await
+        }
+    }
+
+    /// Whether the next read that runs alone checks the session's settings
+    /// first: unless they were checked and since then only marked reads
+    /// ran on this connection.
+    pub fn checks_settings_next(&self) -> bool {
+        !self.slot.as_ref().is_some_and(|s| s.settings_checked())
+    }
+
+    /// Records that what runs next may change the session: the next read
+    /// that runs alone checks it first.
+    fn unchecked(&self) {
+        if let Some(slot) = &self.slot {
+            slot.set_settings_checked(false);
         }
     }
 
     /// A read whose text names the tenant's schema, on one of its home
     /// connections: no transaction, no `search_path`; the check of the
-    /// session's settings goes first in the same flight.
+    /// session's settings goes first in the same flight, unless the
+    /// connection is known unchanged since the last one (on a connection
+    /// serving its tenants' reads, most of them: one statement and one
+    /// answer instead of two, load/RESULTS.md, "Two homes").
     async fn read_alone(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
+        let changes_session = calls_set_config(sql);
+        if changes_session || self.checks_settings_next() {
+            self.read_alone_checked(sql, params, changes_session).await
+        } else {
+            let client = self.client();
+            let statement = self.statement(&client, sql).await?;
+            // A statement in flight: dropped now, the connection is discarded.
+            self.open.set(true);
+            let rows = client.query(&statement, params).await;
+            self.open.set(false);
+            Ok(rows?)
+        }
+    }
+
+    /// [`TenantConn::read_alone`] with the check of the settings first;
+    /// the connection is known checked after it unless the read itself
+    /// `changes_session`.
+    async fn read_alone_checked(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        changes_session: bool,
+    ) -> Result<Vec<Row>, DbError> {
+        self.unchecked();
         let client = self.client();
         let check = client.prepare_cached(CHECK_SETTINGS).await?;
         let statement = self.statement(&client, sql).await?;
@@ -303,6 +378,9 @@ impl TenantConn {
         query_f.as_mut().await;
         self.open.set(false);
         self.check_settings(&check_f.take_output().expect("awaited")?)?;
+        if let (Some(slot), false) = (&self.slot, changes_session) {
+            slot.set_settings_checked(true);
+        }
         Ok(query_f.take_output().expect("awaited")?)
     }
 
@@ -364,6 +442,7 @@ impl TenantConn {
             db.system = "postgresql",
             db.schema = &*self.search_path,
         );
+        self.unchecked();
         self.write_inner(work).instrument(span).await
     }
 
@@ -549,5 +628,23 @@ impl Drop for TenantConn {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::calls_set_config;
+
+    #[test]
+    fn a_read_calling_set_config_is_told_apart_in_any_case() {
+        assert!(calls_set_config("SELECT set_config('a', 'b', false)"));
+        assert!(calls_set_config("SELECT 1, SET_Config('a', 'b', false)"));
+        assert!(!calls_set_config(
+            "SELECT p.name_kana, p.birth_date FROM \"{tenant}\".patients p WHERE p.id = $1"
+        ));
+        assert!(!calls_set_config(
+            "SELECT birth_date, name_kana, _x, config FROM t"
+        ));
+        assert!(!calls_set_config("SELECT set_confi"));
     }
 }

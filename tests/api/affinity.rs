@@ -476,6 +476,63 @@ async fn a_read_running_alone_still_catches_changed_session_settings() {
 }
 
 #[tokio::test]
+async fn a_read_running_alone_checks_the_settings_only_after_other_work() {
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = 1;
+    })
+    .await;
+    let (tenant, schema) = new_tenant(&app, "checkonce").await;
+    // Checked once, the connection is known unchanged while only marked
+    // reads run on it, from one request to the next.
+    let conn = connection(&app, tenant, &schema).await;
+    how_it_ran(&conn).await;
+    assert!(!conn.checks_settings_next());
+    drop(conn);
+    let conn = connection(&app, tenant, &schema).await;
+    assert!(!conn.checks_settings_next());
+    assert_eq!(how_it_ran(&conn).await, (0, "pg_catalog".into()));
+    assert!(!conn.checks_settings_next());
+    // Anything else may change the session: a read in a transaction, a
+    // write, a bare use of the connection.
+    conn.read("SELECT 1", &[]).await.unwrap();
+    assert!(conn.checks_settings_next());
+    how_it_ran(&conn).await;
+    conn.write(async |_| -> Result<(), recept::pools::DbError> { Ok(()) })
+        .await
+        .unwrap();
+    assert!(conn.checks_settings_next());
+    how_it_ran(&conn).await;
+    drop(conn);
+    let bare = app
+        .app_state
+        .pools
+        .get("main", recept::pools::Role::Clinic)
+        .await
+        .unwrap();
+    drop(bare);
+    let conn = connection(&app, tenant, &schema).await;
+    assert!(conn.checks_settings_next());
+    how_it_ran(&conn).await;
+
+    // A marked read that changes the session is caught by the next.
+    let leak = "SELECT set_config('application_name', 'leaked', false), \
+                (SELECT count(*) FROM \"{tenant}\".patients)";
+    conn.read(leak, &[]).await.unwrap();
+    assert!(conn.checks_settings_next());
+    assert!(conn
+        .read("SELECT count(*) FROM \"{tenant}\".patients", &[])
+        .await
+        .is_err());
+    assert!(conn.tainted());
+    drop(conn);
+    // Its replacement is checked before its first read alone.
+    let fresh = connection(&app, tenant, &schema).await;
+    assert!(fresh.checks_settings_next());
+    assert_eq!(how_it_ran(&fresh).await, (0, "pg_catalog".into()));
+}
+
+#[tokio::test]
 async fn a_connection_keeps_at_most_its_share_of_prepared_statements() {
     let app = spawn_app_with(|s| {
         s.server.workers = 1;
