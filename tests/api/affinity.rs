@@ -448,14 +448,31 @@ async fn a_connection_serving_few_tenants_gives_each_its_own_statements() {
     assert_eq!(how_it_ran(&away).await, (0, format!("\"{schema}\"")));
 }
 
-#[tokio::test]
-async fn a_read_running_alone_still_catches_changed_session_settings() {
+/// An app with one worker and one clinic connection, and a new tenant of
+/// it: its id and its schema.
+async fn one_connection(prefix: &str) -> (TestApp, uuid::Uuid, String) {
     let app = spawn_app_with(|s| {
         s.server.workers = 1;
         s.clinic.pool_size = 1;
     })
     .await;
-    let (tenant, schema) = new_tenant(&app, "alonecheck").await;
+    let (tenant, schema) = new_tenant(&app, prefix).await;
+    (app, tenant, schema)
+}
+
+/// The next marked read on `conn` finds the session's settings changed:
+/// it fails, and the connection is tainted (discarded when dropped).
+async fn caught(conn: &recept::pools::TenantConn) {
+    assert!(conn
+        .read("SELECT count(*) FROM \"{tenant}\".patients", &[])
+        .await
+        .is_err());
+    assert!(conn.tainted());
+}
+
+#[tokio::test]
+async fn a_read_running_alone_still_catches_changed_session_settings() {
+    let (app, tenant, schema) = one_connection("alonecheck").await;
     let conn = connection(&app, tenant, &schema).await;
     assert_eq!(how_it_ran(&conn).await, (0, "pg_catalog".into()));
     conn.write(async |tx| -> Result<(), recept::pools::DbError> {
@@ -464,11 +481,7 @@ async fn a_read_running_alone_still_catches_changed_session_settings() {
     })
     .await
     .unwrap();
-    assert!(conn
-        .read("SELECT count(*) FROM \"{tenant}\".patients", &[])
-        .await
-        .is_err());
-    assert!(conn.tainted());
+    caught(&conn).await;
     drop(conn);
     // Its replacement has the pool's settings.
     let fresh = connection(&app, tenant, &schema).await;
@@ -477,12 +490,7 @@ async fn a_read_running_alone_still_catches_changed_session_settings() {
 
 #[tokio::test]
 async fn a_read_running_alone_checks_the_settings_only_after_other_work() {
-    let app = spawn_app_with(|s| {
-        s.server.workers = 1;
-        s.clinic.pool_size = 1;
-    })
-    .await;
-    let (tenant, schema) = new_tenant(&app, "checkonce").await;
+    let (app, tenant, schema) = one_connection("checkonce").await;
     // Checked once, the connection is known unchanged while only marked
     // reads run on it, from one request to the next.
     let conn = connection(&app, tenant, &schema).await;
@@ -520,11 +528,7 @@ async fn a_read_running_alone_checks_the_settings_only_after_other_work() {
                 (SELECT count(*) FROM \"{tenant}\".patients)";
     conn.read(leak, &[]).await.unwrap();
     assert!(conn.checks_settings_next());
-    assert!(conn
-        .read("SELECT count(*) FROM \"{tenant}\".patients", &[])
-        .await
-        .is_err());
-    assert!(conn.tainted());
+    caught(&conn).await;
     drop(conn);
     // Its replacement is checked before its first read alone.
     let fresh = connection(&app, tenant, &schema).await;
