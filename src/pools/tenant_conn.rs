@@ -285,14 +285,15 @@ impl TenantConn {
 
     /// Runs one read statement. On one of the tenant's home connections, a
     /// statement whose tables carry the marks of [`TENANT`] names the
-    /// schema itself: it goes out alone, after the check of the session's
-    /// settings, in one flight and two answers (one statement that did
-    /// both was no faster and its plan took more memory: load/RESULTS.md).
-    /// Any other runs in its own
-    /// transaction: `BEGIN`, `set_config`, the statement and `COMMIT` go
-    /// out as one flight once the statement is prepared on this connection
-    /// (the first use on a connection prepares it inside the transaction
-    /// first), and PostgreSQL answers each apart.
+    /// schema itself: it goes out alone, with no transaction, after the
+    /// check of the session's settings in the same flight (two answers;
+    /// one statement that did both was no faster and its plan took more
+    /// memory: load/RESULTS.md), or without the check while the connection
+    /// is known unchanged since the last one (one answer). Any other runs
+    /// in its own transaction: `BEGIN`, `set_config`, the statement and
+    /// `COMMIT` go out as one flight once the statement is prepared on
+    /// this connection (the first use on a connection prepares it inside
+    /// the transaction first), and PostgreSQL answers each apart.
     pub async fn read(
         &self,
         sql: &str,
