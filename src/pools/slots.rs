@@ -185,20 +185,41 @@ pub(super) fn preference(tenant: u64, slots: usize) -> Vec<usize> {
 /// statements of twice as many tenants (backends 11.3 to 13.0 MiB).
 pub(super) const HOMES: usize = 2;
 
+/// Up to [`HOMES`] slot indices, best first, kept without allocating:
+/// found for every request.
+pub(super) struct Homes {
+    slots: [usize; HOMES],
+    len: usize,
+}
+
+impl std::ops::Deref for Homes {
+    type Target = [usize];
+
+    fn deref(&self) -> &[usize] {
+        &self.slots[..self.len]
+    }
+}
+
 /// `tenant`'s homes, the first [`HOMES`] of `preference(tenant, slots)`
 /// (fewer when the shard has fewer slots), found in one pass without
 /// ranking the others: most requests find a home idle and need no more.
-pub(super) fn homes(tenant: u64, slots: usize) -> Vec<usize> {
-    let mut best: Vec<(u64, usize)> = Vec::with_capacity(HOMES + 1);
+pub(super) fn homes(tenant: u64, slots: usize) -> Homes {
+    let mut best = [(0u64, 0usize); HOMES];
+    let mut len = 0;
     for i in 0..slots {
         let s = score(tenant, i);
-        if best.len() < HOMES || s > best[HOMES - 1].0 {
-            let at = best.partition_point(|&(b, _)| b > s);
-            best.insert(at, (s, i));
-            best.truncate(HOMES);
+        if len < HOMES || s > best[HOMES - 1].0 {
+            let at = best[..len].partition_point(|&(b, _)| b > s);
+            // Those after it move down one; when full, the last drops out.
+            best.copy_within(at..len.min(HOMES - 1), at + 1);
+            best[at] = (s, i);
+            len = (len + 1).min(HOMES);
         }
     }
-    best.into_iter().map(|(_, i)| i).collect()
+    Homes {
+        slots: best.map(|(_, i)| i),
+        len,
+    }
 }
 
 impl Slots {
@@ -291,9 +312,12 @@ impl Slots {
         // The homes first, found without ranking the rest.
         let homes = match tenant {
             Some(tenant) => homes(tenant, self.slots.len()),
-            None => vec![0],
+            None => Homes {
+                slots: [0; HOMES],
+                len: 1,
+            },
         };
-        for &i in &homes {
+        for &i in homes.iter() {
             if let Some(object) = self.try_slot(i, schema, &now, timeouts).await? {
                 if tenant.is_some() {
                     self.affinity.home.fetch_add(1, Ordering::Relaxed);
@@ -408,8 +432,14 @@ mod tests {
 
     #[test]
     fn a_shard_smaller_than_the_homes_makes_every_slot_a_home() {
-        assert_eq!(super::homes(super::key_of(7), 1), [0]);
+        assert_eq!(*super::homes(super::key_of(7), 1), [0]);
         assert!(super::homes(super::key_of(7), 0).is_empty());
+        for t in (0..1_000u64).map(super::key_of) {
+            for n in 1..=4 {
+                let order = super::preference(t, n);
+                assert_eq!(*super::homes(t, n), order[..n.min(super::HOMES)]);
+            }
+        }
     }
 
     #[test]
@@ -419,7 +449,7 @@ mod tests {
         for &t in &tenants {
             let order = preference(t, 8);
             assert_eq!(order, preference(t, 8));
-            assert_eq!(super::homes(t, 8), order[..super::HOMES]);
+            assert_eq!(*super::homes(t, 8), order[..super::HOMES]);
             let mut sorted = order.clone();
             sorted.sort();
             assert_eq!(sorted, (0..8).collect::<Vec<_>>());

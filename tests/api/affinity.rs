@@ -280,12 +280,13 @@ async fn new_tenant(app: &TestApp, prefix: &str) -> (uuid::Uuid, String) {
     (app.tenant_id(&slug).await, format!("t_{slug}"))
 }
 
-/// An app with one worker and three clinic connections (a tenant's two
-/// homes and one other), and a new tenant of it: its id and its schema.
-async fn three_connections(prefix: &str) -> (TestApp, uuid::Uuid, String) {
+/// An app with one worker and `n` clinic connections, and a new tenant
+/// of it: its id and its schema. With three, a tenant has its two homes
+/// and one other.
+async fn connections(n: usize, prefix: &str) -> (TestApp, uuid::Uuid, String) {
     let app = spawn_app_with(|s| {
         s.server.workers = 1;
-        s.clinic.pool_size = 3;
+        s.clinic.pool_size = n;
     })
     .await;
     let (tenant, schema) = new_tenant(&app, prefix).await;
@@ -328,7 +329,7 @@ async fn prepared(conn: &recept::pools::TenantConn) -> Vec<String> {
 
 #[tokio::test]
 async fn a_tenant_reads_at_home_with_statements_of_its_own_and_elsewhere_with_shared_ones() {
-    let (app, tenant, schema) = three_connections("ownplans").await;
+    let (app, tenant, schema) = connections(3, "ownplans").await;
 
     // Idle pool: the tenant's first home, then with that one held its
     // second. On both its read is prepared as the tenant's own statement,
@@ -381,7 +382,7 @@ async fn how_it_ran(conn: &recept::pools::TenantConn) -> (i64, String) {
 
 #[tokio::test]
 async fn a_read_naming_the_tenants_tables_runs_alone_at_home_and_in_a_transaction_elsewhere() {
-    let (app, tenant, schema) = three_connections("alone").await;
+    let (app, tenant, schema) = connections(3, "alone").await;
     let (other, other_schema) = new_tenant(&app, "alone_other").await;
     // One patient in the tenant's schema, none in the other's.
     let conn = app.app_state.pools.schema("main", &schema).await.unwrap();
@@ -434,7 +435,7 @@ async fn a_read_naming_the_tenants_tables_runs_alone_at_home_and_in_a_transactio
 
 #[tokio::test]
 async fn a_connection_serving_few_tenants_gives_each_its_own_statements() {
-    let (app, tenant, schema) = three_connections("few").await;
+    let (app, tenant, schema) = connections(3, "few").await;
     // Both homes held, the tenant's read goes to the other connection,
     // which has served no other tenant: there too it runs alone.
     let _home = connection(&app, tenant, &schema).await;
@@ -446,18 +447,6 @@ async fn a_connection_serving_few_tenants_gives_each_its_own_statements() {
     serve_others(&app, 9).await;
     let away = connection(&app, tenant, &schema).await;
     assert_eq!(how_it_ran(&away).await, (0, format!("\"{schema}\"")));
-}
-
-/// An app with one worker and one clinic connection, and a new tenant of
-/// it: its id and its schema.
-async fn one_connection(prefix: &str) -> (TestApp, uuid::Uuid, String) {
-    let app = spawn_app_with(|s| {
-        s.server.workers = 1;
-        s.clinic.pool_size = 1;
-    })
-    .await;
-    let (tenant, schema) = new_tenant(&app, prefix).await;
-    (app, tenant, schema)
 }
 
 /// The next marked read on `conn` finds the session's settings changed:
@@ -472,7 +461,7 @@ async fn caught(conn: &recept::pools::TenantConn) {
 
 #[tokio::test]
 async fn a_read_running_alone_still_catches_changed_session_settings() {
-    let (app, tenant, schema) = one_connection("alonecheck").await;
+    let (app, tenant, schema) = connections(1, "alonecheck").await;
     let conn = connection(&app, tenant, &schema).await;
     assert_eq!(how_it_ran(&conn).await, (0, "pg_catalog".into()));
     conn.write(async |tx| -> Result<(), recept::pools::DbError> {
@@ -490,7 +479,7 @@ async fn a_read_running_alone_still_catches_changed_session_settings() {
 
 #[tokio::test]
 async fn a_read_running_alone_checks_the_settings_only_after_other_work() {
-    let (app, tenant, schema) = one_connection("checkonce").await;
+    let (app, tenant, schema) = connections(1, "checkonce").await;
     // Checked once, the connection is known unchanged while only marked
     // reads run on it, from one request to the next.
     let conn = connection(&app, tenant, &schema).await;
