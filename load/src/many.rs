@@ -241,7 +241,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         latencies.summary()
     );
     crate::report::latencies("recept GET /v1/patients/{id}", &latencies);
-    let backends = backend_memory(&stack.database_url).await?;
+    let after_reads = backend_memory(&stack, "the reads").await?;
     compare(
         "GET",
         "the same SQL pipelined",
@@ -291,7 +291,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         post_tps,
         o.seconds,
     );
-    out!("{backends}");
+    out!("{after_reads}");
+    out!("{}", backend_memory(&stack, "the visits too").await?);
     for pool in stack.pools.status() {
         if let (Some(a), Some(schemas)) = (pool.affinity, pool.schemas_per_connection) {
             let all = (a.home + a.warm + a.cold).max(1) as f64;
@@ -642,9 +643,13 @@ fn pgbench(
 }
 
 /// Private memory of recept's clinic backends, from /proc (PostgreSQL runs
-/// on this machine in the benchmark).
-async fn backend_memory(url: &str) -> anyhow::Result<String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+/// on this machine in the benchmark), after `what`. With `LOAD_PG_CONTEXTS`
+/// set, the memory contexts of the largest backend go to PostgreSQL's log
+/// too (`pg_log_backend_memory_contexts`), and their grand total is shown:
+/// what its caches and plans hold, against what the process keeps.
+async fn backend_memory(stack: &Stack, what: &str) -> anyhow::Result<String> {
+    let (client, connection) =
+        tokio_postgres::connect(&stack.database_url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let pids: Vec<i32> = client
         .query(
@@ -655,18 +660,77 @@ async fn backend_memory(url: &str) -> anyhow::Result<String> {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let sizes: Vec<u64> = pids
+    let sizes: Vec<(u64, i32)> = pids
         .iter()
-        .map(|pid| rss_anon_kib(&pid.to_string()))
+        .map(|&pid| (rss_anon_kib(&pid.to_string()), pid))
         .collect();
-    let max = sizes.iter().max().copied().unwrap_or(0);
-    let avg = sizes.iter().sum::<u64>() / sizes.len().max(1) as u64;
-    Ok(format!(
-        "recept-clinic backends after the run: {} connections, private memory avg {:.1} MiB, max {:.1} MiB",
+    let (max, largest) = sizes.iter().max().copied().unwrap_or((0, 0));
+    let avg = sizes.iter().map(|s| s.0).sum::<u64>() / sizes.len().max(1) as u64;
+    let mut line = format!(
+        "recept-clinic backends after {what}: {} connections, private memory avg {:.1} MiB, max {:.1} MiB",
         sizes.len(),
         avg as f64 / 1024.0,
         max as f64 / 1024.0
-    ))
+    );
+    if std::env::var_os("LOAD_PG_CONTEXTS").is_some() && largest != 0 {
+        client
+            .execute("SELECT pg_log_backend_memory_contexts($1)", &[&largest])
+            .await?;
+        // The backend logs them when it next checks for interrupts.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let log = stack
+            .pg
+            .as_ref()
+            .map(|pg| pg.data_dir().with_extension("log"));
+        let log = log
+            .and_then(|log| std::fs::read_to_string(log).ok())
+            .unwrap_or_default();
+        line.push_str(&contexts_summary(&log, largest));
+    }
+    Ok(line)
+}
+
+/// The grand total of `pid`'s memory contexts in PostgreSQL's `log`, and
+/// its largest contexts below the top one (PostgreSQL lists a hundred
+/// children of each context and sums the rest in one line).
+fn contexts_summary(log: &str, pid: i32) -> String {
+    let tag = format!("[{pid}]");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&tag))
+        .filter_map(|l| l.split_once("LOG:  ").map(|(_, m)| m))
+        .collect();
+    // The last logging of this backend's contexts.
+    let start = lines
+        .iter()
+        .rposition(|l| l.starts_with("logging memory contexts"))
+        .unwrap_or(0);
+    let lines = &lines[start..];
+    let total = lines
+        .iter()
+        .find(|l| l.starts_with("Grand total:"))
+        .unwrap_or(&"no grand total in the log");
+    let mut level1: Vec<(u64, &str)> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("level: 1; "))
+        .map(|l| {
+            let bytes = l
+                .split_once(": ")
+                .and_then(|(_, rest)| rest.split_whitespace().find_map(|w| w.parse().ok()))
+                .or_else(|| {
+                    l.split_once("containing ")
+                        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+                })
+                .unwrap_or(0);
+            (bytes, l)
+        })
+        .collect();
+    level1.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
+    let mut out = format!("\n  its memory contexts (pid {pid}): {total}");
+    for (_, l) in level1.iter().take(3) {
+        out.push_str(&format!("\n    {l}"));
+    }
+    out
 }
 
 fn status_field(pid: &str, field: &str) -> u64 {
@@ -691,7 +755,34 @@ fn rss_mib(pid: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{bind, draws};
+    use super::{bind, contexts_summary, draws};
+
+    #[test]
+    fn a_backends_contexts_are_summed_up_from_the_log() {
+        let log = "\
+x [7] LOG:  logging memory contexts of PID 7
+x [7] LOG:  level: 0; TopMemoryContext: 100 total in 1 blocks; 10 free (0 chunks); 90 used
+x [8] LOG:  level: 1; Elsewhere: 999999 total in 1 blocks; 0 free (0 chunks); 999999 used
+x [7] LOG:  level: 1; TableSpace cache: 8192 total in 1 blocks; 2088 free (0 chunks); 6104 used
+x [7] LOG:  level: 1; CacheMemoryContext: 8405048 total in 12 blocks; 4307752 free (226 chunks); 4097296 used
+x [7] LOG:  level: 2; CachedPlan: 17408 total in 5 blocks; 3424 free (1 chunks); 13984 used: SELECT 1
+x [7] LOG:  level: 1; 494 more child contexts containing 3043520 total in 1485 blocks; 878656 free (185 chunks); 2164864 used
+x [7] LOG:  level: 1; ErrorContext: 8192 total in 1 blocks; 7928 free (4 chunks); 264 used
+x [7] LOG:  Grand total: 12875824 bytes in 1850 blocks; 5619616 free (733 chunks); 7256208 used
+";
+        let summary = contexts_summary(log, 7);
+        let lines: Vec<&str> = summary.lines().map(str::trim).collect();
+        assert_eq!(
+            lines,
+            [
+                "",
+                "its memory contexts (pid 7): Grand total: 12875824 bytes in 1850 blocks; 5619616 free (733 chunks); 7256208 used",
+                "CacheMemoryContext: 8405048 total in 12 blocks; 4307752 free (226 chunks); 4097296 used",
+                "494 more child contexts containing 3043520 total in 1485 blocks; 878656 free (185 chunks); 2164864 used",
+                "TableSpace cache: 8192 total in 1 blocks; 2088 free (0 chunks); 6104 used",
+            ]
+        );
+    }
 
     #[test]
     fn every_tenant_is_drawn_with_many_of_its_patients_however_long_the_sequence() {
