@@ -173,13 +173,16 @@ pub struct ClinicSettings {
     /// A clinic connection used this many times is closed instead of reused.
     pub connection_max_uses: usize,
     /// A clinic connection is retired before it serves more than this
-    /// many distinct tenant schemas: each backend caches the catalog of
-    /// every schema it touched (about 40 KiB each), so this bounds its
-    /// memory whatever the traffic. 0, the default, sets no bound: when a
+    /// many distinct tenant schemas: each backend caches the catalog and
+    /// plans of every schema it touched (about 90 KiB each once read,
+    /// about 180 KiB once visits were entered too), so this bounds its
+    /// memory whatever the traffic. 0, the default, sets no bound (a
+    /// connection is still retired by age and by uses): when a
     /// pool saturated by many tenants spills them off their home
     /// connections, a bound below the tenants a connection meets retires
     /// connections often, and reconnecting costs more than the memory
-    /// saves (load/RESULTS.md, "Tenant-affine connections").
+    /// saves (load/RESULTS.md, "Tenant-affine connections" and "Where a
+    /// backend's memory goes").
     pub connection_max_schemas: usize,
     /// The most prepared statements one clinic connection keeps. A tenant
     /// served on one of its home connections has statements of its own there,
