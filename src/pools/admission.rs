@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use deadpool_postgres::{Status, Timeouts};
+use deadpool_postgres::Timeouts;
 use prometheus_client::metrics::histogram::Histogram;
 use uuid::Uuid;
 
@@ -41,9 +41,9 @@ impl Admission {
     /// makes the answer late, whichever it is, and waiters past one per
     /// connection in use (`clinic.max_active`) would mostly be refused
     /// anyway.
-    pub(super) fn limits(&self, shard: &CountedPool, status: &Status) -> (usize, &Timeouts) {
-        let full = status.waiting >= shard.max_waiting;
-        if shard.queue.observe(status.waiting, full, &self.standing) {
+    pub(super) fn limits(&self, shard: &CountedPool, waiting: usize) -> (usize, &Timeouts) {
+        let full = waiting >= shard.max_waiting;
+        if shard.queue.observe(waiting, full, &self.standing) {
             (
                 shard.max_waiting.min(shard.conns.active()),
                 &self.overload_wait,

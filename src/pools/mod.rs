@@ -119,6 +119,16 @@ impl Conns {
         }
     }
 
+    /// How many requests wait for one of its connections: what
+    /// admission asks of every clinic request (twice, with the shed
+    /// check), read without looking at each slot.
+    fn waiting(&self) -> usize {
+        match self {
+            Conns::One(pool) => pool.status().waiting,
+            Conns::Slots(slots) => slots.waiting(),
+        }
+    }
+
     /// How many requests may hold one of its connections at once.
     fn active(&self) -> usize {
         match self {
@@ -470,9 +480,9 @@ impl Pools {
             queue,
             ..
         } = shard;
-        let status = conns.status();
-        let (limit, timeouts) = self.admission.limits(shard, &status);
-        if status.waiting >= limit {
+        let waiting = conns.waiting();
+        let (limit, timeouts) = self.admission.limits(shard, waiting);
+        if waiting >= limit {
             queue.refused();
             self.admission.queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(DbError::QueueFull);
@@ -531,9 +541,9 @@ impl Pools {
     pub fn clinic_refuses_all(&self, worker: Shard) -> bool {
         let shards = || self.clusters.values().map(|c| c.clinic_shard(worker));
         let full = shards().all(|pool| {
-            let status = pool.conns.status();
-            let (limit, _) = self.admission.limits(pool, &status);
-            status.waiting >= limit
+            let waiting = pool.conns.waiting();
+            let (limit, _) = self.admission.limits(pool, waiting);
+            waiting >= limit
         });
         if full {
             for pool in shards() {

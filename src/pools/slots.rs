@@ -267,6 +267,11 @@ impl Slots {
         Ok(object)
     }
 
+    /// The requests waiting for a permit.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// The shard as one pool: its size, connections open and idle, and the
     /// requests waiting for a permit.
     pub(super) fn status(&self) -> Status {
@@ -274,7 +279,7 @@ impl Slots {
             max_size: self.slots.len(),
             size: 0,
             available: 0,
-            waiting: self.waiting.load(Ordering::Relaxed),
+            waiting: self.waiting(),
         };
         for slot in &self.slots {
             let one = slot.pool.status();
