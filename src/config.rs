@@ -187,9 +187,13 @@ pub struct ClinicSettings {
     /// The most prepared statements one clinic connection keeps. A tenant
     /// served on one of its home connections has statements of its own there,
     /// planned for its schema (PostgreSQL plans a shared statement again
-    /// whenever the schema changes); a connection that reaches this many
-    /// forgets them all and prepares again, which bounds what its backend
-    /// holds for them.
+    /// whenever the schema changes). Own statements take at most half: once
+    /// a connection holds that many, the tenants it meets next use the
+    /// shared statements there, and those it gave its own keep them (with
+    /// more home tenants than that, forgetting some to make room would
+    /// prepare again on every read). A connection that reaches this many in
+    /// all forgets them all and prepares again, which bounds what its
+    /// backend holds for them.
     pub connection_max_statements: usize,
     /// How long a clinic statement waits for a row lock (an Idempotency-Key
     /// in use, a rollout in progress) before giving up.
@@ -342,7 +346,7 @@ impl Default for ClinicSettings {
             connection_max_age_s: 600,
             connection_max_uses: 20_000,
             connection_max_schemas: 0,
-            connection_max_statements: 128,
+            connection_max_statements: 192,
             lock_timeout_ms: 2_000,
             key_cache_ttl_ms: 3_000,
             key_cache_capacity: 100_000,

@@ -417,6 +417,17 @@ impl Snapshot {
             true,
             &affinity,
         )?;
+        let own_full: Vec<_> = pools
+            .iter()
+            .filter_map(|p| Some((labels(p), p.affinity?.own_statements_full.into())))
+            .collect();
+        family(
+            encoder,
+            "clinic_own_statements_full",
+            "Clinic reads run on a statement every tenant shares where they could have had their tenant's own: the connection's half of clinic.connection_max_statements for own statements was full",
+            true,
+            &own_full,
+        )?;
         let schemas: Vec<_> = pools
             .iter()
             .filter_map(|p| Some((labels(p), p.schemas_per_connection?.max.into())))

@@ -39,6 +39,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub(super) struct SlotState {
     /// Hashes of the distinct schemas served.
     schemas: Mutex<HashSet<u64>>,
+    /// Hashes of the tenants' own statements prepared on the connection
+    /// (`TenantConn::statement`): admitted while there is room, never
+    /// forgotten to make room (see [`SlotState::admit_own`]).
+    own: Mutex<HashSet<u64>>,
+    /// Reads that could have had a statement of their tenant's own here
+    /// but ran on a shared one, the connection's share for own statements
+    /// being full; kept across connections (a count for `/admin/pools`).
+    own_full: AtomicU64,
     /// Whether the session's settings were found as its pool opened them,
     /// and only reads that cannot change them ran since
     /// (`TenantConn::read`).
@@ -49,6 +57,7 @@ impl SlotState {
     /// Forgets what the previous connection served (a new one opened).
     pub(super) fn reset(&self) {
         self.lock().clear();
+        self.forget_own();
         self.settings_checked.store(false, Ordering::Relaxed);
     }
 
@@ -87,6 +96,41 @@ impl SlotState {
 
     pub(super) fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    fn own_statements(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.own.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the own statement `key` (a tenant's statement text) is, or
+    /// may now be, prepared on the connection: `true` if it is, or if
+    /// fewer than `max` are (it is recorded); `false` when `max` others
+    /// are, and the read should use the statement every tenant shares.
+    ///
+    /// First come, kept: a connection whose home tenants have more
+    /// statements than `max` gives its own to the first it meets and
+    /// plans the others' shared statements again on each use, as
+    /// PostgreSQL would for any client. Forgetting some to make room
+    /// would cost each of those reads a round trip to prepare and a plan
+    /// (the same plan a shared statement costs), and with traffic spread
+    /// evenly every read would be such a one (load/RESULTS.md, "Three
+    /// thousand tenants").
+    pub(super) fn admit_own(&self, key: u64, max: usize) -> bool {
+        let mut own = self.own_statements();
+        if own.contains(&key) {
+            return true;
+        }
+        if own.len() >= max {
+            self.own_full.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        own.insert(key);
+        true
+    }
+
+    /// Records that the connection's prepared statements were all closed.
+    pub(super) fn forget_own(&self) {
+        self.own_statements().clear();
     }
 }
 
@@ -403,6 +447,15 @@ impl Slots {
     /// How many requests may hold one of its connections at once.
     pub(super) fn active(&self) -> usize {
         self.active
+    }
+
+    /// Reads at home on shared statements, their connection's share for
+    /// own statements being full (`SlotState::admit_own`).
+    pub(super) fn own_full(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.state.own_full.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The distinct schemas each open connection has served.

@@ -63,6 +63,12 @@ pub struct AffinityStatus {
     pub warm: u64,
     /// Their homes busy, on one new to their schema.
     pub cold: u64,
+    /// Reads that ran on a statement every tenant shares where they could
+    /// have had one of their tenant's own, the connection's half of
+    /// `clinic.connection_max_statements` for own statements being full:
+    /// many of these say that connections serve more tenants than their
+    /// statements can keep plans for (raise it, or `clinic.pool_size`).
+    pub own_statements_full: u64,
 }
 
 /// Distinct schemas served by a clinic pool's open connections.
@@ -124,6 +130,7 @@ impl Pools {
                         schemas_per_connection: None,
                     };
                     let mut schemas: Vec<usize> = Vec::new();
+                    let mut own_full = 0;
                     for shard in shards {
                         let now = shard.conns.status();
                         let in_use = now.size.saturating_sub(now.available);
@@ -137,11 +144,13 @@ impl Pools {
                             role == Role::Clinic && shard.queue.is_overloaded(interval_ms);
                         if let Conns::Slots(slots) = &shard.conns {
                             schemas.extend(slots.schemas_per_connection());
+                            own_full += slots.own_full();
                             let a = &slots.affinity;
                             status.affinity = Some(AffinityStatus {
                                 home: count(&a.home),
                                 warm: count(&a.warm),
                                 cold: count(&a.cold),
+                                own_statements_full: own_full,
                             });
                         }
                         status.by_worker.push(ShardStatus {

@@ -224,28 +224,28 @@ impl TenantConn {
         }
     }
 
-    /// `sql` prepared on this connection. On the tenant's home connections
-    /// the statement is the tenant's own: its text names the schema, in
-    /// place of the marks of [`TENANT`] or else in a comment. PostgreSQL
-    /// analyses and plans a prepared statement again whenever it runs
-    /// under another `search_path` than last time, so a statement shared
-    /// by every tenant is planned anew on almost every use, while a
-    /// tenant's own keeps its plan (load/RESULTS.md, "Tenant-affine
-    /// connections"). A connection holding more than
-    /// `clinic.connection_max_statements` forgets them all (each is closed
-    /// on the server as its last handle goes) and prepares again.
+    /// `sql` prepared on this connection, as the tenant's `own` statement
+    /// or as the one every tenant shares. A tenant's own statement names
+    /// the schema in its text, in place of the marks of [`TENANT`] or else
+    /// in a comment. PostgreSQL analyses and plans a prepared statement
+    /// again whenever it runs under another `search_path` than last time,
+    /// so a statement shared by every tenant is planned anew on almost
+    /// every use, while a tenant's own keeps its plan (load/RESULTS.md,
+    /// "Tenant-affine connections"). A connection holding more than
+    /// `clinic.connection_max_statements` (own statements take at most
+    /// half, [`TenantConn::own_for`]) forgets them all (each is closed on
+    /// the server as its last handle goes) and prepares again.
     async fn statement(
         &self,
         client: &Object,
         sql: &str,
+        own: bool,
     ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
-        // (A schema name that could end the comment never gets one; recept's
-        // schema names cannot, being `t_` and a slug.)
-        let statement = if self.own_statements && sql.contains(TENANT) {
+        let statement = if own && sql.contains(TENANT) {
             client
                 .prepare_cached(&sql.replace(MARKED_SCHEMA, &self.search_path))
                 .await?
-        } else if self.own_statements && !self.search_path.contains("*/") {
+        } else if own {
             client
                 .prepare_cached(&format!("/* {} */ {sql}", self.search_path))
                 .await?
@@ -254,8 +254,32 @@ impl TenantConn {
         };
         if client.statement_cache.size() > self.expected.max_statements {
             client.statement_cache.clear();
+            if let Some(slot) = &self.slot {
+                slot.forget_own();
+            }
         }
         Ok(statement)
+    }
+
+    /// Whether `sql` runs here as the tenant's own statement: on one of
+    /// its home connections (or one that has served few schemas), while
+    /// the connection's own statements number less than half of
+    /// `clinic.connection_max_statements` or this one is among them
+    /// ([`super::slots::SlotState::admit_own`]); the other half is for the
+    /// statements every tenant shares.
+    fn own_for(&self, sql: &str) -> bool {
+        // (A schema name that could end the comment never gets one; recept's
+        // schema names cannot, being `t_` and a slug.)
+        if !self.own_statements || self.search_path.contains("*/") {
+            return false;
+        }
+        match &self.slot {
+            Some(slot) => slot.admit_own(
+                super::slots::key_of((&*self.search_path, sql)),
+                self.expected.max_statements / 2,
+            ),
+            None => true,
+        }
     }
 
     /// Whether the connection's session settings were found changed (it
@@ -305,11 +329,12 @@ impl TenantConn {
             db.statement = sql,
             db.schema = &*self.search_path,
         );
-        if self.own_statements && sql.contains(TENANT) {
+        let own = self.own_for(sql);
+        if own && sql.contains(TENANT) {
             self.read_alone(sql, params).instrument(span).await
         } else {
             self.unchecked();
-            self.read_inner(sql, params).instrument(span).await
+            self.read_inner(sql, params, own).instrument(span).await
         }
     }
 
@@ -344,7 +369,7 @@ impl TenantConn {
             self.read_alone_checked(sql, params, changes_session).await
         } else {
             let client = self.client();
-            let statement = self.statement(&client, sql).await?;
+            let statement = self.statement(&client, sql, true).await?;
             // A statement in flight: dropped now, the connection is discarded.
             self.open.set(true);
             let rows = client.query(&statement, params).await;
@@ -365,7 +390,7 @@ impl TenantConn {
         self.unchecked();
         let client = self.client();
         let check = client.prepare_cached(CHECK_SETTINGS).await?;
-        let statement = self.statement(&client, sql).await?;
+        let statement = self.statement(&client, sql, true).await?;
         let timeout: &str = &self.expected.statement_timeout;
         let application: &str = self.expected.application_name;
         let check_params: [&(dyn ToSql + Sync); 2] = [&timeout, &application];
@@ -389,6 +414,7 @@ impl TenantConn {
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        own: bool,
     ) -> Result<Vec<Row>, DbError> {
         let client = self.client();
         let (begin, set_path, commit) = self.transaction_statements(SET_PATH).await?;
@@ -403,7 +429,7 @@ impl TenantConn {
         let mut begin_f = pin!(maybe_done(client.execute(&begin, &[])));
         let mut path_f = pin!(maybe_done(client.query_one(&set_path, &path_params)));
         let mut query_f = pin!(maybe_done(async {
-            let statement = self.statement(&client, sql).await?;
+            let statement = self.statement(&client, sql, own).await?;
             query_sent.set(true);
             client.query(&statement, params).await
         }));

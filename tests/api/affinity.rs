@@ -553,3 +553,64 @@ async fn a_connection_keeps_at_most_its_share_of_prepared_statements() {
         "{listed:?}"
     );
 }
+
+/// When each of `conn`'s prepared statements that names `schema` was
+/// prepared, as PostgreSQL lists them.
+async fn prepared_at(conn: &recept::pools::TenantConn, schema: &str) -> Vec<String> {
+    conn.read(
+        "SELECT prepare_time::text FROM pg_prepared_statements \
+         WHERE strpos(statement, $1) > 0 ORDER BY prepare_time",
+        &[&format!("\"{schema}\"")],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_connection_full_of_own_statements_keeps_them_and_gives_the_next_tenants_shared_ones() {
+    // One connection, every tenant's home; half of its 16 statements for
+    // the tenants' own.
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = 1;
+        s.clinic.connection_max_statements = 16;
+    })
+    .await;
+    let mut tenants = Vec::new();
+    for i in 0..12 {
+        tenants.push(new_tenant(&app, &format!("full_{i}")).await);
+    }
+    let mut first_prepared = None;
+    for round in 0..3 {
+        for (i, (tenant, schema)) in tenants.iter().enumerate() {
+            let conn = connection(&app, *tenant, schema).await;
+            // The first eight run alone on their own statements, the
+            // others in a transaction on the shared one: every round, so
+            // the connection never forgot the first eight's to make room.
+            let path = if i < 8 {
+                "pg_catalog".to_string()
+            } else {
+                format!("\"{schema}\"")
+            };
+            assert_eq!(
+                how_it_ran(&conn).await,
+                (0, path),
+                "round {round}, tenant {i}"
+            );
+        }
+        // The first tenant's own statement is the one prepared in the
+        // first round.
+        let conn = connection(&app, tenants[0].0, &tenants[0].1).await;
+        let at = prepared_at(&conn, &tenants[0].1).await;
+        assert_eq!(at.len(), 1, "{at:?}");
+        assert_eq!(*first_prepared.get_or_insert_with(|| at.clone()), at);
+    }
+    // Those reads are counted where an operator sizes the bound: four
+    // tenants a round, and the listings above.
+    let pool = clinic_pool(&app).await;
+    let full = pool["affinity"]["own_statements_full"].as_u64().unwrap();
+    assert!(full >= 3 * 4, "{pool}");
+}
