@@ -298,13 +298,15 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             let all = (a.home + a.warm + a.cold).max(1) as f64;
             out!(
                 "clinic requests served at home {:.1} %, on a connection warm to the schema {:.1} %, cold {:.1} %; \
-                 schemas per open connection: mean {:.0}, max {}; connections retired {}",
+                 schemas per open connection: mean {:.0}, max {}; connections retired {}; \
+                 reads on shared statements for want of room for own ones {:.1} %",
                 100.0 * a.home as f64 / all,
                 100.0 * a.warm as f64 / all,
                 100.0 * a.cold as f64 / all,
                 schemas.mean,
                 schemas.max,
-                pool.retired
+                pool.retired,
+                100.0 * a.own_statements_full as f64 / all,
             );
             crate::report::figure("affinity home share", a.home as f64 / all);
             crate::report::figure("affinity cold share", a.cold as f64 / all);
