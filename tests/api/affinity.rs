@@ -92,11 +92,7 @@ async fn clinic_backends(app: &TestApp) -> Vec<i32> {
 #[tokio::test]
 async fn a_tenant_uses_its_homes_when_idle_and_another_at_once_when_not() {
     // One worker, so every request meets the same four connections.
-    let app = spawn_app_with(|s| {
-        s.server.workers = 1;
-        s.clinic.pool_size = 4;
-    })
-    .await;
+    let app = one_worker(4, |_| {}).await;
     let (slug, key) = app.tenant_with_key("homed").await;
     let patient = app.insured_patient(&key, "家 太郎").await;
     let before = served(&clinic_pool(&app).await);
@@ -147,9 +143,7 @@ async fn a_tenant_uses_its_homes_when_idle_and_another_at_once_when_not() {
 
 #[tokio::test]
 async fn a_connection_that_served_its_share_of_schemas_is_retired() {
-    let app = spawn_app_with(|s| {
-        s.server.workers = 1;
-        s.clinic.pool_size = 1;
+    let app = one_worker(1, |s| {
         s.clinic.connection_max_schemas = 2;
     })
     .await;
@@ -199,11 +193,7 @@ async fn a_connection_that_served_its_share_of_schemas_is_retired() {
 
 #[tokio::test]
 async fn tenants_taking_turns_each_keep_to_their_own_home() {
-    let app = spawn_app_with(|s| {
-        s.server.workers = 1;
-        s.clinic.pool_size = 4;
-    })
-    .await;
+    let app = one_worker(4, |_| {}).await;
     let mut clinics = Vec::new();
     for i in 0..12 {
         let (_, key) = app.tenant_with_key(&format!("turns{i}")).await;
@@ -235,9 +225,7 @@ async fn tenants_taking_turns_each_keep_to_their_own_home() {
 
 #[tokio::test]
 async fn no_more_than_max_active_connections_are_in_use_however_many_are_idle() {
-    let app = spawn_app_with(|s| {
-        s.server.workers = 1;
-        s.clinic.pool_size = 4;
+    let app = one_worker(4, |s| {
         s.clinic.max_active = 1;
         s.clinic.queue_timeout_ms = 300;
     })
@@ -274,6 +262,17 @@ async fn no_more_than_max_active_connections_are_in_use_however_many_are_idle() 
     assert_eq!(served.status(), StatusCode::OK);
 }
 
+/// An app with one clinic worker and `n` clinic connections, its other
+/// settings as `tweak` leaves them.
+async fn one_worker(n: usize, tweak: impl FnOnce(&mut recept::config::Settings)) -> TestApp {
+    spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.clinic.pool_size = n;
+        tweak(s);
+    })
+    .await
+}
+
 /// A new tenant of `app` as the pools know it: its id and its schema.
 async fn new_tenant(app: &TestApp, prefix: &str) -> (uuid::Uuid, String) {
     let (slug, _) = app.tenant_with_key(prefix).await;
@@ -284,11 +283,7 @@ async fn new_tenant(app: &TestApp, prefix: &str) -> (uuid::Uuid, String) {
 /// of it: its id and its schema. With three, a tenant has its two homes
 /// and one other.
 async fn connections(n: usize, prefix: &str) -> (TestApp, uuid::Uuid, String) {
-    let app = spawn_app_with(|s| {
-        s.server.workers = 1;
-        s.clinic.pool_size = n;
-    })
-    .await;
+    let app = one_worker(n, |_| {}).await;
     let (tenant, schema) = new_tenant(&app, prefix).await;
     (app, tenant, schema)
 }
@@ -527,9 +522,7 @@ async fn a_read_running_alone_checks_the_settings_only_after_other_work() {
 
 #[tokio::test]
 async fn a_connection_keeps_at_most_its_share_of_prepared_statements() {
-    let app = spawn_app_with(|s| {
-        s.server.workers = 1;
-        s.clinic.pool_size = 1;
+    let app = one_worker(1, |s| {
         s.clinic.connection_max_statements = 16;
     })
     .await;
@@ -573,9 +566,7 @@ async fn prepared_at(conn: &recept::pools::TenantConn, schema: &str) -> Vec<Stri
 async fn a_connection_full_of_own_statements_keeps_them_and_gives_the_next_tenants_shared_ones() {
     // One connection, every tenant's home; half of its 16 statements for
     // the tenants' own.
-    let app = spawn_app_with(|s| {
-        s.server.workers = 1;
-        s.clinic.pool_size = 1;
+    let app = one_worker(1, |s| {
         s.clinic.connection_max_statements = 16;
     })
     .await;
