@@ -273,13 +273,13 @@ impl TenantConn {
         if !self.own_statements || self.search_path.contains("*/") {
             return false;
         }
-        match &self.slot {
-            Some(slot) => slot.admit_own(
+        // Only a shard's connections have own statements, and a slot.
+        self.slot.as_ref().is_some_and(|slot| {
+            slot.admit_own(
                 super::slots::key_of((&*self.search_path, sql)),
                 self.expected.max_statements / 2,
-            ),
-            None => true,
-        }
+            )
+        })
     }
 
     /// Whether the connection's session settings were found changed (it
