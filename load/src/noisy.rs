@@ -48,19 +48,19 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let quiet_rate = o.rate * o.tenants as f64;
     let phase = Duration::from_secs(o.seconds);
 
-    open(&stack.clinic, &quiet, quiet_rate, Duration::from_secs(3)).await;
+    open(&stack.clinic, &quiet, quiet_rate, Duration::from_secs(3), 0).await;
     let mut baseline = Outcome::default();
     let mut beside = Outcome::default();
     let mut noisy_normal = Outcome::default();
     let mut noisy_loud = Outcome::default();
     for _ in 0..o.rounds {
         let (quiet_alone, normal) = tokio::join!(
-            open(&stack.clinic, &quiet, quiet_rate, phase),
-            open(&stack.clinic, &noisy, o.rate, phase),
+            open(&stack.clinic, &quiet, quiet_rate, phase, 0),
+            open(&stack.clinic, &noisy, o.rate, phase, 0),
         );
         let (quiet_beside, loud) = tokio::join!(
-            open(&stack.clinic, &quiet, quiet_rate, phase),
-            open(&stack.clinic, &noisy, o.rate * o.factor, phase),
+            open(&stack.clinic, &quiet, quiet_rate, phase, 0),
+            open(&stack.clinic, &noisy, o.rate * o.factor, phase, 0),
         );
         baseline.merge(&quiet_alone);
         noisy_normal.merge(&normal);

@@ -52,6 +52,16 @@ pub struct Options {
     /// front of a larger database).
     #[arg(long, default_value_t = 4)]
     pool_size: usize,
+    /// Connections the offered load is sent on, as a proxy or a clinic's
+    /// fleet of clients keeps them: opened before each offered load, with
+    /// at most one request in flight on each (a request past that is not
+    /// sent, and counted). Below recept's connection budget for one worker
+    /// (`recept check-config`), so that the phase measures excess requests,
+    /// not a storm of new connections (`hostile` measures those). 0: a
+    /// connection opened for each request that finds none idle, up to 4,096
+    /// (the generator before 2026-12-07).
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
 }
 
 /// What an open-loop phase saw.
@@ -145,13 +155,20 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     for round in 1..=o.rounds {
         let ticks = stats::cpu_ticks();
         let capacity = closed(&stack.clinic, &paths, clients, window).await;
-        let quiet = open(&stack.clinic, &paths, capacity.0 * 0.3, window).await;
+        let quiet = open(&stack.clinic, &paths, capacity.0 * 0.3, window, 0).await;
         let rate = capacity.0 * o.factor;
         let before = (
             scrape_buckets(&stack, durations, &route).await?,
             scrape_buckets(&stack, waits, &[]).await?,
         );
-        let busy = open(&stack.clinic, &paths, rate, Duration::from_secs(o.seconds)).await;
+        let busy = open(
+            &stack.clinic,
+            &paths,
+            rate,
+            Duration::from_secs(o.seconds),
+            o.connections,
+        )
+        .await;
         add_between(
             &mut inside.0,
             &before.0,
@@ -302,20 +319,25 @@ pub(crate) async fn closed(
     (all.count() as f64 / started.elapsed().as_secs_f64(), all)
 }
 
-/// Open loop at `rate` per second, each request timed from its schedule.
+/// Open loop at `rate` per second, each request timed from its schedule,
+/// on `connections` connections opened before it starts (0: opened as
+/// requests find none idle, up to 4,096).
 pub(crate) async fn open(
     base: &str,
     paths: &Arc<Vec<(String, String)>>,
     rate: f64,
     duration: Duration,
+    connections: usize,
 ) -> Outcome {
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(connections.max(1024))
         .build()
         .expect("an HTTP client");
+    warm(&http, base, connections).await;
     let total = (duration.as_secs_f64() * rate) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
+    let limit = if connections == 0 { 4096 } else { connections };
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(limit));
     let started = tokio::time::Instant::now();
     let mut outcome = Outcome::default();
     let mut tasks = Vec::with_capacity(total as usize);
@@ -357,6 +379,21 @@ pub(crate) async fn open(
         }
     }
     outcome
+}
+
+/// Opens `n` connections of `http` to `base` and leaves them idle in its
+/// pool: `n` health probes at once, each on a connection of its own.
+async fn warm(http: &reqwest::Client, base: &str, n: usize) {
+    let probes = (0..n).map(|_| {
+        http.get(format!("{base}/healthz"))
+            .timeout(Duration::from_secs(10))
+            .send()
+    });
+    for probe in futures::future::join_all(probes).await {
+        if let Err(e) = probe {
+            eprintln!("recept-load: warming the generator's connections: {e}");
+        }
+    }
 }
 
 /// The most backends per `application_name` seen while `running`, sampled
