@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -103,9 +104,11 @@ pub const SELECT_PATIENT: &str = "SELECT p.id, p.name, p.name_kana, p.birth_date
      FROM \"{tenant}\".patients p WHERE p.id = $1";
 
 fn patient_from_row(row: &Row) -> Result<Patient, DbError> {
-    let insurances: serde_json::Value = row.get("insurances");
-    let insurances: Vec<Insurance> = serde_json::from_value(insurances)
-        .map_err(|e| DbError::Corrupt(format!("unreadable insurances: {e}")))?;
+    // Read straight from the column's text, not through a `Value`.
+    let insurances = row
+        .try_get::<_, Json<Vec<Insurance>>>("insurances")
+        .map_err(|e| DbError::Corrupt(format!("unreadable insurances: {e}")))?
+        .0;
     Ok(Patient {
         id: row.get("id"),
         name: row.get("name"),
