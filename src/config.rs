@@ -176,13 +176,14 @@ pub struct ClinicSettings {
     /// many distinct tenant schemas: each backend caches the catalog and
     /// plans of every schema it touched (about 90 KiB each once read,
     /// about 180 KiB once visits were entered too), so this bounds its
-    /// memory whatever the traffic. 0, the default, sets no bound (a
-    /// connection is still retired by age and by uses): when a
-    /// pool saturated by many tenants spills them off their home
-    /// connections, a bound below the tenants a connection meets retires
-    /// connections often, and reconnecting costs more than the memory
-    /// saves (load/RESULTS.md, "Tenant-affine connections" and "Where a
-    /// backend's memory goes").
+    /// memory whatever the traffic: the default, 256, to about 50 MiB.
+    /// It is above what a connection meets with a thousand tenants (about
+    /// 130), and at ten thousand, where a connection's schemas are mostly
+    /// cold anyway, retiring costs no throughput (load/RESULTS.md, "Ten
+    /// thousand tenants"). A bound below the home tenants a connection
+    /// has retires connections often, and reconnecting costs more than
+    /// the memory saves ("Tenant-affine connections" there). 0 sets no
+    /// bound (a connection is still retired by age and by uses).
     pub connection_max_schemas: usize,
     /// The most prepared statements one clinic connection keeps. A tenant
     /// served on one of its home connections has statements of its own there,
@@ -345,7 +346,7 @@ impl Default for ClinicSettings {
             tenant_max_in_flight: 8,
             connection_max_age_s: 600,
             connection_max_uses: 20_000,
-            connection_max_schemas: 0,
+            connection_max_schemas: 256,
             connection_max_statements: 192,
             lock_timeout_ms: 2_000,
             key_cache_ttl_ms: 3_000,
