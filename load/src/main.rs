@@ -101,26 +101,44 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let name = cli.command.name();
-    let result = match cli.command {
-        Command::Steady(options) => runtime.block_on(desk::steady(options)),
-        Command::MorningRush(options) => runtime.block_on(desk::morning_rush(options)),
-        Command::Spike(options) => runtime.block_on(desk::spike(options)),
-        Command::Master(options) => runtime.block_on(master::run(options)),
-        Command::Migrate(options) => runtime.block_on(migrate::run(options)),
-        Command::MigrateUnderLoad(options) => runtime.block_on(migrate::under_load(options)),
-        Command::RolloutUnderLoad(options) => runtime.block_on(master::rollout_under_load(options)),
-        Command::AdminReports(options) => runtime.block_on(admin_reports::run(options)),
-        Command::Overload(options) => runtime.block_on(overload::run(options)),
-        Command::PgRestart(options) => runtime.block_on(restart::run(options)),
-        Command::ManyTenants(options) => runtime.block_on(many::run(options)),
-        Command::NoisyTenant(options) => runtime.block_on(noisy::run(options)),
-        Command::Hostile(options) => runtime.block_on(hostile::run(options)),
-        Command::Citus(options) => runtime.block_on(citus::run(options)),
-        Command::ClaimsFile(options) => runtime.block_on(claims_file::run(options)),
-    };
+    let scenario: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>> =
+        match cli.command {
+            Command::Steady(options) => Box::pin(desk::steady(options)),
+            Command::MorningRush(options) => Box::pin(desk::morning_rush(options)),
+            Command::Spike(options) => Box::pin(desk::spike(options)),
+            Command::Master(options) => Box::pin(master::run(options)),
+            Command::Migrate(options) => Box::pin(migrate::run(options)),
+            Command::MigrateUnderLoad(options) => Box::pin(migrate::under_load(options)),
+            Command::RolloutUnderLoad(options) => Box::pin(master::rollout_under_load(options)),
+            Command::AdminReports(options) => Box::pin(admin_reports::run(options)),
+            Command::Overload(options) => Box::pin(overload::run(options)),
+            Command::PgRestart(options) => Box::pin(restart::run(options)),
+            Command::ManyTenants(options) => Box::pin(many::run(options)),
+            Command::NoisyTenant(options) => Box::pin(noisy::run(options)),
+            Command::Hostile(options) => Box::pin(hostile::run(options)),
+            Command::Citus(options) => Box::pin(citus::run(options)),
+            Command::ClaimsFile(options) => Box::pin(claims_file::run(options)),
+        };
+    let result = runtime.block_on(until_stopped(scenario));
     result?;
     report::finish(name)?;
     Ok(())
+}
+
+/// Runs `scenario` until it ends or the process is told to stop (SIGINT or
+/// SIGTERM). Told to stop, the scenario is dropped, and with it the stack
+/// it started: its private PostgreSQL stops too, rather than outliving
+/// the run.
+async fn until_stopped(
+    scenario: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = scenario => result,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted (SIGINT): the run stopped, and its PostgreSQL with it"),
+        _ = terminate.recv() => anyhow::bail!("terminated (SIGTERM): the run stopped, and its PostgreSQL with it"),
+    }
 }
 
 impl Command {
