@@ -128,7 +128,8 @@ fn main() -> anyhow::Result<()> {
 /// Runs `scenario` until it ends or the process is told to stop (SIGINT or
 /// SIGTERM). Told to stop, the scenario is dropped, and with it the stack
 /// it started: its private PostgreSQL stops too, rather than outliving
-/// the run.
+/// the run. A scenario inside a blocking call (a pgbench run) stops when
+/// that call returns.
 async fn until_stopped(
     scenario: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
