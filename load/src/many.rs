@@ -336,12 +336,27 @@ async fn alternate(
     let mut pgbench_sum = PgbenchRate::default();
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
+    let debug = std::env::var_os("LOAD_DEBUG").is_some();
     for round in 1..=rounds {
         client.batch_execute("CHECKPOINT").await?;
+        if debug {
+            // For a profiler started beside the run: when each side's
+            // measured window begins, after the checkpoint.
+            out!(
+                "{what} round {round}: recept's window starts at {}",
+                clock()
+            );
+        }
         let losses = crate::kernel::Losses::now();
         let (rps, window) = recept().await;
         let losses = losses.since();
         client.batch_execute("CHECKPOINT").await?;
+        if debug {
+            out!(
+                "{what} round {round}: pgbench starts at {}; its warm window is its last seconds",
+                clock()
+            );
+        }
         let tps = pgbench()?;
         out!(
             "{what} round {round}: recept {rps:.0} req/s (p99 {:.2} ms, max {:.1} ms; {losses}), pgbench {:.0} tps warm ({:.0} cold): {:.2}",
@@ -365,6 +380,11 @@ async fn alternate(
         },
         latencies,
     ))
+}
+
+/// The wall clock to the millisecond, for lining a profile up with a window.
+fn clock() -> String {
+    chrono::Utc::now().format("%H:%M:%S%.3f UTC").to_string()
 }
 
 /// Prints and reports `what`'s rates: recept's, pgbench's (`how` it ran)
