@@ -357,6 +357,83 @@ async fn encounter_lines_that_cannot_be_priced_are_named() {
 }
 
 #[tokio::test]
+async fn a_patients_insurances_are_read_in_order_with_their_fields_only() {
+    let (app, key) = clinic().await;
+    // Entered newest first; read oldest first, whichever connection serves.
+    let p = patient(
+        &app,
+        &key,
+        &[
+            (30, "2025-04-01", None),
+            (20, "2023-01-01", Some("2025-03-31")),
+        ],
+    )
+    .await;
+    let bare = created(
+        &app,
+        &key,
+        "/v1/patients",
+        json!({"name": "佐藤 花子", "birth_date": "1990-01-01", "sex": "female"}),
+    )
+    .await;
+    for _ in 0..3 {
+        let read: Value = app
+            .clinic_request(Method::GET, &format!("/v1/patients/{p}"), &key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let insurances = read["insurances"].as_array().unwrap();
+        let froms: Vec<&str> = insurances
+            .iter()
+            .map(|i| i["valid_from"].as_str().unwrap())
+            .collect();
+        assert_eq!(froms, ["2023-01-01", "2025-04-01"], "{read}");
+        assert_eq!(insurances[0]["copay_rate"], 20);
+        assert_eq!(insurances[0]["valid_to"], "2025-03-31");
+        assert_eq!(insurances[0]["symbol"], "1234");
+        let mut fields: Vec<&str> = insurances[0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "copay_rate",
+                "id",
+                "income_category",
+                "insurer_number",
+                "kind",
+                "number",
+                "relation",
+                "symbol",
+                "valid_from",
+                "valid_to"
+            ],
+            "{read}"
+        );
+        let read: Value = app
+            .clinic_request(
+                Method::GET,
+                &format!("/v1/patients/{}", bare["id"].as_str().unwrap()),
+                &key,
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(read["insurances"], json!([]), "{read}");
+    }
+}
+
+#[tokio::test]
 async fn a_patient_is_updated_only_with_the_current_etag() {
     let (app, key) = clinic().await;
     let p = patient(&app, &key, &[(30, "2024-01-01", None)]).await;
