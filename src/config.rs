@@ -174,9 +174,10 @@ pub struct ClinicSettings {
     pub connection_max_uses: usize,
     /// A clinic connection is retired before it serves more than this
     /// many distinct tenant schemas: each backend caches the catalog and
-    /// plans of every schema it touched (about 90 KiB each once read,
+    /// plans of every schema it touched (about 80 KiB each once read,
     /// about 180 KiB once visits were entered too), so this bounds its
-    /// memory whatever the traffic: the default, 256, to about 50 MiB.
+    /// memory whatever the traffic: the default, 256, to about 55 MiB
+    /// with the own statements `connection_max_statements` allows.
     /// It is above what a connection meets with a thousand tenants (about
     /// 130), and at ten thousand, where a connection's schemas are mostly
     /// cold anyway, retiring costs no throughput (load/RESULTS.md, "Ten
@@ -188,7 +189,10 @@ pub struct ClinicSettings {
     /// The most prepared statements one clinic connection keeps. A tenant
     /// served on one of its home connections has statements of its own there,
     /// planned for its schema (PostgreSQL plans a shared statement again
-    /// whenever the schema changes). Own statements take at most half: once
+    /// whenever the schema changes): its reads, and the two reads of
+    /// entering a visit (three a tenant, so 384 leaves room for the 62 home
+    /// tenants a connection has with a thousand tenants on the default
+    /// pool). Own statements take at most half: once
     /// a connection holds that many, the tenants it meets next use the
     /// shared statements there, and those it gave its own keep them (with
     /// more home tenants than that, forgetting some to make room would
@@ -347,7 +351,7 @@ impl Default for ClinicSettings {
             connection_max_age_s: 600,
             connection_max_uses: 20_000,
             connection_max_schemas: 256,
-            connection_max_statements: 192,
+            connection_max_statements: 384,
             lock_timeout_ms: 2_000,
             key_cache_ttl_ms: 3_000,
             key_cache_capacity: 100_000,

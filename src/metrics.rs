@@ -424,7 +424,7 @@ impl Snapshot {
         family(
             encoder,
             "clinic_own_statements_full",
-            "Clinic reads run on a statement every tenant shares where they could have had their tenant's own: the connection's half of clinic.connection_max_statements for own statements was full",
+            "Clinic statements (reads, and those a write asks for as its own) run on one every tenant shares where they could have had their tenant's own: the connection's half of clinic.connection_max_statements for own statements was full",
             true,
             &own_full,
         )?;

@@ -299,7 +299,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             out!(
                 "clinic requests served at home {:.1} %, on a connection warm to the schema {:.1} %, cold {:.1} %; \
                  schemas per open connection: mean {:.0}, max {}; connections retired {}; \
-                 reads on shared statements for want of room for own ones {:.1} %",
+                 statements shared for want of room for own ones (reads, a visit's two) {:.1} % of requests",
                 100.0 * a.home as f64 / all,
                 100.0 * a.warm as f64 / all,
                 100.0 * a.cold as f64 / all,

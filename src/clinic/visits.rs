@@ -336,7 +336,7 @@ fn share(patient: &PatientOnDate, date: NaiveDate) -> Result<(i64, CopayRule), C
 /// of a confirmed claim count but keep their charge. Draft claims holding
 /// a visit whose charge changed are recomputed.
 async fn settle_month(
-    tx: &Tx,
+    tx: &Tx<'_>,
     patient: Uuid,
     insurer_number: &str,
     date: NaiveDate,

@@ -82,7 +82,7 @@ pub fn written(
 pub async fn write_once(
     conn: &TenantConn,
     key: Option<IdempotencyKey>,
-    work: impl AsyncFnOnce(&Tx) -> Result<Written, ClinicError>,
+    work: impl AsyncFnOnce(&Tx<'_>) -> Result<Written, ClinicError>,
 ) -> Result<Written, ClinicError> {
     conn.write(async |tx| {
         if let Some(k) = &key {

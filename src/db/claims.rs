@@ -62,7 +62,7 @@ fn claim_from_row(row: &Row) -> Claim {
 
 /// Replaces the month's drafts with fresh ones from its active, insured
 /// encounters that no confirmed claim holds, and returns the month's drafts.
-pub async fn generate(tx: &Tx, month: NaiveDate) -> Result<Vec<Claim>, DbError> {
+pub async fn generate(tx: &Tx<'_>, month: NaiveDate) -> Result<Vec<Claim>, DbError> {
     let next = month
         .checked_add_months(chrono::Months::new(1))
         .ok_or_else(|| DbError::Corrupt("month out of range".into()))?;
@@ -120,7 +120,7 @@ pub async fn generate(tx: &Tx, month: NaiveDate) -> Result<Vec<Claim>, DbError> 
 
 /// Takes a voided encounter out of the draft claims that hold it and
 /// recomputes them (confirmed claims never hold a voidable encounter).
-pub async fn release_encounter(tx: &Tx, encounter: Uuid) -> Result<(), DbError> {
+pub async fn release_encounter(tx: &Tx<'_>, encounter: Uuid) -> Result<(), DbError> {
     let drafts: Vec<Uuid> = tx
         .query(
             "DELETE FROM claim_encounters ce USING claims c \
@@ -137,7 +137,7 @@ pub async fn release_encounter(tx: &Tx, encounter: Uuid) -> Result<(), DbError> 
 
 /// Recomputes the draft claims that hold any of `encounters` (whose
 /// charges changed when their month was settled again).
-pub async fn refresh_drafts_holding(tx: &Tx, encounters: &[Uuid]) -> Result<(), DbError> {
+pub async fn refresh_drafts_holding(tx: &Tx<'_>, encounters: &[Uuid]) -> Result<(), DbError> {
     if encounters.is_empty() {
         return Ok(());
     }
@@ -154,7 +154,7 @@ pub async fn refresh_drafts_holding(tx: &Tx, encounters: &[Uuid]) -> Result<(), 
     refresh_all(tx, drafts).await
 }
 
-async fn refresh_all(tx: &Tx, drafts: Vec<Uuid>) -> Result<(), DbError> {
+async fn refresh_all(tx: &Tx<'_>, drafts: Vec<Uuid>) -> Result<(), DbError> {
     for claim in drafts {
         refresh_totals(tx, claim).await?;
     }
@@ -163,7 +163,7 @@ async fn refresh_all(tx: &Tx, drafts: Vec<Uuid>) -> Result<(), DbError> {
 
 /// Recomputes a draft claim from the encounters it still holds; removes it
 /// when it holds none.
-async fn refresh_totals(tx: &Tx, claim: Uuid) -> Result<(), DbError> {
+async fn refresh_totals(tx: &Tx<'_>, claim: Uuid) -> Result<(), DbError> {
     tx.execute(
         "UPDATE claims c SET \
            total_points = coalesce((SELECT sum(e.total_points) FROM claim_encounters ce \
@@ -239,7 +239,7 @@ pub enum ConfirmOutcome {
     Confirmed(Claim),
 }
 
-pub async fn confirm(tx: &Tx, id: Uuid) -> Result<ConfirmOutcome, DbError> {
+pub async fn confirm(tx: &Tx<'_>, id: Uuid) -> Result<ConfirmOutcome, DbError> {
     let sql = format!(
         "UPDATE claims SET status = 'confirmed', confirmed_at = $2 \
          WHERE id = $1 AND status = 'draft' RETURNING {CLAIM_COLUMNS}"

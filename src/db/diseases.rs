@@ -89,7 +89,7 @@ pub async fn list(conn: &TenantConn, patient: Uuid) -> Result<Option<Vec<Disease
 
 /// Locks the patient row against another change to its list until the
 /// transaction ends; whether it exists.
-pub async fn lock_patient(tx: &Tx, patient: Uuid) -> Result<bool, DbError> {
+pub async fn lock_patient(tx: &Tx<'_>, patient: Uuid) -> Result<bool, DbError> {
     Ok(tx
         .query_opt(
             "SELECT 1 FROM patients WHERE id = $1 FOR NO KEY UPDATE",
@@ -100,7 +100,7 @@ pub async fn lock_patient(tx: &Tx, patient: Uuid) -> Result<bool, DbError> {
 }
 
 /// How many diseases the patient's list holds.
-pub async fn count(tx: &Tx, patient: Uuid) -> Result<i64, DbError> {
+pub async fn count(tx: &Tx<'_>, patient: Uuid) -> Result<i64, DbError> {
     Ok(tx
         .query_one(
             "SELECT count(*) FROM patient_diseases WHERE patient_id = $1",
@@ -113,7 +113,7 @@ pub async fn count(tx: &Tx, patient: Uuid) -> Result<i64, DbError> {
 /// Adds a disease to a patient known to exist.
 #[allow(clippy::too_many_arguments)]
 pub async fn insert(
-    tx: &Tx,
+    tx: &Tx<'_>,
     patient: Uuid,
     code: &str,
     name: &str,
@@ -146,7 +146,11 @@ pub async fn insert(
 }
 
 /// One of the patient's diseases, locked for a change.
-pub async fn get_for_update(tx: &Tx, patient: Uuid, id: Uuid) -> Result<Option<Disease>, DbError> {
+pub async fn get_for_update(
+    tx: &Tx<'_>,
+    patient: Uuid,
+    id: Uuid,
+) -> Result<Option<Disease>, DbError> {
     Ok(tx
         .query_opt(
             &format!(
@@ -161,7 +165,7 @@ pub async fn get_for_update(tx: &Tx, patient: Uuid, id: Uuid) -> Result<Option<D
 }
 
 /// Replaces a disease's changeable fields.
-pub async fn update(tx: &Tx, id: Uuid, fields: &DiseaseFields) -> Result<Disease, DbError> {
+pub async fn update(tx: &Tx<'_>, id: Uuid, fields: &DiseaseFields) -> Result<Disease, DbError> {
     let row = tx
         .query_one(
             &format!(
@@ -182,7 +186,7 @@ pub async fn update(tx: &Tx, id: Uuid, fields: &DiseaseFields) -> Result<Disease
 }
 
 /// Removes one of the patient's diseases; what was removed, if it existed.
-pub async fn delete(tx: &Tx, patient: Uuid, id: Uuid) -> Result<Option<Disease>, DbError> {
+pub async fn delete(tx: &Tx<'_>, patient: Uuid, id: Uuid) -> Result<Option<Disease>, DbError> {
     Ok(tx
         .query_opt(
             &format!(

@@ -211,7 +211,7 @@ pub async fn get(conn: &TenantConn, id: Uuid) -> Result<Option<Encounter>, DbErr
         .transpose()
 }
 
-pub async fn get_in(tx: &Tx, id: Uuid) -> Result<Option<Encounter>, DbError> {
+pub async fn get_in(tx: &Tx<'_>, id: Uuid) -> Result<Option<Encounter>, DbError> {
     let statement = tx
         .prepare_cached(&format!("{SELECT_ENCOUNTER} WHERE e.id = $1"))
         .await?;
@@ -256,11 +256,11 @@ pub async fn list(
 /// [`lock_patient_charges`]) and returns its birth date and the insurance
 /// valid on `date`; `None` for an unknown patient.
 pub async fn patient_on(
-    tx: &Tx,
+    tx: &Tx<'_>,
     patient: Uuid,
     date: NaiveDate,
 ) -> Result<Option<PatientOnDate>, DbError> {
-    let statement = tx.prepare_cached(PATIENT_ON).await?;
+    let statement = tx.prepare_own(PATIENT_ON).await?;
     let Some(row) = tx.query_opt(&statement, &[&patient, &date]).await? else {
         return Ok(None);
     };
@@ -293,13 +293,13 @@ fn parse_stored<T>(
 
 /// The release the tenant's master copy holds, locked against rollouts
 /// until the transaction ends.
-pub async fn master_release_for_pricing(tx: &Tx) -> Result<Option<String>, DbError> {
+pub async fn master_release_for_pricing(tx: &Tx<'_>) -> Result<Option<String>, DbError> {
     let statement = tx.prepare_cached(RELEASE_FOR_PRICING).await?;
     Ok(tx.query_one(&statement, &[]).await?.get(0))
 }
 
 /// Stores a priced encounter with its lines and diagnoses.
-pub async fn insert(tx: &Tx, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
+pub async fn insert(tx: &Tx<'_>, e: &NewEncounter<'_>) -> Result<Uuid, DbError> {
     let id = Uuid::now_v7();
     let insert_encounter = tx.prepare_cached(INSERT_ENCOUNTER).await?;
     let insert_lines = tx.prepare_cached(INSERT_LINES).await?;
@@ -394,7 +394,7 @@ pub enum VoidOutcome {
 
 /// Voids an encounter unless a confirmed claim includes it. Draft claims
 /// that hold it are the caller's to release (`claims::release_encounter`).
-pub async fn void(tx: &Tx, id: Uuid, reason: Option<&str>) -> Result<VoidOutcome, DbError> {
+pub async fn void(tx: &Tx<'_>, id: Uuid, reason: Option<&str>) -> Result<VoidOutcome, DbError> {
     let row = tx
         .query_opt(
             "SELECT e.status, (SELECT c.id FROM claim_encounters ce JOIN claims c ON c.id = ce.claim_id \
@@ -430,7 +430,7 @@ pub async fn void(tx: &Tx, id: Uuid, reason: Option<&str>) -> Result<VoidOutcome
 /// [`patient_on`] does for a visit being entered: two visits of one
 /// patient entered or voided at once are charged one after the other, the
 /// second seeing the first.
-pub async fn lock_patient_charges(tx: &Tx, patient: Uuid) -> Result<(), DbError> {
+pub async fn lock_patient_charges(tx: &Tx<'_>, patient: Uuid) -> Result<(), DbError> {
     let statement = tx
         .prepare_cached("SELECT 1 FROM patients WHERE id = $1 FOR NO KEY UPDATE")
         .await?;
@@ -450,14 +450,14 @@ pub struct MonthSoFar {
 /// [`MonthSoFar`] for `patient` under `insurer_number` in `[from, to)`,
 /// read in one row (a statement of its own, after the patient was locked).
 pub async fn month_so_far(
-    tx: &Tx,
+    tx: &Tx<'_>,
     patient: Uuid,
     insurer_number: &str,
     from: NaiveDate,
     to: NaiveDate,
     date: NaiveDate,
 ) -> Result<MonthSoFar, DbError> {
-    let statement = tx.prepare_cached(MONTH_SO_FAR).await?;
+    let statement = tx.prepare_own(MONTH_SO_FAR).await?;
     let row = tx
         .query_one(&statement, &[&patient, &insurer_number, &from, &to, &date])
         .await?;
@@ -488,7 +488,7 @@ pub struct MonthVisitRow {
 /// `[from, to)`, in the order the month is charged: by date, then by
 /// entry (ids are time-ordered).
 pub async fn month_visits(
-    tx: &Tx,
+    tx: &Tx<'_>,
     patient: Uuid,
     insurer_number: &str,
     from: NaiveDate,
@@ -532,7 +532,7 @@ pub async fn month_visits(
 }
 
 /// Sets visits' charges after the ceiling: `(id, charge, ceiling)`.
-pub async fn set_charges(tx: &Tx, changes: &[(Uuid, i64, Option<i64>)]) -> Result<(), DbError> {
+pub async fn set_charges(tx: &Tx<'_>, changes: &[(Uuid, i64, Option<i64>)]) -> Result<(), DbError> {
     if changes.is_empty() {
         return Ok(());
     }

@@ -33,7 +33,7 @@ pub enum KeyState {
 /// finish, then replays it. A key older than `ttl_s` is expired: claiming it
 /// starts afresh.
 pub async fn claim(
-    tx: &Tx,
+    tx: &Tx<'_>,
     key: &str,
     route: &str,
     hash: &[u8],
@@ -89,7 +89,7 @@ pub async fn claim(
 
 /// Removes a few expired keys (an index range scan; usually finds none).
 /// Rows another request is reclaiming are skipped, never waited for.
-pub async fn purge_expired(tx: &Tx, ttl_s: f64) -> Result<u64, DbError> {
+pub async fn purge_expired(tx: &Tx<'_>, ttl_s: f64) -> Result<u64, DbError> {
     let delete = tx
         .prepare_cached(
             "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys \
@@ -112,7 +112,7 @@ fn created_before(now: DateTime<Utc>, ttl_s: f64) -> DateTime<Utc> {
 }
 
 /// Stores the response to a fresh key, in the write's transaction.
-pub async fn complete(tx: &Tx, key: &str, response: &StoredResponse) -> Result<(), DbError> {
+pub async fn complete(tx: &Tx<'_>, key: &str, response: &StoredResponse) -> Result<(), DbError> {
     let update = tx
         .prepare_cached(
             "UPDATE idempotency_keys SET status = $2, response = CAST($3::text AS jsonb), etag = $4 \

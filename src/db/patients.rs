@@ -142,7 +142,7 @@ pub async fn get(conn: &TenantConn, id: Uuid) -> Result<Option<Patient>, DbError
 }
 
 /// One patient, inside a write.
-pub async fn get_in(tx: &Tx, id: Uuid) -> Result<Option<Patient>, DbError> {
+pub async fn get_in(tx: &Tx<'_>, id: Uuid) -> Result<Option<Patient>, DbError> {
     let statement = tx.prepare_cached(&unqualified(SELECT_PATIENT)).await?;
     tx.query_opt(&statement, &[&id])
         .await?
@@ -153,7 +153,7 @@ pub async fn get_in(tx: &Tx, id: Uuid) -> Result<Option<Patient>, DbError> {
 
 /// Creates a patient with its insurances.
 pub async fn insert(
-    tx: &Tx,
+    tx: &Tx<'_>,
     fields: &PatientFields,
     insurances: &[NewInsurance],
 ) -> Result<Patient, DbError> {
@@ -185,7 +185,7 @@ pub async fn insert(
 }
 
 async fn insert_insurances(
-    tx: &Tx,
+    tx: &Tx<'_>,
     patient: Uuid,
     insurances: &[NewInsurance],
 ) -> Result<(), DbError> {
@@ -252,7 +252,7 @@ pub enum Update {
 /// Replaces the patient's fields (and insurances, when given) if it is
 /// still at `expected_version`.
 pub async fn update(
-    tx: &Tx,
+    tx: &Tx<'_>,
     id: Uuid,
     expected_version: i32,
     fields: &PatientFields,

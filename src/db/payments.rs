@@ -36,7 +36,7 @@ pub enum PaymentOutcome {
 /// Records a payment unless it pays more than the encounter still owes.
 /// The encounter row is locked so concurrent payments cannot overpay.
 pub async fn record(
-    tx: &Tx,
+    tx: &Tx<'_>,
     encounter: Uuid,
     amount: i32,
     method: &str,

@@ -62,7 +62,7 @@ impl MasterCache {
     /// the tenant's transaction, with the copy known to be at `release`).
     pub async fn lookup(
         &self,
-        tx: &Tx,
+        tx: &Tx<'_>,
         tenant: Uuid,
         release: &str,
         codes: &[&str],

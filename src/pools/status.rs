@@ -63,8 +63,9 @@ pub struct AffinityStatus {
     pub warm: u64,
     /// Their homes busy, on one new to their schema.
     pub cold: u64,
-    /// Reads that ran on a statement every tenant shares where they could
-    /// have had one of their tenant's own, the connection's half of
+    /// Statements (reads, and those a write asks for as its own) that ran
+    /// on one every tenant shares where they could have had one of their
+    /// tenant's own, the connection's half of
     /// `clinic.connection_max_statements` for own statements being full:
     /// many of these say that connections serve more tenants than their
     /// statements can keep plans for (raise it, or `clinic.pool_size`).

@@ -20,8 +20,41 @@ use super::DbError;
 
 /// A client inside the tenant's transaction, as handed to
 /// [`TenantConn::write`]'s closure. Its `search_path` is the tenant's schema
-/// until the transaction ends.
-pub type Tx = ClientWrapper;
+/// until the transaction ends. It is the connection's client (`Deref`),
+/// whose `prepare_cached` gives the statement every tenant shares, and
+/// [`Tx::prepare_own`] the tenant's own where it has one.
+pub struct Tx<'a> {
+    client: &'a Object,
+    conn: &'a TenantConn,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = ClientWrapper;
+
+    fn deref(&self) -> &ClientWrapper {
+        self.client
+    }
+}
+
+impl Tx<'_> {
+    /// `sql` prepared as the tenant's own statement on one of its home
+    /// connections while there is room ([`TenantConn::own_for`]), else as
+    /// the statement every tenant shares. A statement shared by every
+    /// tenant is analysed and planned again whenever the connection's
+    /// previous transaction was another tenant's (its `search_path`
+    /// changed); a tenant's own is prepared inside the tenant's
+    /// transaction, under its `search_path`, and runs only there, so it
+    /// keeps its plan. For the few statements of a hot write whose
+    /// planning outweighs the memory its plan keeps (load/RESULTS.md, "A
+    /// visit's own plans").
+    pub async fn prepare_own(
+        &self,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let own = self.conn.own_for(sql);
+        self.conn.statement(self.client, sql, own).await
+    }
+}
 
 const BEGIN: &str = "BEGIN";
 /// Selects the schema and, in the same statement, checks that the session
@@ -460,7 +493,7 @@ impl TenantConn {
     /// Runs `work` in one transaction in the tenant's schema and commits if
     /// it returns `Ok`, rolls back otherwise. `BEGIN` and `set_config` are
     /// pipelined with `work`'s first statement.
-    pub async fn write<T, E>(&self, work: impl AsyncFnOnce(&Tx) -> Result<T, E>) -> Result<T, E>
+    pub async fn write<T, E>(&self, work: impl AsyncFnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E>
     where
         E: From<DbError>,
     {
@@ -473,7 +506,10 @@ impl TenantConn {
         self.write_inner(work).instrument(span).await
     }
 
-    async fn write_inner<T, E>(&self, work: impl AsyncFnOnce(&Tx) -> Result<T, E>) -> Result<T, E>
+    async fn write_inner<T, E>(
+        &self,
+        work: impl AsyncFnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<DbError>,
     {
@@ -502,7 +538,7 @@ impl TenantConn {
     }
 
     /// The write's transaction, up to and including `COMMIT`.
-    async fn transact<T, E>(&self, work: impl AsyncFnOnce(&Tx) -> Result<T, E>) -> Ending<T, E>
+    async fn transact<T, E>(&self, work: impl AsyncFnOnce(&Tx<'_>) -> Result<T, E>) -> Ending<T, E>
     where
         E: From<DbError>,
     {
@@ -521,7 +557,11 @@ impl TenantConn {
         let mut path_f = pin!(maybe_done(client.query_one(&set_path, &path_params)));
         let _ = poll!(begin_f.as_mut());
         let _ = poll!(path_f.as_mut());
-        let mut work_f = pin!(maybe_done(work(&client)));
+        let tx = Tx {
+            client: &client,
+            conn: self,
+        };
+        let mut work_f = pin!(maybe_done(work(&tx)));
         let _ = poll!(work_f.as_mut());
         begin_f.as_mut().await;
         path_f.as_mut().await;

@@ -4,7 +4,8 @@
 //! has served `clinic.connection_max_schemas` schemas is retired. At most
 //! `clinic.max_active` connections are in use at once, the rest waiting
 //! idle; a tenant's reads at home use statements of its own (those naming
-//! its tables run alone, outside any transaction), and a connection keeps
+//! its tables run alone, outside any transaction), as do the statements a
+//! write asks for as its own (`Tx::prepare_own`), and a connection keeps
 //! at most `clinic.connection_max_statements`.
 
 use std::time::Duration;
@@ -426,6 +427,86 @@ async fn a_read_naming_the_tenants_tables_runs_alone_at_home_and_in_a_transactio
     // Another tenant's read, at its own home, counts its own table.
     let theirs = connection(&app, other, &other_schema).await;
     assert_eq!(how_it_ran(&theirs).await.0, 0);
+}
+
+/// Counts the tenant's patients in `conn`'s write, on the statement
+/// `Tx::prepare_own` gives it.
+async fn count_in_write(conn: &recept::pools::TenantConn) -> i64 {
+    conn.write(async |tx| -> Result<i64, recept::pools::DbError> {
+        let statement = tx.prepare_own("SELECT count(*) FROM patients").await?;
+        Ok(tx.query_one(&statement, &[]).await?.get(0))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_writes_own_statement_is_its_tenants_at_home_and_the_shared_one_elsewhere() {
+    // One connection: home to every tenant.
+    let app = one_worker(1, |_| {}).await;
+    let (a, a_schema) = new_tenant(&app, "ownwrite_a").await;
+    let (b, b_schema) = new_tenant(&app, "ownwrite_b").await;
+    let conn = app.app_state.pools.schema("main", &a_schema).await.unwrap();
+    conn.write(async |tx| -> Result<(), recept::pools::DbError> {
+        tx.batch_execute(
+            "INSERT INTO patients (id, name, birth_date, sex) \
+             VALUES (gen_random_uuid(), '一 太郎', '1980-01-01', 'male')",
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    drop(conn);
+
+    // Taking turns on the one connection, each tenant's write counts its
+    // own table on a statement of its own, prepared in its schema.
+    for _ in 0..3 {
+        let conn = connection(&app, a, &a_schema).await;
+        assert_eq!(count_in_write(&conn).await, 1);
+        drop(conn);
+        let conn = connection(&app, b, &b_schema).await;
+        assert_eq!(count_in_write(&conn).await, 0);
+        drop(conn);
+    }
+    let conn = connection(&app, a, &a_schema).await;
+    let listed = prepared(&conn).await;
+    for schema in [&a_schema, &b_schema] {
+        let own = format!("/* \"{schema}\" */ SELECT count(*) FROM patients");
+        assert_eq!(
+            listed.iter().filter(|s| **s == own).count(),
+            1,
+            "{listed:?}"
+        );
+    }
+    assert!(
+        !listed.iter().any(|s| s == "SELECT count(*) FROM patients"),
+        "{listed:?}"
+    );
+    drop(conn);
+
+    // Three connections: away from both homes, on one serving many
+    // tenants, the write uses the statement every tenant shares.
+    let (app, tenant, schema) = connections(3, "ownwrite_away").await;
+    let home = connection(&app, tenant, &schema).await;
+    let second = connection(&app, tenant, &schema).await;
+    serve_others(&app, 9).await;
+    let away = connection(&app, tenant, &schema).await;
+    assert_eq!(count_in_write(&away).await, 0);
+    let listed = prepared(&away).await;
+    assert!(
+        listed.iter().any(|s| s == "SELECT count(*) FROM patients"),
+        "{listed:?}"
+    );
+    assert!(
+        !listed
+            .iter()
+            .any(|s| s.contains(&format!("/* \"{schema}\" */"))),
+        "{listed:?}"
+    );
+    drop(away);
+    drop(second);
+    drop(home);
 }
 
 #[tokio::test]
