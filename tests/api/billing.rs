@@ -377,14 +377,7 @@ async fn a_patients_insurances_are_read_in_order_with_their_fields_only() {
     )
     .await;
     for _ in 0..3 {
-        let read: Value = app
-            .clinic_request(Method::GET, &format!("/v1/patients/{p}"), &key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let read = app.clinic_json(&key, &format!("/v1/patients/{p}")).await;
         let insurances = read["insurances"].as_array().unwrap();
         let froms: Vec<&str> = insurances
             .iter()
@@ -417,18 +410,8 @@ async fn a_patients_insurances_are_read_in_order_with_their_fields_only() {
             ],
             "{read}"
         );
-        let read: Value = app
-            .clinic_request(
-                Method::GET,
-                &format!("/v1/patients/{}", bare["id"].as_str().unwrap()),
-                &key,
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let path = format!("/v1/patients/{}", bare["id"].as_str().unwrap());
+        let read = app.clinic_json(&key, &path).await;
         assert_eq!(read["insurances"], json!([]), "{read}");
     }
 }
