@@ -7,7 +7,7 @@ use chrono::{Datelike, NaiveDate};
 use uuid::Uuid;
 
 use super::input::is_code;
-use super::write::{write_once, written, Made};
+use super::write::{write_once, write_once_planned, written, Made};
 use super::{ClinicError, IdempotencyKey, Invalid, Written};
 use crate::billing::ceiling::{
     charge_after, charges_under_ceiling, outpatient_ceiling, MonthVisit,
@@ -22,7 +22,7 @@ use crate::db::claims;
 use crate::db::encounters::{self, NewEncounter, PatientOnDate, VoidOutcome};
 use crate::db::payments::{self, PaymentOutcome};
 use crate::master::MasterCache;
-use crate::pools::{TenantConn, Tx};
+use crate::pools::{Planning, TenantConn, Tx};
 
 /// The most lines one visit holds.
 pub const MAX_LINES: usize = 100;
@@ -202,7 +202,10 @@ pub async fn record_visit(
             .flat_map(|u| u.drugs.iter().map(|d| d.code.as_str())),
     );
     codes.extend(visit.diagnoses.iter().map(String::as_str));
-    write_once(conn, key, async |tx| {
+    // Every statement finds its rows by key (the patient's month is one
+    // patient's), so each is planned once for any parameters: the
+    // tenant's own statements keep their plan from the first visit.
+    write_once_planned(conn, key, Planning::Generic, async |tx| {
         // The copy's release (locked against rollouts) and the patient's
         // birth and insurance on the day, in one round trip.
         let (release, patient) = futures::try_join!(

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::ClinicError;
 use crate::db::idempotency::{self, KeyState, StoredResponse};
-use crate::pools::{TenantConn, Tx};
+use crate::pools::{Planning, TenantConn, Tx};
 
 /// What a write answers, serialized once: the same text is stored for
 /// replays and sent.
@@ -84,7 +84,17 @@ pub async fn write_once(
     key: Option<IdempotencyKey>,
     work: impl AsyncFnOnce(&Tx<'_>) -> Result<Written, ClinicError>,
 ) -> Result<Written, ClinicError> {
-    conn.write(async |tx| {
+    write_once_planned(conn, key, Planning::Auto, work).await
+}
+
+/// [`write_once`] with its statements planned as `planning` says.
+pub async fn write_once_planned(
+    conn: &TenantConn,
+    key: Option<IdempotencyKey>,
+    planning: Planning,
+    work: impl AsyncFnOnce(&Tx<'_>) -> Result<Written, ClinicError>,
+) -> Result<Written, ClinicError> {
+    conn.write_planned(planning, async |tx| {
         if let Some(k) = &key {
             match idempotency::claim(tx, &k.key, k.operation, &k.hash, k.ttl_s).await? {
                 KeyState::Fresh => {

@@ -56,7 +56,7 @@ pub use status::{AffinityStatus, PoolStatus, SchemasPerConnection, ShardStatus};
 use admission::Admission;
 use shard::split;
 
-pub use tenant_conn::{unqualified, ExpectedSettings, TenantConn, Tx, TENANT};
+pub use tenant_conn::{unqualified, ExpectedSettings, Planning, TenantConn, Tx, TENANT};
 
 use connect::{build_pool, build_slots, connection_timeouts, PoolSpec};
 use overload::{QueueState, Standing};

@@ -63,10 +63,43 @@ const SET_PATH: &str = "SELECT set_config('search_path', $1, true), \
      current_setting('statement_timeout')::interval = $2::text::interval \
      AND current_setting('application_name') = $3";
 /// The same for a write, which also takes its transaction's id in that
-/// flight, so that a `COMMIT` whose answer is lost can be looked up.
+/// flight, so that a `COMMIT` whose answer is lost can be looked up, and
+/// sets how its statements are planned ([`Planning`]).
 const SET_PATH_WRITE: &str = "SELECT set_config('search_path', $1, true), \
      current_setting('statement_timeout')::interval = $2::text::interval \
-     AND current_setting('application_name') = $3, pg_current_xact_id()::text";
+     AND current_setting('application_name') = $3, pg_current_xact_id()::text, \
+     set_config('plan_cache_mode', coalesce($4, current_setting('plan_cache_mode')), true)";
+
+/// How a write's prepared statements are planned, for its transaction
+/// only (`plan_cache_mode`, which PostgreSQL forgets when it ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// The session's setting: PostgreSQL's default (`auto`: a statement
+    /// is planned for its parameters on each of its first five uses, then
+    /// kept as a generic plan if that is estimated no dearer) unless the
+    /// role or database sets another. For writes whose statements search
+    /// by what their parameters hold (claims generation's ranges of
+    /// dates).
+    Auto,
+    /// Planned once for any parameters and the plan kept from the first
+    /// use (`force_generic_plan`). For writes whose every statement finds
+    /// rows by key, where a tenant's own statement ([`Tx::prepare_own`])
+    /// then keeps its plan from its first use instead of its sixth (a
+    /// statement shared by every tenant is planned again after each
+    /// change of schema either way). load/RESULTS.md, "Generic plans for
+    /// a visit".
+    Generic,
+}
+
+impl Planning {
+    /// `plan_cache_mode` for the transaction (`None`: the session's).
+    fn setting(self) -> Option<&'static str> {
+        match self {
+            Planning::Auto => None,
+            Planning::Generic => Some("force_generic_plan"),
+        }
+    }
+}
 /// How long a write whose `COMMIT` was lost keeps asking PostgreSQL what
 /// became of it (the server may be restarting) before answering that the
 /// outcome is unknown.
@@ -492,8 +525,22 @@ impl TenantConn {
 
     /// Runs `work` in one transaction in the tenant's schema and commits if
     /// it returns `Ok`, rolls back otherwise. `BEGIN` and `set_config` are
-    /// pipelined with `work`'s first statement.
+    /// pipelined with `work`'s first statement. Its statements are planned
+    /// as PostgreSQL chooses ([`Planning::Auto`]).
     pub async fn write<T, E>(&self, work: impl AsyncFnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        self.write_planned(Planning::Auto, work).await
+    }
+
+    /// [`TenantConn::write`] with its statements planned as `planning`
+    /// says.
+    pub async fn write_planned<T, E>(
+        &self,
+        planning: Planning,
+        work: impl AsyncFnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<DbError>,
     {
@@ -503,17 +550,18 @@ impl TenantConn {
             db.schema = &*self.search_path,
         );
         self.unchecked();
-        self.write_inner(work).instrument(span).await
+        self.write_inner(planning, work).instrument(span).await
     }
 
     async fn write_inner<T, E>(
         &self,
+        planning: Planning,
         work: impl AsyncFnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: From<DbError>,
     {
-        match self.transact(work).await {
+        match self.transact(planning, work).await {
             Ending::Known(result) => result,
             Ending::CommitLost { xact, value, error } => {
                 // The broken connection goes first, so that a pool of one
@@ -538,7 +586,11 @@ impl TenantConn {
     }
 
     /// The write's transaction, up to and including `COMMIT`.
-    async fn transact<T, E>(&self, work: impl AsyncFnOnce(&Tx<'_>) -> Result<T, E>) -> Ending<T, E>
+    async fn transact<T, E>(
+        &self,
+        planning: Planning,
+        work: impl AsyncFnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Ending<T, E>
     where
         E: From<DbError>,
     {
@@ -550,7 +602,9 @@ impl TenantConn {
         let search_path: &str = &self.search_path;
         let timeout: &str = &self.expected.statement_timeout;
         let application: &str = self.expected.application_name;
-        let path_params: [&(dyn ToSql + Sync); 3] = [&search_path, &timeout, &application];
+        let plan_cache_mode = planning.setting();
+        let path_params: [&(dyn ToSql + Sync); 4] =
+            [&search_path, &timeout, &application, &plan_cache_mode];
         self.open.set(true);
 
         let mut begin_f = pin!(maybe_done(client.execute(&begin, &[])));

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use recept::pools::Shard;
 
@@ -503,6 +503,108 @@ async fn a_writes_own_statement_is_its_tenants_at_home_and_the_shared_one_elsewh
     drop(away);
     drop(second);
     drop(home);
+}
+
+/// How often PostgreSQL planned the statement `text` prepared on `conn`'s
+/// connection: (generic plans, custom plans).
+async fn plans_of(conn: &recept::pools::TenantConn, text: &str) -> (i64, i64) {
+    let rows = conn
+        .read(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+             WHERE statement = $1",
+            &[&text],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{text} is prepared once");
+    (rows[0].get(0), rows[0].get(1))
+}
+
+/// The transaction's `plan_cache_mode`, in a write planned as `planning`
+/// that first runs the tenant's own `sql` once.
+async fn write_planned_once(
+    conn: &recept::pools::TenantConn,
+    planning: recept::pools::Planning,
+    sql: &str,
+) -> String {
+    conn.write_planned(
+        planning,
+        async |tx| -> Result<String, recept::pools::DbError> {
+            let statement = tx.prepare_own(sql).await?;
+            tx.query_one(&statement, &[&uuid::Uuid::new_v4()]).await?;
+            Ok(tx
+                .query_one("SELECT current_setting('plan_cache_mode')", &[])
+                .await?
+                .get(0))
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_generic_write_keeps_its_plan_from_the_first_use_and_only_for_its_transaction() {
+    use recept::pools::Planning;
+    let (app, tenant, schema) = connections(1, "generic").await;
+    let conn = connection(&app, tenant, &schema).await;
+    let by_key = "SELECT count(*) FROM patients WHERE id = $1";
+    let by_name = "SELECT count(*) FROM patients WHERE id = $1 AND name IS NOT NULL";
+
+    // Planned as PostgreSQL chooses, the first use is a custom plan.
+    let mode = write_planned_once(&conn, Planning::Auto, by_name).await;
+    assert_eq!(mode, "auto");
+    let own = format!("/* \"{schema}\" */ {by_name}");
+    assert_eq!(plans_of(&conn, &own).await, (0, 1));
+
+    // Generic: the plan is made for any parameters at once, and kept.
+    let mode = write_planned_once(&conn, Planning::Generic, by_key).await;
+    assert_eq!(mode, "force_generic_plan");
+    let own = format!("/* \"{schema}\" */ {by_key}");
+    assert_eq!(plans_of(&conn, &own).await, (1, 0));
+    write_planned_once(&conn, Planning::Generic, by_key).await;
+    assert_eq!(plans_of(&conn, &own).await, (2, 0));
+
+    // The setting ends with the transaction: the next write and read on
+    // the same connection have the session's.
+    let mode = write_planned_once(&conn, Planning::Auto, by_name).await;
+    assert_eq!(mode, "auto");
+    let rows = conn
+        .read("SELECT current_setting('plan_cache_mode')", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "auto");
+}
+
+#[tokio::test]
+async fn a_visit_plans_its_own_reads_once_for_any_patient() {
+    let app = one_worker(1, |_| {}).await;
+    app.import_release("2026-04", &crate::helpers::sample_release("2026-04"))
+        .await;
+    let (slug, key) = app.tenant_on_release("genericvisit", "2026-04").await;
+    let (tenant, schema) = (app.tenant_id(&slug).await, format!("t_{slug}"));
+    for name in ["一 太郎", "二 花子"] {
+        let patient = app.insured_patient(&key, name).await;
+        app.clinic_post(
+            &key,
+            "/v1/encounters",
+            json!({"patient_id": patient, "date": "2026-07-01", "diagnoses": ["8833421"],
+                   "items": [{"code": "112007410", "quantity": 1}]}),
+        )
+        .await;
+    }
+    // The one connection is the tenant's home: its own statements of the
+    // patient's insurance on the day and of the month so far, each planned
+    // once and used by both visits.
+    let conn = connection(&app, tenant, &schema).await;
+    for own in [
+        format!("/* \"{schema}\" */ {}", recept::db::encounters::PATIENT_ON),
+        format!(
+            "/* \"{schema}\" */ {}",
+            recept::db::encounters::MONTH_SO_FAR
+        ),
+    ] {
+        assert_eq!(plans_of(&conn, &own).await, (2, 0), "{own}");
+    }
 }
 
 #[tokio::test]
