@@ -64,11 +64,16 @@ const SET_PATH: &str = "SELECT set_config('search_path', $1, true), \
      AND current_setting('application_name') = $3";
 /// The same for a write, which also takes its transaction's id in that
 /// flight, so that a `COMMIT` whose answer is lost can be looked up, and
-/// sets how its statements are planned ([`Planning`]).
+/// sets how its statements are planned ([`Planning`]): `$4`, unless it is
+/// null or the database has Citus, which cannot make a generic plan of a
+/// statement with parameters on a distributed schema's tables ("could
+/// not create distributed plan"); then the session's setting.
 const SET_PATH_WRITE: &str = "SELECT set_config('search_path', $1, true), \
      current_setting('statement_timeout')::interval = $2::text::interval \
      AND current_setting('application_name') = $3, pg_current_xact_id()::text, \
-     set_config('plan_cache_mode', coalesce($4, current_setting('plan_cache_mode')), true)";
+     set_config('plan_cache_mode', CASE WHEN $4::text IS NULL \
+       OR EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') \
+       THEN current_setting('plan_cache_mode') ELSE $4 END, true)";
 
 /// How a write's prepared statements are planned, for its transaction
 /// only (`plan_cache_mode`, which PostgreSQL forgets when it ends).
@@ -82,7 +87,8 @@ pub enum Planning {
     /// dates).
     Auto,
     /// Planned once for any parameters and the plan kept from the first
-    /// use (`force_generic_plan`). For writes whose every statement finds
+    /// use (`force_generic_plan`); on Citus, as [`Planning::Auto`]
+    /// (`SET_PATH_WRITE`). For writes whose every statement finds
     /// rows by key, where a tenant's own statement ([`Tx::prepare_own`])
     /// then keeps its plan from its first use instead of its sixth (a
     /// statement shared by every tenant is planned again after each
